@@ -1,0 +1,123 @@
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using Broker.Engine.Connections;
+using Broker.Engine.Diagnostics;
+using Broker.Engine.Options;
+using Broker.Engine.Policy;
+using Broker.Engine.Routing;
+using Broker.Engine.Sessions;
+using Broker.Engine.Store;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Broker.Engine;
+
+/// <summary>
+/// The broker: give it each accepted connection's pipe and it speaks MQTT on it. It restores the
+/// store's state before the first connection, runs one heartbeat for every timer (keep-alive,
+/// delayed wills, session expiry), and tells clients when it shuts down.
+/// </summary>
+public sealed class BrokerEngine : IAsyncDisposable
+{
+    readonly EngineContext _engine;
+    readonly ConcurrentDictionary<MqttConnection, byte> _connections = new();
+    readonly CancellationTokenSource _stopping = new();
+    Task? _heartbeat;
+
+    public BrokerEngine(IOptions<EngineOptions> options, IBrokerPolicy policy, IBrokerStore store, ILoggerFactory loggerFactory, BrokerCounters counters, TimeProvider? time = null)
+    {
+        _engine = new EngineContext(options.Value, policy, store, loggerFactory, counters, time ?? TimeProvider.System);
+    }
+
+    public BrokerCounters Counters => _engine.Counters;
+
+    public IBrokerStore Store => _engine.Store;
+
+    public int SessionCount => _engine.Sessions.Count;
+
+    public int SubscriptionCount => _engine.Index.Count;
+
+    public int RetainedCount => _engine.Retained.Count;
+
+    public bool IsStarted { get; private set; }
+
+    /// <summary>A session by client id, for operators and tests.</summary>
+    public Session? FindSession(string clientId) => _engine.Sessions.Get(clientId);
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var restored = await StoreRestore.RestoreAsync(_engine, cancellationToken);
+        EngineLog.Restored(_engine.Logger, restored.Sessions, restored.Messages, restored.Retained);
+        _heartbeat = HeartbeatAsync(_stopping.Token);
+        IsStarted = true;
+    }
+
+    /// <summary>Serves one connection until it closes.</summary>
+    public async Task HandleConnectionAsync(IDuplexPipe transport, ConnectionMetadata metadata, CancellationToken connectionClosed)
+    {
+        var connection = new MqttConnection(_engine, transport, metadata, connectionClosed);
+        _connections.TryAdd(connection, 0);
+        try
+        {
+            await connection.RunAsync();
+        }
+        finally
+        {
+            _connections.TryRemove(connection, out _);
+        }
+    }
+
+    /// <summary>Tells every client the server is going away (v5 0x8B) and stops the heartbeat.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync();
+        foreach (var connection in _connections.Keys)
+        {
+            connection.Shutdown();
+        }
+
+        // Give connections a moment to flush their DISCONNECT.
+        var deadline = Environment.TickCount64 + 2000;
+        while (!_connections.IsEmpty && Environment.TickCount64 < deadline && !cancellationToken.IsCancellationRequested)
+        {
+            await Task.Delay(20, CancellationToken.None);
+        }
+
+        if (_heartbeat is not null)
+        {
+            await _heartbeat;
+        }
+    }
+
+    /// <summary>One timer for the whole broker, as Kestrel's heartbeat: ticks every second.</summary>
+    async Task HeartbeatAsync(CancellationToken stopping)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1), _engine.Time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stopping))
+            {
+                var ticks = Environment.TickCount64;
+                foreach (var connection in _connections.Keys)
+                {
+                    connection.CheckKeepAlive(ticks);
+                }
+
+                _engine.Sessions.Sweep(_engine.NowUnixMs);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_stopping.IsCancellationRequested)
+        {
+            await StopAsync(CancellationToken.None);
+        }
+
+        _stopping.Dispose();
+    }
+}

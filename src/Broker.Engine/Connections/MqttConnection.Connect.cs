@@ -1,0 +1,241 @@
+using Broker.Engine.Diagnostics;
+using Broker.Engine.Policy;
+using Broker.Engine.Routing;
+using MQTTnet.Formatter;
+using MQTTnet.Packets;
+using MQTTnet.Protocol;
+
+namespace Broker.Engine.Connections;
+
+/// <summary>CONNECT: identity, will, keep-alive, session, CONNACK [MQTT-3.1, 3.2].</summary>
+internal sealed partial class MqttConnection
+{
+    /// <summary>Reads the first packet within the connect timeout and answers it. False: the connection ends.</summary>
+    async Task<bool> ConnectAsync()
+    {
+        MqttPacket? first;
+        using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(_cts.Token))
+        {
+            timeout.CancelAfter(_engine.Options.Mqtt.ConnectTimeout);
+            try
+            {
+                first = await ReadPacketAsync(isFirst: true, timeout.Token);
+            }
+            catch (OperationCanceledException) when (!_cts.IsCancellationRequested)
+            {
+                Reject("no CONNECT within Broker:Mqtt:ConnectTimeout");
+                return false;
+            }
+            catch (UnsupportedProtocolException ex)
+            {
+                // [MQTT-3.1.2-2]: answer with "unacceptable protocol version" and close. Sent as v3.1.1,
+                // which every client can read.
+                _encoder = new MqttPacketFormatterAdapter(MqttProtocolVersion.V311, new MqttBufferWriter(64, 64));
+                await WriteDirectAsync(new MqttConnAckPacket { ReturnCode = MqttConnectReturnCode.ConnectionRefusedUnacceptableProtocolVersion });
+                Reject($"unsupported protocol: {ex.Message}");
+                return false;
+            }
+            catch (MalformedPacketException ex) when (ex.Message.Contains("3.1.3-7", StringComparison.Ordinal))
+            {
+                // v3.1.1: an empty client id needs clean session = 1 [MQTT-3.1.3-7, -8].
+                _version = _decoder.ProtocolVersion;
+                _encoder = new MqttPacketFormatterAdapter(_version, new MqttBufferWriter(64, 64));
+                await RefuseAsync(MqttConnectReasonCode.ClientIdentifierNotValid, "empty client id with clean session = 0", "", null);
+                return false;
+            }
+            catch (MalformedPacketException ex)
+            {
+                _engine.Counters.MalformedPacket();
+                Reject($"malformed CONNECT: {ex.Message}");
+                return false;
+            }
+            catch (PacketTooLargeException ex)
+            {
+                _engine.Counters.OversizedPacket();
+                Reject($"CONNECT of {ex.Size} bytes above Broker:Mqtt:MaxPacketSize");
+                return false;
+            }
+        }
+
+        if (first is not MqttConnectPacket connect)
+        {
+            return false;
+        }
+
+        return await HandleConnectAsync(connect);
+    }
+
+    async Task<bool> HandleConnectAsync(MqttConnectPacket connect)
+    {
+        _version = _decoder.ProtocolVersion;
+        _encoder = new MqttPacketFormatterAdapter(_version, new MqttBufferWriter(4096, 65536));
+        var options = _engine.Options;
+
+        var clientId = connect.ClientId ?? "";
+        var assigned = false;
+        if (clientId.Length == 0)
+        {
+            if (!IsV5 && (_version == MqttProtocolVersion.V310 || !connect.CleanSession))
+            {
+                await RefuseAsync(MqttConnectReasonCode.ClientIdentifierNotValid, "empty client id", clientId, connect.Username);
+                return false;
+            }
+
+            // v3.1.1 with clean session [MQTT-3.1.3-6] and v5 [MQTT-3.1.3-6]: the server assigns one.
+            clientId = "auto-" + Guid.NewGuid().ToString("N");
+            assigned = true;
+        }
+
+        var auth = await _engine.Policy.AuthenticateAsync(new ConnectRequest
+        {
+            ClientId = clientId,
+            ClientIdAssigned = assigned,
+            UserName = connect.Username,
+            Password = connect.Password,
+            ProtocolVersion = _version,
+            RemoteEndPoint = _meta.RemoteEndPoint,
+        }, _cts.Token);
+        if (!auth.Succeeded)
+        {
+            await RefuseAsync(auth.ReasonCode, auth.ReasonText ?? "refused", clientId, connect.Username);
+            return false;
+        }
+
+        var principal = auth.Principal!;
+        if (connect.WillFlag && !PrepareWill(connect, principal, out var willRefusal))
+        {
+            await RefuseAsync(willRefusal, "will message not allowed", clientId, connect.Username);
+            return false;
+        }
+
+        _keepAliveSeconds = connect.KeepAlivePeriod;
+        ushort serverKeepAlive = 0;
+        if (options.Mqtt.MaxKeepAliveSeconds > 0 && (_keepAliveSeconds == 0 || _keepAliveSeconds > options.Mqtt.MaxKeepAliveSeconds))
+        {
+            // v5 clients must use the Server Keep Alive we send [MQTT-3.2.2-21].
+            _keepAliveSeconds = options.Mqtt.MaxKeepAliveSeconds;
+            serverKeepAlive = (ushort)_keepAliveSeconds;
+        }
+
+        // v3.1.1 cannot say how long its session should live: clean session 0 gets the configured default.
+        var expiry = IsV5 ? connect.SessionExpiryInterval : connect.CleanSession ? 0u : (uint)Math.Min(uint.MaxValue, options.DefaultSessionExpiry.TotalSeconds);
+        var clientReceiveMaximum = IsV5 && connect.ReceiveMaximum > 0 ? connect.ReceiveMaximum : ushort.MaxValue;
+        var sendQuota = Math.Min(options.Mqtt.MaxInflightMessages, clientReceiveMaximum);
+        _clientMaxPacketSize = IsV5 && connect.MaximumPacketSize > 0 ? connect.MaximumPacketSize : uint.MaxValue;
+        _clientId = clientId;
+        _principal = principal;
+
+        var (session, present) = _engine.Sessions.Open(this, principal, connect.CleanSession, expiry, sendQuota);
+        _session = session;
+        _control.Enqueue(new MqttConnAckPacket
+        {
+            ReturnCode = MqttConnectReturnCode.ConnectionAccepted,
+            ReasonCode = MqttConnectReasonCode.Success,
+            IsSessionPresent = present,
+            AssignedClientIdentifier = assigned && IsV5 ? clientId : null,
+            ReceiveMaximum = (ushort)options.Mqtt.ReceiveMaximum,
+            MaximumPacketSize = (uint)options.Mqtt.MaxPacketSize,
+            TopicAliasMaximum = (ushort)options.Mqtt.TopicAliasMaximum,
+            MaximumQoS = MqttQualityOfServiceLevel.ExactlyOnce,
+            RetainAvailable = true,
+            WildcardSubscriptionAvailable = true,
+            SharedSubscriptionAvailable = true,
+            SubscriptionIdentifiersAvailable = true,
+            ServerKeepAlive = serverKeepAlive,
+        });
+        _engine.Counters.ConnectionOpened();
+        EngineLog.ClientConnected(_engine.ConnectionLogger, clientId, principal.UserId, RemoteEndPoint, VersionName(_version), _meta.Transport, present);
+        return true;
+    }
+
+    /// <summary>A will is checked like a publish when the client connects, so it cannot reach a topic its client could not.</summary>
+    bool PrepareWill(MqttConnectPacket connect, ClientPrincipal principal, out MqttConnectReasonCode refusal)
+    {
+        refusal = MqttConnectReasonCode.Success;
+        var topic = connect.WillTopic ?? "";
+        var decision = CheckTopicName(topic);
+        if (decision == PolicyDecision.Allow)
+        {
+            decision = _engine.Policy.AuthorizePublish(principal, topic);
+        }
+
+        if (decision != PolicyDecision.Allow)
+        {
+            EngineLog.WillRefused(_engine.Logger, principal.ClientId, principal.UserId, topic, decision.ToString());
+            refusal = decision == PolicyDecision.TopicInvalid ? MqttConnectReasonCode.TopicNameInvalid : MqttConnectReasonCode.NotAuthorized;
+            return false;
+        }
+
+        var now = _engine.NowUnixMs;
+        _will = new BrokerMessage
+        {
+            Topic = topic,
+            Payload = connect.WillMessage ?? [],
+            Qos = connect.WillQoS,
+            Retain = connect.WillRetain,
+            ContentType = connect.WillContentType,
+            ResponseTopic = connect.WillResponseTopic,
+            CorrelationData = connect.WillCorrelationData,
+            PayloadFormat = connect.WillPayloadFormatIndicator,
+            UserProperties = _engine.Policy.TransformUserProperties(principal, connect.WillUserProperties),
+            ExpiresAtUnixMs = connect.WillMessageExpiryInterval > 0 ? now + connect.WillMessageExpiryInterval * 1000L : 0,
+            SenderClientId = principal.ClientId,
+            SenderUserId = principal.UserId,
+        };
+        _willDelaySeconds = IsV5 ? connect.WillDelayInterval : 0;
+        return true;
+    }
+
+    BrokerMessage? _will;
+    uint _willDelaySeconds;
+
+    /// <summary>
+    /// The will goes out on any close but a normal DISCONNECT [MQTT-3.1.2-8, -10]; a v5 Will Delay
+    /// holds it until the delay passes or the session ends [MQTT-3.1.3-9]. After a takeover the
+    /// session lives on in the new connection, so a delayed will is cancelled.
+    /// </summary>
+    void ScheduleWill(bool takenOver)
+    {
+        var will = _will!;
+        var session = _session!;
+        if (_willDelaySeconds == 0 || session.IsDiscarded)
+        {
+            _ = _engine.Router.PublishWillAsync(will, _principal!);
+        }
+        else if (!takenOver)
+        {
+            session.PendingWill = (will, _principal!, _engine.NowUnixMs + _willDelaySeconds * 1000L);
+        }
+    }
+
+    async Task RefuseAsync(MqttConnectReasonCode reason, string text, string clientId, string? userName)
+    {
+        _engine.Counters.ConnectionRefused();
+        EngineLog.ConnectRefused(_engine.Logger, clientId, userName, RemoteEndPoint, $"0x{(int)reason:X2}", text);
+        // [MQTT-3.2.2-4] (v3.1.1) / [MQTT-3.2.2-6] (v5): a refusal has session present = 0, then the connection closes.
+        await WriteDirectAsync(new MqttConnAckPacket
+        {
+            ReasonCode = reason,
+            ReturnCode = ReasonCodes.ToV3(reason),
+            IsSessionPresent = false,
+            MaximumQoS = MqttQualityOfServiceLevel.ExactlyOnce,
+            RetainAvailable = true,
+            WildcardSubscriptionAvailable = true,
+            SharedSubscriptionAvailable = true,
+            SubscriptionIdentifiersAvailable = true,
+        });
+    }
+
+    void Reject(string reason)
+    {
+        _engine.Counters.ConnectionRefused();
+        EngineLog.ConnectionRejected(_engine.ConnectionLogger, _meta.ConnectionId, RemoteEndPoint, reason);
+    }
+
+    static string VersionName(MqttProtocolVersion version) => version switch
+    {
+        MqttProtocolVersion.V500 => "5.0",
+        MqttProtocolVersion.V311 => "3.1.1",
+        _ => "3.1",
+    };
+}

@@ -1,0 +1,415 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using System.Threading.Channels;
+using Broker.Engine.Diagnostics;
+using Broker.Engine.Policy;
+using Broker.Engine.Routing;
+using Broker.Engine.Sessions;
+using MQTTnet.Adapter;
+using MQTTnet.Formatter;
+using MQTTnet.Packets;
+using MQTTnet.Protocol;
+
+namespace Broker.Engine.Connections;
+
+/// <summary>
+/// One client connection: a receive loop that reads frames and dispatches them by packet type
+/// (handlers in the partial files next to this one), and a writer loop that is the only code to
+/// touch the output pipe. Acks go through a small control queue; publishes are pulled from the
+/// session's queue, so the session decides what may be sent and nothing piles up here.
+/// </summary>
+internal sealed partial class MqttConnection
+{
+    const int WriteBatch = 64;
+
+    readonly EngineContext _engine;
+    readonly IDuplexPipe _transport;
+    readonly ConnectionMetadata _meta;
+    readonly CancellationTokenSource _cts;
+    readonly ConcurrentQueue<MqttPacket> _control = new();
+    readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1)
+    {
+        FullMode = BoundedChannelFullMode.DropWrite,
+        SingleReader = true,
+    });
+
+    readonly MqttPacketFormatterAdapter _decoder = new(new MqttBufferWriter(256, 4096));
+    MqttPacketFormatterAdapter? _encoder;
+    MqttProtocolVersion _version;
+    Session? _session;
+    ClientPrincipal? _principal;
+    string _clientId = "";
+    long _lastActivityMs = Environment.TickCount64;
+    int _keepAliveSeconds;
+    uint _clientMaxPacketSize = uint.MaxValue;
+    string _closeReason = "connection closed by the client";
+    bool _sendWill = true;
+    volatile bool _closing;
+
+    public MqttConnection(EngineContext engine, IDuplexPipe transport, ConnectionMetadata meta, CancellationToken connectionClosed)
+    {
+        _engine = engine;
+        _transport = transport;
+        _meta = meta;
+        _cts = CancellationTokenSource.CreateLinkedTokenSource(connectionClosed);
+    }
+
+    public string ClientId => _clientId;
+
+    bool IsV5 => _version == MqttProtocolVersion.V500;
+
+    string RemoteEndPoint => _meta.RemoteEndPoint?.ToString() ?? "?";
+
+    public async Task RunAsync()
+    {
+        Task? writer = null;
+        try
+        {
+            if (!await ConnectAsync())
+            {
+                return;
+            }
+
+            writer = WriteLoopAsync();
+            while (!_closing)
+            {
+                var packet = await ReadPacketAsync(isFirst: false, _cts.Token);
+                if (packet is null)
+                {
+                    break;
+                }
+
+                Volatile.Write(ref _lastActivityMs, Environment.TickCount64);
+                if (!await DispatchAsync(packet))
+                {
+                    break;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (PacketTooLargeException ex)
+        {
+            _engine.Counters.OversizedPacket();
+            EngineLog.PacketTooLarge(_engine.ConnectionLogger, Name, ex.Size, _engine.Options.Mqtt.MaxPacketSize);
+            Disconnect(MqttDisconnectReasonCode.PacketTooLarge, "packet too large");
+        }
+        catch (MalformedPacketException ex)
+        {
+            _engine.Counters.MalformedPacket();
+            EngineLog.MalformedPacket(_engine.ConnectionLogger, Name, ex.Message);
+            Disconnect(MqttDisconnectReasonCode.MalformedPacket, "malformed packet");
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException or InvalidOperationException || ex.GetType().Name == "ConnectionResetException")
+        {
+            _closeReason = "connection lost";
+        }
+        catch (Exception ex)
+        {
+            EngineLog.ConnectionFailed(_engine.ConnectionLogger, _meta.ConnectionId, ex);
+        }
+        finally
+        {
+            await CloseAsync(writer);
+        }
+    }
+
+    string Name => _clientId.Length > 0 ? _clientId : _meta.ConnectionId;
+
+    /// <summary>One switch on packet type, as mosquitto's handle__packet.</summary>
+    ValueTask<bool> DispatchAsync(MqttPacket packet) => packet switch
+    {
+        MqttPublishPacket publish => HandlePublishAsync(publish),
+        MqttPubAckPacket ack => ValueTask.FromResult(HandlePubAck(ack)),
+        MqttPubRecPacket rec => ValueTask.FromResult(HandlePubRec(rec)),
+        MqttPubRelPacket rel => ValueTask.FromResult(HandlePubRel(rel)),
+        MqttPubCompPacket comp => ValueTask.FromResult(HandlePubComp(comp)),
+        MqttSubscribePacket subscribe => ValueTask.FromResult(HandleSubscribe(subscribe)),
+        MqttUnsubscribePacket unsubscribe => ValueTask.FromResult(HandleUnsubscribe(unsubscribe)),
+        MqttPingReqPacket => ValueTask.FromResult(Send(MqttPingRespPacket.Instance)),
+        MqttDisconnectPacket disconnect => ValueTask.FromResult(HandleDisconnect(disconnect)),
+        MqttConnectPacket => ValueTask.FromResult(ProtocolError("a second CONNECT [MQTT-3.1.0-2]")),
+        _ => ValueTask.FromResult(ProtocolError($"unexpected {packet.GetType().Name}")),
+    };
+
+    bool Send(MqttPacket packet)
+    {
+        _control.Enqueue(packet);
+        SignalWrite();
+        return true;
+    }
+
+    public void SignalWrite() => _wake.Writer.TryWrite(true);
+
+    /// <summary>Closes with a protocol error: v5 DISCONNECT 0x82, v3.1.1 just closes [MQTT-4.8.0-1].</summary>
+    bool ProtocolError(string reason)
+    {
+        EngineLog.ProtocolError(_engine.ConnectionLogger, Name, reason);
+        Disconnect(MqttDisconnectReasonCode.ProtocolError, reason);
+        return false;
+    }
+
+    /// <summary>Server-initiated close: a v5 client is told why first [MQTT-4.13.2-1].</summary>
+    void Disconnect(MqttDisconnectReasonCode reason, string text)
+    {
+        _closeReason = text;
+        if (IsV5 && _encoder is not null)
+        {
+            _control.Enqueue(new MqttDisconnectPacket { ReasonCode = reason });
+        }
+
+        _closing = true;
+        SignalWrite();
+    }
+
+    /// <summary>Another connection took the client id [MQTT-3.1.4-3]; v5 reason 0x8E.</summary>
+    public void TakeOver()
+    {
+        Disconnect(MqttDisconnectReasonCode.SessionTakenOver, "session taken over");
+        _wake.Writer.TryComplete();
+        _transport.Input.CancelPendingRead();
+    }
+
+    /// <summary>Broker shutdown: v5 reason 0x8B; no will (the client did nothing wrong, and mosquitto does the same on a clean stop).</summary>
+    public void Shutdown()
+    {
+        _sendWill = false;
+        Disconnect(MqttDisconnectReasonCode.ServerShuttingDown, "server shutting down");
+        _wake.Writer.TryComplete();
+        _transport.Input.CancelPendingRead();
+    }
+
+    /// <summary>Heartbeat check: no packet within 1.5 × keep-alive closes the connection [MQTT-3.1.2-24].</summary>
+    public void CheckKeepAlive(long nowTicks)
+    {
+        if (_keepAliveSeconds > 0 && !_closing && nowTicks - Volatile.Read(ref _lastActivityMs) > _keepAliveSeconds * 1500L)
+        {
+            _closeReason = "keep-alive timeout";
+            Disconnect(MqttDisconnectReasonCode.KeepAliveTimeout, "keep-alive timeout");
+            _wake.Writer.TryComplete();
+            _transport.Input.CancelPendingRead();
+        }
+    }
+
+    async ValueTask<MqttPacket?> ReadPacketAsync(bool isFirst, CancellationToken cancellationToken)
+    {
+        var input = _transport.Input;
+        while (true)
+        {
+            var result = await input.ReadAsync(cancellationToken);
+            if (result.IsCanceled)
+            {
+                return null;
+            }
+
+            var buffer = result.Buffer;
+            var status = FrameReader.TryRead(buffer, _engine.Options.Mqtt.MaxPacketSize, out var header, out var body, out var size);
+            switch (status)
+            {
+                case FrameStatus.Complete:
+                    var length = (int)body.Length;
+                    var rented = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
+                    try
+                    {
+                        body.CopyTo(rented);
+                        input.AdvanceTo(body.End);
+                        return Decode(new ReceivedMqttPacket(header, new ArraySegment<byte>(rented, 0, length), (int)size), isFirst);
+                    }
+                    finally
+                    {
+                        // The decoder copies what it keeps (payload, strings, binary properties).
+                        ArrayPool<byte>.Shared.Return(rented);
+                    }
+
+                case FrameStatus.Incomplete:
+                    if (result.IsCompleted)
+                    {
+                        return null;
+                    }
+
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                    continue;
+                case FrameStatus.TooLarge:
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                    throw new PacketTooLargeException(size);
+                default:
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                    throw new MalformedPacketException("Remaining Length longer than four bytes [MQTT-1.5.5-1]");
+            }
+        }
+    }
+
+    MqttPacket Decode(ReceivedMqttPacket received, bool isFirst)
+    {
+        if (isFirst)
+        {
+            if ((received.FixedHeader >> 4) != (int)MqttControlPacketType.Connect)
+            {
+                throw new MalformedPacketException("the first packet is not CONNECT [MQTT-3.1.0-1]");
+            }
+
+            try
+            {
+                _decoder.DetectProtocolVersion(received);
+            }
+            catch (Exception ex)
+            {
+                throw new UnsupportedProtocolException(ex.Message);
+            }
+        }
+
+        try
+        {
+            return _decoder.Decode(received) ?? throw new MalformedPacketException("unknown packet type");
+        }
+        catch (Exception ex) when (ex is not MalformedPacketException)
+        {
+            throw new MalformedPacketException(ex.Message);
+        }
+    }
+
+    async Task WriteLoopAsync()
+    {
+        var output = _transport.Output;
+        var batch = new List<MqttPacket>(WriteBatch);
+        var reader = _wake.Reader;
+        try
+        {
+            while (true)
+            {
+                var more = WriteAvailable(output, batch);
+                var flush = await output.FlushAsync(_cts.Token);
+                if (flush.IsCompleted || flush.IsCanceled)
+                {
+                    return;
+                }
+
+                if (_closing && _control.IsEmpty)
+                {
+                    break;
+                }
+
+                if (!more && !await reader.WaitToReadAsync(_cts.Token))
+                {
+                    // Completed by TakeOver/Shutdown: write what is left (the DISCONNECT) and stop.
+                    WriteAvailable(output, batch);
+                    await output.FlushAsync(_cts.Token);
+                    break;
+                }
+
+                reader.TryRead(out _);
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or ObjectDisposedException or InvalidOperationException)
+        {
+        }
+        finally
+        {
+            // Wakes the receive loop if the writer ended first (closing handshake, broken pipe).
+            _closing = true;
+            _transport.Input.CancelPendingRead();
+        }
+    }
+
+    /// <summary>Encodes control packets, then what the session lets us send. Returns true when more is waiting.</summary>
+    bool WriteAvailable(PipeWriter output, List<MqttPacket> batch)
+    {
+        while (_control.TryDequeue(out var packet))
+        {
+            WritePacket(output, packet);
+        }
+
+        if (_session is null || _closing)
+        {
+            return false;
+        }
+
+        batch.Clear();
+        var more = _session.TakeOutbound(this, batch, WriteBatch, IsV5, _engine.NowUnixMs);
+        var sent = 0;
+        foreach (var packet in batch)
+        {
+            if (WritePacket(output, packet) && packet is MqttPublishPacket)
+            {
+                sent++;
+            }
+        }
+
+        _engine.Counters.MessagesSent(sent);
+        return more;
+    }
+
+    bool WritePacket(PipeWriter output, MqttPacket packet)
+    {
+        var buffer = _encoder!.Encode(packet);
+        if ((uint)buffer.Length > _clientMaxPacketSize)
+        {
+            // The client said it cannot take it: discard, as if delivered [MQTT-3.1.2-25].
+            if (packet is MqttPublishPacket { PacketIdentifier: > 0 } publish)
+            {
+                _session?.DiscardInflight(publish.PacketIdentifier);
+            }
+
+            _engine.Counters.MessageDropped();
+            return false;
+        }
+
+        output.Write(buffer.Packet.AsSpan());
+        foreach (var segment in buffer.Payload)
+        {
+            output.Write(segment.Span);
+        }
+
+        return true;
+    }
+
+    /// <summary>Writes one packet straight to the pipe, before the writer loop exists (CONNACK refusals).</summary>
+    async Task WriteDirectAsync(MqttPacket packet)
+    {
+        try
+        {
+            WritePacket(_transport.Output, packet);
+            await _transport.Output.FlushAsync(_cts.Token);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
+        {
+        }
+    }
+
+    async Task CloseAsync(Task? writer)
+    {
+        _closing = true;
+        _wake.Writer.TryComplete();
+        if (writer is not null)
+        {
+            // Let the writer flush a final DISCONNECT; a stuck client gets two seconds.
+            await Task.WhenAny(writer, Task.Delay(2000));
+        }
+
+        await _cts.CancelAsync();
+        if (_session is null || _principal is null)
+        {
+            return;
+        }
+
+        _engine.Counters.ConnectionClosed();
+        var takenOver = !ReferenceEquals(_session.Connection, this);
+        EngineLog.ClientDisconnected(_engine.ConnectionLogger, _clientId, _closeReason);
+        _engine.Sessions.Close(_session, this);
+        if (_sendWill && _will is not null)
+        {
+            ScheduleWill(takenOver);
+        }
+    }
+
+    sealed class PacketTooLargeException(long size) : Exception($"packet of {size} bytes")
+    {
+        public long Size { get; } = size;
+    }
+
+    sealed class MalformedPacketException(string message) : Exception(message);
+
+    sealed class UnsupportedProtocolException(string message) : Exception(message);
+}

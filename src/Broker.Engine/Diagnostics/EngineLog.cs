@@ -1,0 +1,61 @@
+using Microsoft.Extensions.Logging;
+
+namespace Broker.Engine.Diagnostics;
+
+/// <summary>
+/// Every log line of the engine, with fixed event ids: 1xxx connections, 2xxx identity,
+/// 3xxx authorization, 4xxx store, 5xxx routing. Never a password or a payload.
+/// </summary>
+internal static partial class EngineLog
+{
+    [LoggerMessage(1001, LogLevel.Information, "Client {ClientId} connected as {UserId} from {RemoteEndPoint} (MQTT {ProtocolVersion}, {Transport}, session present {SessionPresent})")]
+    public static partial void ClientConnected(ILogger logger, string clientId, string userId, string? remoteEndPoint, string protocolVersion, string transport, bool sessionPresent);
+
+    [LoggerMessage(1002, LogLevel.Information, "Client {ClientId} disconnected: {Reason}")]
+    public static partial void ClientDisconnected(ILogger logger, string clientId, string reason);
+
+    [LoggerMessage(1003, LogLevel.Warning, "Connection {ConnectionId} from {RemoteEndPoint} closed: {Reason}")]
+    public static partial void ConnectionRejected(ILogger logger, string connectionId, string? remoteEndPoint, string reason);
+
+    [LoggerMessage(1004, LogLevel.Warning, "Client {ClientId} sent a malformed packet and was disconnected: {Detail}")]
+    public static partial void MalformedPacket(ILogger logger, string clientId, string detail);
+
+    [LoggerMessage(1005, LogLevel.Warning, "Client {ClientId} sent a packet of {Size} bytes, above the limit Broker:Mqtt:MaxPacketSize = {Limit}; disconnected")]
+    public static partial void PacketTooLarge(ILogger logger, string clientId, long size, int limit);
+
+    [LoggerMessage(1006, LogLevel.Information, "Client {ClientId} taken over by a new connection")]
+    public static partial void SessionTakenOver(ILogger logger, string clientId);
+
+    [LoggerMessage(1007, LogLevel.Warning, "Client {ClientId} disconnected: {Reason}")]
+    public static partial void ProtocolError(ILogger logger, string clientId, string reason);
+
+    [LoggerMessage(1008, LogLevel.Error, "Connection {ConnectionId} failed")]
+    public static partial void ConnectionFailed(ILogger logger, string connectionId, Exception exception);
+
+    [LoggerMessage(2001, LogLevel.Warning, "CONNECT refused for client {ClientId} user {UserName} from {RemoteEndPoint}: {ReasonCode} {Reason}")]
+    public static partial void ConnectRefused(ILogger logger, string clientId, string? userName, string? remoteEndPoint, string reasonCode, string reason);
+
+    [LoggerMessage(3001, LogLevel.Warning, "PUBLISH refused for {ClientId} (user {UserId}) on {Topic}: {Decision}")]
+    public static partial void PublishRefused(ILogger logger, string clientId, string userId, string topic, string decision);
+
+    [LoggerMessage(3002, LogLevel.Warning, "SUBSCRIBE refused for {ClientId} (user {UserId}) on {Filter}: {Decision}")]
+    public static partial void SubscribeRefused(ILogger logger, string clientId, string userId, string filter, string decision);
+
+    [LoggerMessage(3003, LogLevel.Warning, "Will of {ClientId} (user {UserId}) on {Topic} refused: {Decision}")]
+    public static partial void WillRefused(ILogger logger, string clientId, string userId, string topic, string decision);
+
+    [LoggerMessage(4001, LogLevel.Information, "Restored {Sessions} sessions, {Messages} queued messages and {Retained} retained messages from the store")]
+    public static partial void Restored(ILogger logger, int sessions, int messages, int retained);
+
+    [LoggerMessage(4002, LogLevel.Error, "Store write failed for a publish on {Topic}; not acknowledged")]
+    public static partial void StoreFailed(ILogger logger, string topic, Exception exception);
+
+    [LoggerMessage(5001, LogLevel.Warning, "Dropped a message for {ClientId} on {Topic}: {Reason} ({Total} dropped so far)")]
+    public static partial void MessageDropped(ILogger logger, string clientId, string topic, string reason, long total);
+
+    [LoggerMessage(5002, LogLevel.Information, "Session {ClientId} expired")]
+    public static partial void SessionExpired(ILogger logger, string clientId);
+
+    [LoggerMessage(5003, LogLevel.Debug, "Direct message to {ClientId} on {Topic} has no session to go to")]
+    public static partial void DirectUndeliverable(ILogger logger, string clientId, string topic);
+}

@@ -1,0 +1,62 @@
+using Broker.Engine.Diagnostics;
+using Broker.Engine.Options;
+using Broker.Engine.Policy;
+using Broker.Engine.Routing;
+using Broker.Engine.Sessions;
+using Broker.Engine.Store;
+using Microsoft.Extensions.Logging;
+
+namespace Broker.Engine;
+
+/// <summary>The engine's parts, wired once; every component reaches the others through it.</summary>
+internal sealed class EngineContext
+{
+    long _lastMessageId;
+
+    public EngineContext(EngineOptions options, IBrokerPolicy policy, IBrokerStore store, ILoggerFactory loggerFactory, BrokerCounters counters, TimeProvider time)
+    {
+        Options = options;
+        Policy = policy;
+        Store = store;
+        Logger = loggerFactory.CreateLogger("Broker.Engine");
+        ConnectionLogger = loggerFactory.CreateLogger("Broker.Engine.Connections");
+        Counters = counters;
+        Time = time;
+        Sessions = new SessionManager(this);
+        Router = new Router(this);
+    }
+
+    public EngineOptions Options { get; }
+
+    public IBrokerPolicy Policy { get; }
+
+    public IBrokerStore Store { get; }
+
+    public ILogger Logger { get; }
+
+    public ILogger ConnectionLogger { get; }
+
+    public BrokerCounters Counters { get; }
+
+    public TimeProvider Time { get; }
+
+    public SubscriptionIndex Index { get; } = new();
+
+    public RetainedMessages Retained { get; } = new();
+
+    public SessionManager Sessions { get; }
+
+    public Router Router { get; }
+
+    public long NowUnixMs => Time.GetUtcNow().ToUnixTimeMilliseconds();
+
+    public long NextMessageId() => Interlocked.Increment(ref _lastMessageId);
+
+    public void RestoreMessageId(long id)
+    {
+        if (id > _lastMessageId)
+        {
+            _lastMessageId = id;
+        }
+    }
+}

@@ -1,0 +1,62 @@
+namespace Broker.Engine.Options;
+
+/// <summary>
+/// The engine's settings, bound from the <c>Broker</c> configuration section.
+/// Defaults follow mosquitto where it has one, and say so.
+/// </summary>
+public sealed class EngineOptions
+{
+    public const string SectionName = "Broker";
+
+    public MqttListenerOptions Mqtt { get; set; } = new();
+
+    public LimitsOptions Limits { get; set; } = new();
+
+    /// <summary>Messages kept per session before the oldest is dropped (mosquitto: max_queued_messages = 1000).</summary>
+    public int MaxQueuedMessages { get; set; } = 1000;
+
+    /// <summary>Expiry of a v3.1.1 persistent session (clean session = 0), which cannot say its own. EMQX uses 2 h; chat apps want days.</summary>
+    public TimeSpan DefaultSessionExpiry { get; set; } = TimeSpan.FromDays(7);
+
+    /// <summary>Where the embedded store keeps its files, relative to the working directory.</summary>
+    public string DataPath { get; set; } = "data";
+}
+
+public sealed class MqttListenerOptions
+{
+    /// <summary>MQTT over TCP (IANA port 1883).</summary>
+    public int Port { get; set; } = 1883;
+
+    /// <summary>Interface to bind; "*" for all, "127.0.0.1" for loopback only.</summary>
+    public string Host { get; set; } = "*";
+
+    /// <summary>Largest packet accepted, checked on the fixed header before buffering (MQTT 5 Maximum Packet Size; mosquitto: max_packet_size).</summary>
+    public int MaxPacketSize { get; set; } = 256 * 1024;
+
+    /// <summary>Time a new connection has to send CONNECT (slow-loris guard; mosquitto closes after 10 s too).</summary>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>QoS 1/2 publishes a client may have unacknowledged towards us (v5 Receive Maximum we announce).</summary>
+    public int ReceiveMaximum { get; set; } = 100;
+
+    /// <summary>QoS 1/2 messages we send before waiting for acks (mosquitto: max_inflight_messages = 20); a v5 client's own Receive Maximum can lower it.</summary>
+    public int MaxInflightMessages { get; set; } = 20;
+
+    /// <summary>Inbound topic aliases a v5 client may use (0 disables them).</summary>
+    public int TopicAliasMaximum { get; set; } = 64;
+
+    /// <summary>Largest keep-alive a client may ask for; 0 means no cap. v5 clients are told through Server Keep Alive.</summary>
+    public int MaxKeepAliveSeconds { get; set; } = 0;
+}
+
+public sealed class LimitsOptions
+{
+    /// <summary>Concurrent connections over all listeners (Kestrel's MaxConcurrentConnections).</summary>
+    public int MaxConnections { get; set; } = 100_000;
+
+    /// <summary>Longest topic name or filter in UTF-16 characters; MQTT allows 65,535 bytes, chat topics are far shorter.</summary>
+    public int MaxTopicLength { get; set; } = 1024;
+
+    /// <summary>Most levels in a topic (mosquitto refuses above 200).</summary>
+    public int MaxTopicLevels { get; set; } = 32;
+}

@@ -1,0 +1,43 @@
+using Microsoft.Extensions.Options;
+
+namespace Broker.Engine.Options;
+
+/// <summary>Checks every engine setting at start; each failure names its configuration key and the allowed range.</summary>
+public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
+{
+    public ValidateOptionsResult Validate(string? name, EngineOptions o)
+    {
+        var errors = new List<string>();
+        void Range(string key, long value, long min, long max)
+        {
+            if (value < min || value > max)
+            {
+                errors.Add($"{key} must be between {min} and {max} (was {value}).");
+            }
+        }
+
+        Range("Broker:Mqtt:Port", o.Mqtt.Port, 0, 65535);
+        Range("Broker:Mqtt:MaxPacketSize", o.Mqtt.MaxPacketSize, 128, 268_435_455);
+        Range("Broker:Mqtt:ReceiveMaximum", o.Mqtt.ReceiveMaximum, 1, 65535);
+        Range("Broker:Mqtt:MaxInflightMessages", o.Mqtt.MaxInflightMessages, 1, 65535);
+        Range("Broker:Mqtt:TopicAliasMaximum", o.Mqtt.TopicAliasMaximum, 0, 65535);
+        Range("Broker:Mqtt:MaxKeepAliveSeconds", o.Mqtt.MaxKeepAliveSeconds, 0, 65535);
+        Range("Broker:Mqtt:ConnectTimeout (seconds)", (long)o.Mqtt.ConnectTimeout.TotalSeconds, 1, 3600);
+        Range("Broker:Limits:MaxConnections", o.Limits.MaxConnections, 1, 10_000_000);
+        Range("Broker:Limits:MaxTopicLength", o.Limits.MaxTopicLength, 1, 65535);
+        Range("Broker:Limits:MaxTopicLevels", o.Limits.MaxTopicLevels, 1, 1000);
+        Range("Broker:MaxQueuedMessages", o.MaxQueuedMessages, 1, 10_000_000);
+        Range("Broker:DefaultSessionExpiry (seconds)", (long)o.DefaultSessionExpiry.TotalSeconds, 0, uint.MaxValue);
+        if (string.IsNullOrWhiteSpace(o.DataPath))
+        {
+            errors.Add("Broker:DataPath must not be empty.");
+        }
+
+        if (string.IsNullOrWhiteSpace(o.Mqtt.Host))
+        {
+            errors.Add("Broker:Mqtt:Host must be \"*\" or an IP address.");
+        }
+
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}

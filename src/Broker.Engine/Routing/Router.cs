@@ -1,0 +1,231 @@
+using Broker.Engine.Diagnostics;
+using Broker.Engine.Policy;
+using Broker.Engine.Sessions;
+using Broker.Engine.Store;
+using MQTTnet.Protocol;
+
+namespace Broker.Engine.Routing;
+
+/// <summary>
+/// Takes a published message to its recipients: a direct route (point to point) or the
+/// subscription index, then per recipient the read check, the granted QoS and the queue.
+/// Rows for persistent recipients are handed to the store before any queue sees the message, and
+/// the returned task completes when the store has them: the publisher's ack waits on it.
+/// </summary>
+internal sealed class Router(EngineContext engine)
+{
+    [ThreadStatic]
+    static Scratch? t_scratch;
+
+    /// <summary>Routes a publish. The task completes when the message is durable for every persistent recipient.</summary>
+    public ValueTask RouteAsync(BrokerMessage message)
+    {
+        var scratch = t_scratch ??= new Scratch();
+        scratch.Clear();
+        try
+        {
+            var target = engine.Policy.ResolveDirectRoute(message.Topic);
+            if (target is not null)
+            {
+                CollectDirect(message, target, scratch);
+            }
+            else
+            {
+                engine.Index.Match(message.Topic, scratch.Matches, scratch.SharedPicks);
+                CollectSubscribers(message, scratch);
+            }
+
+            return Deliver(message, scratch.Recipients);
+        }
+        finally
+        {
+            scratch.Clear();
+        }
+    }
+
+    /// <summary>Retained messages for a new subscription [MQTT-3.3.1-6], with the retain flag set [MQTT-3.3.1-8].</summary>
+    public void DeliverRetained(Session session, Subscription subscription)
+    {
+        var found = new List<BrokerMessage>();
+        engine.Retained.CollectMatching(subscription.Filter, found);
+        var now = engine.NowUnixMs;
+        foreach (var retained in found)
+        {
+            if (retained.IsExpired(now) || !CanRead(session, retained.Topic))
+            {
+                continue;
+            }
+
+            // A fresh id: the retained message and this queued copy live and die separately in the store.
+            var message = retained.With(id: engine.NextMessageId());
+            var delivery = new Delivery(message, Min(message.Qos, subscription.Qos), Retain: true, Ids(subscription));
+            if (session.IsPersistent && delivery.Qos != MqttQualityOfServiceLevel.AtMostOnce)
+            {
+                // Nobody waits on this copy's durability; the store still sees it before the queue does.
+                _ = ObserveAsync(engine.Store.AppendAsync(message, [new StoredDelivery(session.ClientId, message.Id, delivery.Qos, true, delivery.SubscriptionIds)]), message.Topic);
+            }
+
+            session.Enqueue(delivery);
+        }
+    }
+
+    async Task ObserveAsync(ValueTask write, string topic)
+    {
+        try
+        {
+            await write;
+        }
+        catch (Exception ex)
+        {
+            EngineLog.StoreFailed(engine.Logger, topic, ex);
+        }
+    }
+
+    /// <summary>A will goes through the same rules as any publish by its client.</summary>
+    public async Task PublishWillAsync(BrokerMessage will, ClientPrincipal sender)
+    {
+        try
+        {
+            if (will.Retain)
+            {
+                await ApplyRetainAsync(will);
+            }
+
+            await RouteAsync(will.With(id: engine.NextMessageId()));
+        }
+        catch (Exception ex)
+        {
+            EngineLog.StoreFailed(engine.Logger, will.Topic, ex);
+        }
+    }
+
+    /// <summary>Sets, replaces or (empty payload) deletes the retained message of a topic [MQTT-3.3.1-5, -10, -11].</summary>
+    public ValueTask ApplyRetainAsync(BrokerMessage message)
+    {
+        if (message.Payload.IsEmpty)
+        {
+            engine.Retained.Remove(message.Topic);
+            return engine.Store.DeleteRetainedAsync(message.Topic);
+        }
+
+        engine.Retained.Set(message);
+        return engine.Store.SetRetainedAsync(message);
+    }
+
+    void CollectDirect(BrokerMessage message, string clientId, Scratch scratch)
+    {
+        var session = engine.Sessions.Get(clientId);
+        if (session is null)
+        {
+            engine.Counters.DirectRouteUndeliverable();
+            EngineLog.DirectUndeliverable(engine.Logger, clientId, message.Topic);
+            return;
+        }
+
+        if (CanRead(session, message.Topic))
+        {
+            scratch.Recipients.Add(new Recipient(session, message.Qos, false, null));
+        }
+    }
+
+    void CollectSubscribers(BrokerMessage message, Scratch scratch)
+    {
+        // Overlapping subscriptions of one session give one delivery with the highest QoS and all
+        // their identifiers [MQTT-3.3.4-2, -3]. No Local skips the publisher's own subscriptions [MQTT-3.8.3-3].
+        foreach (var sub in scratch.Matches)
+        {
+            if (sub.NoLocal && sub.Session.ClientId == message.SenderClientId)
+            {
+                continue;
+            }
+
+            var qos = Min(message.Qos, sub.Qos);
+            var retain = sub.RetainAsPublished && message.Retain; // live messages carry retain 0 unless RAP [MQTT-3.3.1-9, -12]
+            if (!scratch.IndexBySession.TryGetValue(sub.Session, out var at))
+            {
+                scratch.IndexBySession[sub.Session] = scratch.Recipients.Count;
+                scratch.Recipients.Add(new Recipient(sub.Session, qos, retain, sub.Identifier != 0 ? [sub.Identifier] : null));
+                continue;
+            }
+
+            var r = scratch.Recipients[at];
+            var ids = r.SubscriptionIds;
+            if (sub.Identifier != 0)
+            {
+                (ids ??= []).Add(sub.Identifier);
+            }
+
+            scratch.Recipients[at] = new Recipient(r.Session, Max(r.Qos, qos), r.Retain || retain, ids);
+        }
+
+        foreach (var sub in scratch.SharedPicks)
+        {
+            scratch.Recipients.Add(new Recipient(sub.Session, Min(message.Qos, sub.Qos), false, sub.Identifier != 0 ? [sub.Identifier] : null));
+        }
+
+        // The read check runs for every recipient and every message, so a wildcard never leaks.
+        for (var i = scratch.Recipients.Count - 1; i >= 0; i--)
+        {
+            if (!CanRead(scratch.Recipients[i].Session, message.Topic))
+            {
+                scratch.Recipients.RemoveAt(i);
+            }
+        }
+    }
+
+    ValueTask Deliver(BrokerMessage message, List<Recipient> recipients)
+    {
+        List<StoredDelivery>? rows = null;
+        foreach (var r in recipients)
+        {
+            if (r.Session.IsPersistent && r.Qos != MqttQualityOfServiceLevel.AtMostOnce)
+            {
+                (rows ??= []).Add(new StoredDelivery(r.Session.ClientId, message.Id, r.Qos, r.Retain, r.SubscriptionIds));
+            }
+        }
+
+        // Handed to the store before any queue: its rows precede every later state change.
+        var durable = rows is null ? ValueTask.CompletedTask : engine.Store.AppendAsync(message, rows);
+        foreach (var r in recipients)
+        {
+            r.Session.Enqueue(new Delivery(message, r.Qos, r.Retain, r.SubscriptionIds));
+        }
+
+        return durable;
+    }
+
+    bool CanRead(Session session, string topic)
+    {
+        if (engine.Policy.CanRead(session.Principal, topic))
+        {
+            return true;
+        }
+
+        engine.Counters.ReadWasDenied();
+        return false;
+    }
+
+    static List<uint>? Ids(Subscription s) => s.Identifier != 0 ? [s.Identifier] : null;
+
+    static MqttQualityOfServiceLevel Min(MqttQualityOfServiceLevel a, MqttQualityOfServiceLevel b) => a < b ? a : b;
+
+    static MqttQualityOfServiceLevel Max(MqttQualityOfServiceLevel a, MqttQualityOfServiceLevel b) => a > b ? a : b;
+
+    readonly record struct Recipient(Session Session, MqttQualityOfServiceLevel Qos, bool Retain, List<uint>? SubscriptionIds);
+
+    sealed class Scratch
+    {
+        public readonly List<Subscription> Matches = [];
+        public readonly List<Subscription> SharedPicks = [];
+        public readonly List<Recipient> Recipients = [];
+        public readonly Dictionary<Session, int> IndexBySession = new(ReferenceEqualityComparer.Instance);
+
+        public void Clear()
+        {
+            Matches.Clear();
+            SharedPicks.Clear();
+            Recipients.Clear();
+            IndexBySession.Clear();
+        }
+    }
+}

@@ -1,0 +1,116 @@
+using System.Collections.Concurrent;
+using Broker.Engine.Connections;
+using Broker.Engine.Diagnostics;
+using Broker.Engine.Policy;
+
+namespace Broker.Engine.Sessions;
+
+/// <summary>
+/// Sessions by client id. Opening one handles clean start and takeover [MQTT-3.1.4-2, -3];
+/// the heartbeat expires sessions and fires delayed wills. Opening and closing are serialised by
+/// one lock: they are rare next to publishes, which never take it.
+/// </summary>
+internal sealed class SessionManager(EngineContext engine)
+{
+    readonly ConcurrentDictionary<string, Session> _sessions = new(StringComparer.Ordinal);
+    readonly object _openGate = new();
+
+    public int Count => _sessions.Count;
+
+    public Session? Get(string clientId) => _sessions.TryGetValue(clientId, out var s) ? s : null;
+
+    public IEnumerable<Session> All => _sessions.Values;
+
+    /// <summary>
+    /// Attaches <paramref name="connection"/> to the session of its client id. Returns the session and
+    /// whether it was present [MQTT-3.2.2-2, -3]. A connection still attached is taken over.
+    /// </summary>
+    public (Session Session, bool Present) Open(MqttConnection connection, ClientPrincipal principal, bool cleanStart, uint expirySeconds, int sendQuota)
+    {
+        MqttConnection? previous = null;
+        Session session;
+        bool present;
+        lock (_openGate)
+        {
+            _sessions.TryGetValue(principal.ClientId, out var existing);
+            previous = existing?.Connection;
+            if (existing is not null && (cleanStart || existing.IsExpired(engine.NowUnixMs)))
+            {
+                _sessions.TryRemove(principal.ClientId, out _);
+                existing.Discard();
+                existing = null;
+            }
+
+            present = existing is not null;
+            session = existing ?? new Session(engine, principal.ClientId, principal);
+            _sessions[principal.ClientId] = session;
+            session.Attach(connection, principal, expirySeconds, sendQuota);
+        }
+
+        if (previous is not null)
+        {
+            EngineLog.SessionTakenOver(engine.ConnectionLogger, principal.ClientId);
+            previous.TakeOver();
+        }
+
+        return (session, present);
+    }
+
+    /// <summary>Called when a connection ends; a session with expiry 0 ends with it [MQTT-3.1.2-23].</summary>
+    public void Close(Session session, MqttConnection connection)
+    {
+        lock (_openGate)
+        {
+            if (!session.Detach(connection, engine.NowUnixMs))
+            {
+                return;
+            }
+
+            if (session.ExpirySeconds == 0)
+            {
+                Remove(session);
+            }
+        }
+    }
+
+    public void Remove(Session session)
+    {
+        if (_sessions.TryRemove(new KeyValuePair<string, Session>(session.ClientId, session)))
+        {
+            session.Discard();
+        }
+    }
+
+    public void AddRestored(Session session) => _sessions[session.ClientId] = session;
+
+    /// <summary>Heartbeat work: delayed wills that are due, sessions that expired [MQTT-3.1.2-23, 3.1.3-9].</summary>
+    public void Sweep(long nowUnixMs)
+    {
+        foreach (var session in _sessions.Values)
+        {
+            if (session.IsConnected)
+            {
+                continue;
+            }
+
+            var expired = session.IsExpired(nowUnixMs);
+            if (session.PendingWill is { } will && (expired || nowUnixMs >= will.DueUnixMs))
+            {
+                session.PendingWill = null;
+                _ = engine.Router.PublishWillAsync(will.Message, will.Sender);
+            }
+
+            if (expired)
+            {
+                lock (_openGate)
+                {
+                    if (!session.IsConnected && session.IsExpired(nowUnixMs))
+                    {
+                        Remove(session);
+                        EngineLog.SessionExpired(engine.Logger, session.ClientId);
+                    }
+                }
+            }
+        }
+    }
+}

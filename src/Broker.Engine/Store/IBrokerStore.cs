@@ -1,0 +1,94 @@
+using Broker.Engine.Routing;
+using MQTTnet.Protocol;
+
+namespace Broker.Engine.Store;
+
+/// <summary>
+/// What the engine records so that persistent sessions, their queues and in-flight state, retained
+/// messages and client-id bindings outlive the process. A message is stored once and referenced by a
+/// row per persistent recipient. The engine awaits <see cref="AppendAsync"/> before it acknowledges a
+/// publish, so a durable implementation acknowledges only what is on disk (group commit welcome).
+/// Only sessions with an expiry above zero are recorded. Calls for one client id arrive in order.
+/// </summary>
+public interface IBrokerStore : IAsyncDisposable
+{
+    /// <summary>Everything needed to rebuild the engine's state; called once before accepting connections.</summary>
+    ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken);
+
+    void UpsertSession(SessionRecord session);
+
+    void DeleteSession(string clientId);
+
+    /// <summary>Records a message and a queue row for each persistent recipient; completes when durable.</summary>
+    ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries);
+
+    /// <summary>A queued message became in flight (packet id assigned) or moved on to PUBREL.</summary>
+    void UpdateDelivery(string clientId, long messageId, ushort packetId, DeliveryState state);
+
+    /// <summary>Acknowledged, dropped or expired: the row goes; a message with no rows left goes too.</summary>
+    void RemoveDelivery(string clientId, long messageId);
+
+    /// <summary>Inbound QoS 2 packet ids between PUBREC and PUBREL (exactly once across a restart).</summary>
+    void SetInboundQos2(string clientId, ushort packetId, bool pending);
+
+    ValueTask SetRetainedAsync(BrokerMessage message);
+
+    ValueTask DeleteRetainedAsync(string topic);
+
+    /// <summary>The user a client id belongs to (IM: the first user that connected with it).</summary>
+    string? GetClientOwner(string clientId);
+
+    void SetClientOwner(string clientId, string userId);
+
+    bool ReleaseClientOwner(string clientId);
+}
+
+public enum DeliveryState : byte
+{
+    Queued = 0,
+
+    /// <summary>PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).</summary>
+    AwaitingAck = 1,
+
+    /// <summary>PUBREC received and PUBREL sent: resume with PUBREL, never a second PUBLISH.</summary>
+    AwaitingComp = 2,
+}
+
+public sealed record SubscriptionRecord(
+    string Filter,
+    MqttQualityOfServiceLevel Qos,
+    bool NoLocal,
+    bool RetainAsPublished,
+    MqttRetainHandling RetainHandling,
+    uint SubscriptionId);
+
+public sealed record SessionRecord(
+    string ClientId,
+    string UserId,
+    string Role,
+    uint ExpirySeconds,
+    long DisconnectedAtUnixMs,
+    IReadOnlyList<SubscriptionRecord> Subscriptions);
+
+public sealed record StoredDelivery(
+    string ClientId,
+    long MessageId,
+    MqttQualityOfServiceLevel Qos,
+    bool Retain,
+    IReadOnlyList<uint>? SubscriptionIds,
+    ushort PacketId = 0,
+    DeliveryState State = DeliveryState.Queued);
+
+public sealed class StoreSnapshot
+{
+    public List<SessionRecord> Sessions { get; } = [];
+
+    public Dictionary<long, BrokerMessage> Messages { get; } = [];
+
+    /// <summary>Queue rows in the order they were appended.</summary>
+    public List<StoredDelivery> Deliveries { get; } = [];
+
+    public List<(string ClientId, ushort PacketId)> InboundQos2 { get; } = [];
+
+    public List<BrokerMessage> Retained { get; } = [];
+}

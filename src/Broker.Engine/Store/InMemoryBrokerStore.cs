@@ -1,0 +1,179 @@
+using System.Collections.Concurrent;
+using Broker.Engine.Routing;
+
+namespace Broker.Engine.Store;
+
+/// <summary>
+/// Keeps the store's records in memory: state outlives an engine instance (a restart inside the
+/// process restores it), not the process. The durable store implements the same contract on disk.
+/// </summary>
+public sealed class InMemoryBrokerStore : IBrokerStore
+{
+    readonly object _gate = new();
+    readonly Dictionary<string, SessionRecord> _sessions = new(StringComparer.Ordinal);
+    readonly Dictionary<long, (BrokerMessage Message, int Rows)> _messages = [];
+
+    // Insertion-ordered rows per client: (messageId → row).
+    readonly Dictionary<string, OrderedRows> _rows = new(StringComparer.Ordinal);
+    readonly HashSet<(string, ushort)> _inboundQos2 = [];
+    readonly ConcurrentDictionary<string, BrokerMessage> _retained = new(StringComparer.Ordinal);
+    readonly ConcurrentDictionary<string, string> _owners = new(StringComparer.Ordinal);
+
+    public ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken)
+    {
+        var snapshot = new StoreSnapshot();
+        lock (_gate)
+        {
+            snapshot.Sessions.AddRange(_sessions.Values);
+            foreach (var (id, entry) in _messages)
+            {
+                snapshot.Messages[id] = entry.Message;
+            }
+
+            foreach (var rows in _rows.Values)
+            {
+                snapshot.Deliveries.AddRange(rows.InOrder());
+            }
+
+            snapshot.Deliveries.Sort((a, b) => a.MessageId.CompareTo(b.MessageId));
+            snapshot.InboundQos2.AddRange(_inboundQos2);
+        }
+
+        snapshot.Retained.AddRange(_retained.Values);
+        return ValueTask.FromResult(snapshot);
+    }
+
+    public void UpsertSession(SessionRecord session)
+    {
+        lock (_gate)
+        {
+            _sessions[session.ClientId] = session;
+        }
+    }
+
+    public void DeleteSession(string clientId)
+    {
+        lock (_gate)
+        {
+            _sessions.Remove(clientId);
+            if (_rows.Remove(clientId, out var rows))
+            {
+                foreach (var row in rows.InOrder())
+                {
+                    Release(row.MessageId);
+                }
+            }
+
+            _inboundQos2.RemoveWhere(x => x.Item1 == clientId);
+        }
+    }
+
+    public ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries)
+    {
+        if (deliveries.Count == 0)
+        {
+            return ValueTask.CompletedTask;
+        }
+
+        lock (_gate)
+        {
+            _messages[message.Id] = (message, deliveries.Count);
+            foreach (var d in deliveries)
+            {
+                if (!_rows.TryGetValue(d.ClientId, out var rows))
+                {
+                    _rows[d.ClientId] = rows = new OrderedRows();
+                }
+
+                rows.Set(d);
+            }
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    public void UpdateDelivery(string clientId, long messageId, ushort packetId, DeliveryState state)
+    {
+        lock (_gate)
+        {
+            if (_rows.TryGetValue(clientId, out var rows) && rows.TryGet(messageId, out var row))
+            {
+                rows.Set(row with { PacketId = packetId, State = state });
+            }
+        }
+    }
+
+    public void RemoveDelivery(string clientId, long messageId)
+    {
+        lock (_gate)
+        {
+            if (_rows.TryGetValue(clientId, out var rows) && rows.Remove(messageId))
+            {
+                Release(messageId);
+            }
+        }
+    }
+
+    public void SetInboundQos2(string clientId, ushort packetId, bool pending)
+    {
+        lock (_gate)
+        {
+            if (pending)
+            {
+                _inboundQos2.Add((clientId, packetId));
+            }
+            else
+            {
+                _inboundQos2.Remove((clientId, packetId));
+            }
+        }
+    }
+
+    public ValueTask SetRetainedAsync(BrokerMessage message)
+    {
+        _retained[message.Topic] = message;
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask DeleteRetainedAsync(string topic)
+    {
+        _retained.TryRemove(topic, out _);
+        return ValueTask.CompletedTask;
+    }
+
+    public string? GetClientOwner(string clientId) => _owners.TryGetValue(clientId, out var user) ? user : null;
+
+    public void SetClientOwner(string clientId, string userId) => _owners[clientId] = userId;
+
+    public bool ReleaseClientOwner(string clientId) => _owners.TryRemove(clientId, out _);
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+
+    void Release(long messageId)
+    {
+        if (_messages.TryGetValue(messageId, out var entry))
+        {
+            if (entry.Rows <= 1)
+            {
+                _messages.Remove(messageId);
+            }
+            else
+            {
+                _messages[messageId] = (entry.Message, entry.Rows - 1);
+            }
+        }
+    }
+
+    sealed class OrderedRows
+    {
+        readonly SortedDictionary<long, StoredDelivery> _byId = [];
+
+        public void Set(StoredDelivery row) => _byId[row.MessageId] = row;
+
+        public bool TryGet(long id, out StoredDelivery row) => _byId.TryGetValue(id, out row!);
+
+        public bool Remove(long id) => _byId.Remove(id);
+
+        public IEnumerable<StoredDelivery> InOrder() => _byId.Values;
+    }
+}

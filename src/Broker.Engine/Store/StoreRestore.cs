@@ -1,0 +1,69 @@
+using Broker.Engine.Policy;
+using Broker.Engine.Routing;
+using Broker.Engine.Sessions;
+
+namespace Broker.Engine.Store;
+
+/// <summary>
+/// Rebuilds sessions, subscriptions, queues, in-flight and inbound QoS 2 state and retained
+/// messages from the store, before the first connection is accepted, so a restored session is
+/// indistinguishable from one that never went away.
+/// </summary>
+internal static class StoreRestore
+{
+    public static async Task<(int Sessions, int Messages, int Retained)> RestoreAsync(EngineContext engine, CancellationToken cancellationToken)
+    {
+        var snapshot = await engine.Store.LoadAsync(cancellationToken);
+        foreach (var retained in snapshot.Retained)
+        {
+            engine.Retained.Set(retained);
+            engine.RestoreMessageId(retained.Id);
+        }
+
+        var now = engine.NowUnixMs;
+        foreach (var record in snapshot.Sessions)
+        {
+            var session = new Session(engine, record.ClientId, new ClientPrincipal(record.ClientId, record.UserId, record.Role));
+            session.Restore(record.ExpirySeconds, record.DisconnectedAtUnixMs == 0 ? now : record.DisconnectedAtUnixMs);
+            foreach (var s in record.Subscriptions)
+            {
+                var shared = MqttTopic.TryParseShared(s.Filter, out var shareName, out var inner);
+                session.RestoreSubscription(new Subscription
+                {
+                    Session = session,
+                    Key = s.Filter,
+                    Filter = shared ? inner : s.Filter,
+                    ShareName = shared ? shareName : null,
+                    Qos = s.Qos,
+                    NoLocal = s.NoLocal,
+                    RetainAsPublished = s.RetainAsPublished,
+                    RetainHandling = s.RetainHandling,
+                    Identifier = s.SubscriptionId,
+                });
+            }
+
+            engine.Sessions.AddRestored(session);
+        }
+
+        var messages = 0;
+        foreach (var row in snapshot.Deliveries)
+        {
+            if (engine.Sessions.Get(row.ClientId) is not { } session || !snapshot.Messages.TryGetValue(row.MessageId, out var message))
+            {
+                continue;
+            }
+
+            engine.RestoreMessageId(message.Id);
+            var ids = row.SubscriptionIds is null ? null : new List<uint>(row.SubscriptionIds);
+            session.RestoreDelivery(new Delivery(message, row.Qos, row.Retain, ids), row.PacketId, row.State);
+            messages++;
+        }
+
+        foreach (var (clientId, packetId) in snapshot.InboundQos2)
+        {
+            engine.Sessions.Get(clientId)?.RestoreInboundQos2(packetId);
+        }
+
+        return (snapshot.Sessions.Count, messages, snapshot.Retained.Count);
+    }
+}
