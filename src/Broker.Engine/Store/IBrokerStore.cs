@@ -38,7 +38,8 @@ public interface IBrokerStore : IAsyncDisposable
     /// <summary>The user a client id belongs to (IM: the first user that connected with it).</summary>
     string? GetClientOwner(string clientId);
 
-    void SetClientOwner(string clientId, string userId);
+    /// <summary>Binds a client id to a user unless it is bound already; returns the owner after the call.</summary>
+    string BindClientOwner(string clientId, string userId);
 
     bool ReleaseClientOwner(string clientId);
 }

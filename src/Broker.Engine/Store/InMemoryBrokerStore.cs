@@ -143,7 +143,7 @@ public sealed class InMemoryBrokerStore : IBrokerStore
 
     public string? GetClientOwner(string clientId) => _owners.TryGetValue(clientId, out var user) ? user : null;
 
-    public void SetClientOwner(string clientId, string userId) => _owners[clientId] = userId;
+    public string BindClientOwner(string clientId, string userId) => _owners.GetOrAdd(clientId, userId);
 
     public bool ReleaseClientOwner(string clientId) => _owners.TryRemove(clientId, out _);
 

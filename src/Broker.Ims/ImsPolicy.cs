@@ -1,0 +1,138 @@
+using Broker.Engine.Policy;
+using Broker.Engine.Store;
+using Broker.Ims.Acl;
+using Broker.Ims.Identity;
+using Broker.Ims.Options;
+using Broker.Ims.Stamping;
+using Broker.Ims.Topics;
+using MQTTnet.Packets;
+using MQTTnet.Protocol;
+
+namespace Broker.Ims;
+
+/// <summary>
+/// The IM conventions on the engine's seams: identity at CONNECT (§1), topic grammar (§2), the ACL
+/// (§3) on publish, subscribe and every delivery, sender stamps (§4), P2P routing (§5).
+/// With <c>Broker:Conventions:Enabled = false</c> only authentication and configured ACL rules
+/// remain: a plain MQTT broker (§8).
+/// </summary>
+public sealed class ImsPolicy : IBrokerPolicy
+{
+    readonly ImsOptions _options;
+    readonly IUserDirectory _users;
+    readonly PasswordVerifier _passwords;
+    readonly IBrokerStore _store;
+    readonly TopicRules _topics;
+    readonly AclRuleSet _acl;
+    readonly bool _conventions;
+
+    public ImsPolicy(ImsOptions options, IUserDirectory users, Groups.IGroupDirectory groups, PasswordVerifier passwords, IBrokerStore store)
+    {
+        _options = options;
+        _users = users;
+        _passwords = passwords;
+        _store = store;
+        _conventions = options.Conventions.Enabled;
+        _topics = new TopicRules(options.ParentTopics);
+        _acl = AclRuleSet.Compile(options.Acl, users, groups, options.ParentTopics);
+    }
+
+    public ValueTask<AuthenticationResult> AuthenticateAsync(ConnectRequest request, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Authenticate(request));
+
+    AuthenticationResult Authenticate(ConnectRequest request)
+    {
+        var deviceId = request.ClientId;
+        if (_conventions)
+        {
+            // §1: the client id carries the group, so the server cannot make one up.
+            var problem = request.ClientIdAssigned
+                ? "the client id is empty (it must be <GroupId>@@@<DeviceId>)"
+                : Identifiers.ParseClientId(request.ClientId, out var groupId, out deviceId)
+                  ?? (_options.GroupIds.Contains(groupId) ? null : $"the group id \"{groupId}\" is not registered (Broker:GroupIds)");
+            if (problem is not null)
+            {
+                return AuthenticationResult.Fail(MqttConnectReasonCode.ClientIdentifierNotValid, problem);
+            }
+        }
+
+        string userId;
+        string role;
+        if (string.IsNullOrEmpty(request.UserName))
+        {
+            if (!_options.AllowAnonymous)
+            {
+                return AuthenticationResult.Fail(MqttConnectReasonCode.NotAuthorized, "anonymous connections are off (Broker:AllowAnonymous)");
+            }
+
+            userId = deviceId;
+            role = Roles.User;
+        }
+        else
+        {
+            if (!Identifiers.IsUserId(request.UserName))
+            {
+                return AuthenticationResult.Fail(MqttConnectReasonCode.BadUserNameOrPassword, "the user name is not a valid user id");
+            }
+
+            if (!_users.TryGet(request.UserName, out var account) || !_passwords.Verify(account, request.Password ?? []))
+            {
+                return AuthenticationResult.Fail(MqttConnectReasonCode.BadUserNameOrPassword, "unknown user or wrong password");
+            }
+
+            userId = account.Name;
+            role = account.Role;
+        }
+
+        if (_conventions)
+        {
+            // §1: a client id belongs to the first user that connected with it; nobody takes over another's device.
+            var owner = _store.BindClientOwner(request.ClientId, userId);
+            if (owner != userId)
+            {
+                return AuthenticationResult.Fail(MqttConnectReasonCode.NotAuthorized, $"the client id belongs to another user");
+            }
+        }
+
+        return AuthenticationResult.Success(new ClientPrincipal(request.ClientId, userId, role));
+    }
+
+    public PolicyDecision AuthorizePublish(ClientPrincipal sender, string topic)
+    {
+        if (_conventions && _topics.Check(topic) is not null)
+        {
+            return PolicyDecision.TopicInvalid;
+        }
+
+        return Acl(sender, topic, AclAccess.Publish, isFilter: false);
+    }
+
+    public PolicyDecision AuthorizeSubscribe(ClientPrincipal subscriber, string filter)
+    {
+        if (IsSys(filter))
+        {
+            return PolicyDecision.Allow;
+        }
+
+        if (_conventions && _topics.Check(filter) is not null)
+        {
+            return PolicyDecision.TopicInvalid;
+        }
+
+        return Acl(subscriber, filter, AclAccess.Subscribe, isFilter: true);
+    }
+
+    public bool CanRead(ClientPrincipal recipient, string topic) =>
+        IsSys(topic) || Acl(recipient, topic, AclAccess.Receive, isFilter: false) == PolicyDecision.Allow;
+
+    public string? ResolveDirectRoute(string topic) => _conventions ? _topics.DirectTarget(topic) : null;
+
+    public List<MqttUserProperty>? TransformUserProperties(ClientPrincipal sender, List<MqttUserProperty>? userProperties) =>
+        _conventions ? SenderStamp.Apply(sender.UserId, sender.ClientId, userProperties) : userProperties;
+
+    /// <summary>Plain mode with no rules is mosquitto without an acl_file: everything allowed.</summary>
+    PolicyDecision Acl(ClientPrincipal principal, string topic, AclAccess access, bool isFilter) =>
+        _acl.Count == 0 || _acl.IsAllowed(principal, topic, access, isFilter) ? PolicyDecision.Allow : PolicyDecision.NotAuthorized;
+
+    static bool IsSys(string topic) => topic.StartsWith("$SYS/", StringComparison.Ordinal) || topic == "$SYS";
+}

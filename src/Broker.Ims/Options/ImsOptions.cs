@@ -1,0 +1,78 @@
+namespace Broker.Ims.Options;
+
+/// <summary>
+/// The IM conventions' settings, bound from the <c>Broker</c> section (contract §9). Lists start
+/// empty because configuration binding appends to a list; <see cref="ImsOptionsDefaults"/> fills
+/// the documented defaults in when configuration leaves one empty.
+/// </summary>
+public sealed class ImsOptions
+{
+    public ConventionsOptions Conventions { get; set; } = new();
+
+    /// <summary>First topic level every topic must start with (default ["IMS"]).</summary>
+    public List<string> ParentTopics { get; set; } = [];
+
+    /// <summary>Registered group ids, the part of a client id before "@@@" (default ["GID_IMS"]).</summary>
+    public List<string> GroupIds { get; set; } = [];
+
+    /// <summary>Off by default: every connection names a user and proves it.</summary>
+    public bool AllowAnonymous { get; set; }
+
+    public List<UserOptions> Users { get; set; } = [];
+
+    public List<GroupOptions> Groups { get; set; } = [];
+
+    /// <summary>ACL rules, first match wins, no match denies. Empty: the rules of contract §3 with conventions on; allow all in plain mode.</summary>
+    public List<AclRuleOptions> Acl { get; set; } = [];
+
+    /// <summary>How long a P2P message to a client id that has no session yet is kept.</summary>
+    public TimeSpan OfflineP2PTtl { get; set; } = TimeSpan.FromDays(3);
+}
+
+public sealed class ConventionsOptions
+{
+    /// <summary>False turns the broker into a plain MQTT broker (contract §8).</summary>
+    public bool Enabled { get; set; } = true;
+}
+
+public sealed class UserOptions
+{
+    public string Name { get; set; } = "";
+
+    /// <summary>Made by <c>dotnet run --project src/Broker -- hash-password</c>; never a plain password.</summary>
+    public string PasswordHash { get; set; } = "";
+
+    public string Role { get; set; } = Roles.User;
+}
+
+public sealed class GroupOptions
+{
+    public string Id { get; set; } = "";
+
+    public List<string> Members { get; set; } = [];
+}
+
+/// <summary>One ACL line, in the spirit of mosquitto's <c>pattern</c>: <c>{ "Topic": "%p/%u/#", "Access": "publish" }</c>.</summary>
+public sealed class AclRuleOptions
+{
+    /// <summary>Levels split by '/': literals, '+' (one level), '#' (zero or more levels, anywhere), and the tokens of <see cref="Acl.AclPattern"/>.</summary>
+    public string Topic { get; set; } = "";
+
+    /// <summary>publish, subscribe, receive, read (= subscribe + receive), write (= publish), all.</summary>
+    public string Access { get; set; } = "all";
+
+    /// <summary>allow or deny.</summary>
+    public string Permission { get; set; } = "allow";
+
+    /// <summary>Roles the rule applies to; empty for everyone.</summary>
+    public List<string> Roles { get; set; } = [];
+}
+
+public static class Roles
+{
+    public const string User = "user";
+    public const string Service = "service";
+    public const string Admin = "admin";
+
+    public static bool IsKnown(string role) => role is User or Service or Admin;
+}

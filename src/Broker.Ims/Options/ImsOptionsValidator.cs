@@ -1,0 +1,99 @@
+using Broker.Ims.Acl;
+using Broker.Ims.Identity;
+using Microsoft.Extensions.Options;
+
+namespace Broker.Ims.Options;
+
+/// <summary>Checks the IM settings at start; every message names the configuration key at fault.</summary>
+public sealed class ImsOptionsValidator : IValidateOptions<ImsOptions>
+{
+    public ValidateOptionsResult Validate(string? name, ImsOptions o)
+    {
+        var errors = new List<string>();
+        for (var i = 0; i < o.ParentTopics.Count; i++)
+        {
+            var p = o.ParentTopics[i];
+            if (string.IsNullOrEmpty(p) || p.IndexOfAny(['/', '+', '#', ' ', '$']) >= 0)
+            {
+                errors.Add($"Broker:ParentTopics:{i} \"{p}\" must be one non-empty topic level without '/', '+', '#', '$' or spaces.");
+            }
+        }
+
+        for (var i = 0; i < o.GroupIds.Count; i++)
+        {
+            if (!Identifiers.IsGroupId(o.GroupIds[i]))
+            {
+                errors.Add($"Broker:GroupIds:{i} \"{o.GroupIds[i]}\" must start with GID_ or GID- followed by letters, digits, _ or -.");
+            }
+        }
+
+        var userNames = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < o.Users.Count; i++)
+        {
+            var u = o.Users[i];
+            var key = $"Broker:Users:{i}";
+            if (!Identifiers.IsUserId(u.Name))
+            {
+                errors.Add($"{key}:Name \"{u.Name}\" must be 1-64 letters, digits, _, - or .");
+            }
+            else if (Identifiers.IsReserved(u.Name))
+            {
+                errors.Add($"{key}:Name \"{u.Name}\" is reserved ({string.Join(", ", Identifiers.ReservedNames)}).");
+            }
+            else if (!userNames.Add(u.Name))
+            {
+                errors.Add($"{key}:Name \"{u.Name}\" is defined twice.");
+            }
+
+            if (!PasswordVerifier.IsHash(u.PasswordHash))
+            {
+                // Never echo the value: it may be a plain password pasted by mistake.
+                errors.Add($"{key}:PasswordHash is not a password hash; make one with: dotnet run --project src/Broker -- hash-password");
+            }
+
+            if (!Roles.IsKnown(u.Role))
+            {
+                errors.Add($"{key}:Role \"{u.Role}\" must be user, service or admin.");
+            }
+        }
+
+        var groupIds = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < o.Groups.Count; i++)
+        {
+            var g = o.Groups[i];
+            var key = $"Broker:Groups:{i}";
+            if (!Identifiers.IsUserId(g.Id) || Identifiers.IsReserved(g.Id))
+            {
+                errors.Add($"{key}:Id \"{g.Id}\" must be 1-64 letters, digits, _, - or . and not a reserved name.");
+            }
+            else if (userNames.Contains(g.Id) || !groupIds.Add(g.Id))
+            {
+                errors.Add($"{key}:Id \"{g.Id}\" is already a user or group id (ids are unique across users and groups).");
+            }
+
+            for (var m = 0; m < g.Members.Count; m++)
+            {
+                if (!Identifiers.IsUserId(g.Members[m]))
+                {
+                    errors.Add($"{key}:Members:{m} \"{g.Members[m]}\" is not a valid user id.");
+                }
+            }
+        }
+
+        if (o.OfflineP2PTtl <= TimeSpan.Zero)
+        {
+            errors.Add($"Broker:OfflineP2PTtl must be positive (was {o.OfflineP2PTtl}).");
+        }
+
+        try
+        {
+            AclRuleSet.Compile(o.Acl, new UserDirectory([]), new Groups.GroupDirectory([]), o.ParentTopics);
+        }
+        catch (FormatException ex)
+        {
+            errors.Add(ex.Message);
+        }
+
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}

@@ -1,0 +1,81 @@
+using System.Net;
+using Broker.Configuration;
+using Broker.Engine;
+using Broker.Engine.Diagnostics;
+using Broker.Engine.Options;
+using Broker.Engine.Policy;
+using Broker.Engine.Store;
+using Broker.Hosting;
+using Broker.Ims;
+using Broker.Ims.Groups;
+using Broker.Ims.Identity;
+using Broker.Transport;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Http.Connections;
+using MQTTnet.AspNetCore;
+using Serilog;
+
+namespace Broker;
+
+/// <summary>Builds the host: configuration, logging, the engine and its policy, Kestrel's listeners.</summary>
+public static class BrokerApp
+{
+    /// <param name="overrides">Settings laid over every other source (tests use them for ports and users).</param>
+    public static WebApplication Create(string[] args, IDictionary<string, string?>? overrides = null, string? environment = null)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions
+        {
+            Args = args,
+            // appsettings*.json sit next to the binary, whatever the working directory (which holds ./data).
+            ContentRootPath = AppContext.BaseDirectory,
+            EnvironmentName = environment,
+        });
+        if (overrides is not null)
+        {
+            builder.Configuration.AddInMemoryCollection(overrides);
+        }
+
+        var (engineOptions, imsOptions) = BrokerConfiguration.Load(builder.Configuration);
+
+        builder.Services.AddSerilog((services, log) => log.ReadFrom.Configuration(builder.Configuration).Enrich.FromLogContext());
+
+        builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(engineOptions));
+        builder.Services.AddSingleton(imsOptions);
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton<BrokerCounters>();
+        builder.Services.AddSingleton<IBrokerStore, InMemoryBrokerStore>();
+        builder.Services.AddSingleton<IUserDirectory>(new UserDirectory(imsOptions.Users.Select(u => new UserAccount(u.Name, u.PasswordHash, u.Role))));
+        builder.Services.AddSingleton<IGroupDirectory>(new GroupDirectory(imsOptions.Groups.Select(g => KeyValuePair.Create(g.Id, (IEnumerable<string>)g.Members))));
+        builder.Services.AddSingleton<PasswordVerifier>();
+        builder.Services.AddSingleton<IBrokerPolicy, ImsPolicy>();
+        builder.Services.AddSingleton<BrokerEngine>();
+        builder.Services.AddSingleton<ListenerEndpoints>();
+        builder.Services.AddHostedService<EngineService>();
+        builder.Services.AddConnections();
+
+        var endpoints = new ListenerEndpoints();
+        builder.Services.AddSingleton(endpoints);
+        var httpPort = builder.Configuration.GetValue("Broker:Http:Port", 8080);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.Limits.MaxConcurrentConnections = engineOptions.Limits.MaxConnections;
+            kestrel.Limits.MaxConcurrentUpgradedConnections = engineOptions.Limits.MaxConnections;
+            var address = engineOptions.Mqtt.Host == "*" ? IPAddress.Any : IPAddress.Parse(engineOptions.Mqtt.Host);
+            kestrel.Listen(address, engineOptions.Mqtt.Port, listen =>
+            {
+                listen.UseConnectionHandler<BrokerConnectionHandler>();
+                endpoints.Mqtt = listen;
+            });
+            kestrel.Listen(address, httpPort, listen => endpoints.Http = listen);
+        });
+
+        var app = builder.Build();
+        app.MapGet("/healthz", () => Results.Text("ok"));
+        app.MapConnectionHandler<BrokerConnectionHandler>("/mqtt", options =>
+        {
+            options.Transports = HttpTransportType.WebSockets;
+            options.WebSockets.SubProtocolSelector = MqttSubProtocolSelector.SelectSubProtocol;
+        });
+        return app;
+    }
+}

@@ -1,0 +1,56 @@
+using Broker.Engine.Options;
+using Broker.Ims.Options;
+using Microsoft.Extensions.Options;
+
+namespace Broker.Configuration;
+
+/// <summary>Binds and validates every setting once, at start; a bad value becomes an error naming its key.</summary>
+public static class BrokerConfiguration
+{
+    public static (EngineOptions Engine, ImsOptions Ims) Load(IConfiguration configuration)
+    {
+        var section = configuration.GetSection(EngineOptions.SectionName);
+        EngineOptions engine;
+        ImsOptions ims;
+        try
+        {
+            engine = section.Get<EngineOptions>() ?? new EngineOptions();
+            ims = section.Get<ImsOptions>() ?? new ImsOptions();
+        }
+        catch (InvalidOperationException ex)
+        {
+            // The binder's message names the key: "Failed to convert configuration value at 'Broker:Mqtt:Port' ...".
+            throw new BrokerConfigurationException([ex.Message]);
+        }
+
+        ImsOptionsDefaults.Apply(ims);
+        var errors = new List<string>();
+        Collect(new EngineOptionsValidator().Validate(null, engine), errors);
+        Collect(new ImsOptionsValidator().Validate(null, ims), errors);
+        if (!int.TryParse(configuration["Broker:Http:Port"] ?? "8080", out var httpPort) || httpPort is < 0 or > 65535)
+        {
+            errors.Add($"Broker:Http:Port must be between 0 and 65535 (was {configuration["Broker:Http:Port"]}).");
+        }
+
+        if (errors.Count > 0)
+        {
+            throw new BrokerConfigurationException(errors);
+        }
+
+        return (engine, ims);
+    }
+
+    static void Collect(ValidateOptionsResult result, List<string> errors)
+    {
+        if (result.Failed)
+        {
+            errors.AddRange(result.Failures);
+        }
+    }
+}
+
+public sealed class BrokerConfigurationException(IReadOnlyList<string> errors)
+    : Exception("Invalid configuration: " + string.Join(" ", errors))
+{
+    public IReadOnlyList<string> Errors { get; } = errors;
+}
