@@ -21,7 +21,8 @@ namespace Broker;
 public static class BrokerApp
 {
     /// <param name="overrides">Settings laid over every other source (tests use them for ports and users).</param>
-    public static WebApplication Create(string[] args, IDictionary<string, string?>? overrides = null, string? environment = null)
+    /// <param name="configureServices">Last word on services (tests swap the clock).</param>
+    public static WebApplication Create(string[] args, IDictionary<string, string?>? overrides = null, string? environment = null, Action<IServiceCollection>? configureServices = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions
         {
@@ -52,6 +53,7 @@ public static class BrokerApp
         builder.Services.AddSingleton<ListenerEndpoints>();
         builder.Services.AddHostedService<EngineService>();
         builder.Services.AddConnections();
+        configureServices?.Invoke(builder.Services);
 
         var endpoints = new ListenerEndpoints();
         builder.Services.AddSingleton(endpoints);

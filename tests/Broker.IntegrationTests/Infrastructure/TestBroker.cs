@@ -1,0 +1,106 @@
+using Broker.Engine;
+using Broker.Engine.Diagnostics;
+using Broker.Ims.Identity;
+using Broker.Transport;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Broker.IntegrationTests.Infrastructure;
+
+/// <summary>
+/// The real broker host, in process, on free loopback ports (port 0), with its own configuration:
+/// the demo users and group of contract §9 unless a test says otherwise. Disposing stops it.
+/// </summary>
+public sealed class TestBroker : IAsyncDisposable
+{
+    readonly WebApplication _app;
+
+    TestBroker(WebApplication app, FakeTimeProvider? clock)
+    {
+        _app = app;
+        Clock = clock;
+        var endpoints = app.Services.GetRequiredService<ListenerEndpoints>();
+        MqttPort = endpoints.MqttPort;
+        HttpPort = endpoints.HttpPort;
+    }
+
+    public int MqttPort { get; }
+
+    public int HttpPort { get; }
+
+    /// <summary>Set when started with a fake clock: tests move time instead of sleeping.</summary>
+    public FakeTimeProvider? Clock { get; }
+
+    public BrokerEngine Engine => _app.Services.GetRequiredService<BrokerEngine>();
+
+    public BrokerCounters Counters => _app.Services.GetRequiredService<BrokerCounters>();
+
+    public static Task<TestBroker> StartImsAsync(Action<Dictionary<string, string?>>? configure = null, bool fakeClock = false) =>
+        StartAsync(settings =>
+        {
+            AddDemoUsers(settings);
+            configure?.Invoke(settings);
+        }, fakeClock);
+
+    /// <summary>Plain mode (contract §8): anonymous on, no rules, any client id.</summary>
+    public static Task<TestBroker> StartPlainAsync(Action<Dictionary<string, string?>>? configure = null, bool fakeClock = false) =>
+        StartAsync(settings =>
+        {
+            settings["Broker:Conventions:Enabled"] = "false";
+            settings["Broker:AllowAnonymous"] = "true";
+            configure?.Invoke(settings);
+        }, fakeClock);
+
+    public static async Task<TestBroker> StartAsync(Action<Dictionary<string, string?>> configure, bool fakeClock = false)
+    {
+        var settings = new Dictionary<string, string?>
+        {
+            ["Broker:Mqtt:Host"] = "127.0.0.1",
+            ["Broker:Mqtt:Port"] = "0",
+            ["Broker:Http:Port"] = "0",
+            ["Serilog:MinimumLevel:Default"] = "Warning",
+        };
+        configure(settings);
+        var clock = fakeClock ? new FakeTimeProvider(DateTimeOffset.UtcNow) : null;
+        var app = BrokerApp.Create([], settings, "Testing", services =>
+        {
+            if (clock is not null)
+            {
+                services.AddSingleton<TimeProvider>(clock);
+            }
+        });
+        await app.StartAsync();
+        return new TestBroker(app, clock);
+    }
+
+    /// <summary>Contract §9's demo users (password "&lt;name&gt;-pass") and group Group123 = alice, bob.</summary>
+    public static void AddDemoUsers(Dictionary<string, string?> settings)
+    {
+        var i = 0;
+        foreach (var (name, role) in DemoUsers)
+        {
+            settings[$"Broker:Users:{i}:Name"] = name;
+            settings[$"Broker:Users:{i}:Role"] = role;
+            settings[$"Broker:Users:{i}:PasswordHash"] = Hashes.Value[name];
+            i++;
+        }
+
+        settings["Broker:Groups:0:Id"] = "Group123";
+        settings["Broker:Groups:0:Members:0"] = "alice";
+        settings["Broker:Groups:0:Members:1"] = "bob";
+    }
+
+    public static readonly (string Name, string Role)[] DemoUsers =
+        [("alice", "user"), ("bob", "user"), ("carol", "user"), ("assistant", "service"), ("admin", "admin")];
+
+    // Hashing is slow on purpose; once per test run is enough.
+    static readonly Lazy<Dictionary<string, string>> Hashes = new(() =>
+        DemoUsers.ToDictionary(u => u.Name, u => PasswordVerifier.Hash(u.Name + "-pass")));
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+}
