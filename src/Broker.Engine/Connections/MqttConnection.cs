@@ -52,7 +52,10 @@ internal sealed partial class MqttConnection
         _engine = engine;
         _transport = transport;
         _meta = meta;
-        _cts = CancellationTokenSource.CreateLinkedTokenSource(connectionClosed);
+        // Not linked to connectionClosed: when a client writes PUBACKs then DISCONNECT and closes at once,
+        // those packets are still in the pipe and must be read; the pipe reports completion after them.
+        _cts = new CancellationTokenSource();
+        _ = connectionClosed;
     }
 
     public string ClientId => _clientId;
@@ -307,9 +310,12 @@ internal sealed partial class MqttConnection
         }
         finally
         {
-            // Wakes the receive loop if the writer ended first (closing handshake, broken pipe).
-            _closing = true;
-            _transport.Input.CancelPendingRead();
+            // A close we decided on (DISCONNECT sent, takeover, keep-alive): stop reading too. A peer that
+            // went away is left alone: the input completes by itself after the packets it sent last.
+            if (_closing)
+            {
+                _transport.Input.CancelPendingRead();
+            }
         }
     }
 
