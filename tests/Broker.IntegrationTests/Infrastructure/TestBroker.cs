@@ -32,6 +32,8 @@ public sealed class TestBroker : IAsyncDisposable
     /// <summary>Set when started with a fake clock: tests move time instead of sleeping.</summary>
     public FakeTimeProvider? Clock { get; }
 
+    public IServiceProvider Services => _app.Services;
+
     public BrokerEngine Engine => _app.Services.GetRequiredService<BrokerEngine>();
 
     public BrokerCounters Counters => _app.Services.GetRequiredService<BrokerCounters>();

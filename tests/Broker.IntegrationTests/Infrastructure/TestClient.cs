@@ -14,12 +14,17 @@ public sealed class TestClient : IAsyncDisposable
     readonly Channel<MqttApplicationMessageReceivedEventArgs> _inbox = Channel.CreateUnbounded<MqttApplicationMessageReceivedEventArgs>();
     readonly TaskCompletionSource<MqttClientDisconnectedEventArgs> _disconnected = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    readonly bool _acknowledgeOnRead;
+
     TestClient(IMqttClient client, bool autoAcknowledge)
     {
         Client = client;
+        _acknowledgeOnRead = autoAcknowledge;
         client.ApplicationMessageReceivedAsync += e =>
         {
-            e.AutoAcknowledge = autoAcknowledge;
+            // Acked when the test reads it (NextAsync), so "received" means "the broker has the PUBACK
+            // on the wire before anything the test does next" — a following DISCONNECT cannot overtake it.
+            e.AutoAcknowledge = false;
             _inbox.Writer.TryWrite(e);
             return Task.CompletedTask;
         };
@@ -114,7 +119,13 @@ public sealed class TestClient : IAsyncDisposable
         using var cts = new CancellationTokenSource(timeout ?? Timeout);
         try
         {
-            return await _inbox.Reader.ReadAsync(cts.Token);
+            var received = await _inbox.Reader.ReadAsync(cts.Token);
+            if (_acknowledgeOnRead)
+            {
+                await received.AcknowledgeAsync(cts.Token);
+            }
+
+            return received;
         }
         catch (OperationCanceledException)
         {
