@@ -69,7 +69,10 @@ public static class Mosquitto
         /// <summary>Starts mosquitto_sub with -d so the SUBACK line tells when the subscription is in place.</summary>
         public static async Task<Subscriber> StartAsync(params string[] args)
         {
-            var start = new ProcessStartInfo("mosquitto_sub") { RedirectStandardOutput = true, RedirectStandardError = true };
+            // stdbuf: mosquitto_sub writes through stdio, which holds lines back when stdout is a pipe.
+            var start = new ProcessStartInfo("stdbuf") { RedirectStandardOutput = true, RedirectStandardError = true };
+            start.ArgumentList.Add("-oL");
+            start.ArgumentList.Add("mosquitto_sub");
             start.ArgumentList.Add("-d");
             foreach (var a in args)
             {
