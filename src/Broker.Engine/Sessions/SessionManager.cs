@@ -34,7 +34,11 @@ internal sealed class SessionManager(EngineContext engine)
         {
             _sessions.TryGetValue(principal.ClientId, out var existing);
             previous = existing?.Connection;
-            if (existing is not null && (cleanStart || existing.IsExpired(engine.NowUnixMs)))
+
+            // A session with expiry 0 lasts only as long as its network connection [MQTT-3.1.2-23]
+            // (v3.1.1: clean session 1 [MQTT-3.1.2-6]); the takeover closes that connection, so such a
+            // session is never resumed, even when the new CONNECT asks for clean start 0 (as mosquitto).
+            if (existing is not null && (cleanStart || existing.ExpirySeconds == 0 || existing.IsExpired(engine.NowUnixMs)))
             {
                 _sessions.TryRemove(principal.ClientId, out _);
                 existing.Discard();

@@ -70,6 +70,17 @@ internal static class Raw
         return ack;
     }
 
+    /// <summary>
+    /// Sends DISCONNECT and waits for the broker to close the socket: the broker closes it only after it has
+    /// detached the session, so what follows sees the client offline.
+    /// </summary>
+    public static async Task DisconnectAsync(this RawClient raw)
+    {
+        await raw.SendAsync(new MqttDisconnectPacket());
+        Assert.Empty(await raw.ReadUntilClosedAsync());
+        await raw.DisposeAsync();
+    }
+
     public static MqttPublishPacket Publish(string topic, string payload, MqttQualityOfServiceLevel qos = MqttQualityOfServiceLevel.AtMostOnce, ushort packetId = 0, bool dup = false) => new()
     {
         Topic = topic,
