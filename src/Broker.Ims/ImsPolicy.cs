@@ -65,8 +65,13 @@ public sealed class ImsPolicy : IBrokerPolicy
                 return AuthenticationResult.Fail(MqttConnectReasonCode.NotAuthorized, "anonymous connections are off (Broker:AllowAnonymous)");
             }
 
+            // The device id stands in for the user id, so it must not name someone who has an account.
             userId = deviceId;
             role = Roles.User;
+            if (_users.TryGet(userId, out _) || Identifiers.IsReserved(userId) || (_conventions && !Identifiers.IsUserId(userId)))
+            {
+                return AuthenticationResult.Fail(MqttConnectReasonCode.NotAuthorized, "an anonymous device id must not name a registered user and must be a valid user id");
+            }
         }
         else
         {

@@ -125,6 +125,7 @@ internal sealed partial class MqttConnection
         _clientId = clientId;
         _principal = principal;
 
+        await TakeOverPreviousAsync(clientId);
         var (session, present) = _engine.Sessions.Open(this, principal, connect.CleanSession, expiry, sendQuota);
         _session = session;
         _control.Enqueue(new MqttConnAckPacket
@@ -146,6 +147,20 @@ internal sealed partial class MqttConnection
         _engine.Counters.ConnectionOpened();
         EngineLog.ClientConnected(_engine.ConnectionLogger, clientId, principal.UserId, RemoteEndPoint, VersionName(_version), _meta.Transport, present);
         return true;
+    }
+
+    /// <summary>
+    /// Takeover [MQTT-3.1.4-3]: the connection holding this client id is closed, and the packets it had
+    /// already received (acks sent just before the client reconnected) are processed, before the new
+    /// connection takes the session, so nothing acknowledged is sent again.
+    /// </summary>
+    async Task TakeOverPreviousAsync(string clientId)
+    {
+        if (_engine.Sessions.Get(clientId)?.Connection is { } previous && !ReferenceEquals(previous, this))
+        {
+            previous.TakeOver();
+            await Task.WhenAny(previous.Closed, Task.Delay(TimeSpan.FromSeconds(2), _cts.Token));
+        }
     }
 
     /// <summary>A will is checked like a publish when the client connects, so it cannot reach a topic its client could not.</summary>

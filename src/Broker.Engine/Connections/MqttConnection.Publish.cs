@@ -73,11 +73,6 @@ internal sealed partial class MqttConnection
         var message = BuildMessage(packet, topic);
         try
         {
-            if (packet.Retain)
-            {
-                await _engine.Router.ApplyRetainAsync(message);
-            }
-
             await _engine.Router.RouteAsync(message);
         }
         catch (Exception ex)

@@ -34,6 +34,7 @@ internal sealed partial class MqttConnection
         SingleReader = true,
     });
 
+    readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     readonly MqttPacketFormatterAdapter _decoder = new(new MqttBufferWriter(256, 4096));
     MqttPacketFormatterAdapter? _encoder;
     MqttProtocolVersion _version;
@@ -75,7 +76,7 @@ internal sealed partial class MqttConnection
             }
 
             writer = WriteLoopAsync();
-            while (!_closing)
+            while (true)
             {
                 var packet = await ReadPacketAsync(isFirst: false, _cts.Token);
                 if (packet is null)
@@ -168,8 +169,12 @@ internal sealed partial class MqttConnection
     }
 
     /// <summary>Another connection took the client id [MQTT-3.1.4-3]; v5 reason 0x8E.</summary>
+    /// <summary>Completes when this connection has closed and let go of its session.</summary>
+    public Task Closed => _closed.Task;
+
     public void TakeOver()
     {
+        EngineLog.SessionTakenOver(_engine.ConnectionLogger, _clientId);
         Disconnect(MqttDisconnectReasonCode.SessionTakenOver, "session taken over");
         _wake.Writer.TryComplete();
         _transport.Input.CancelPendingRead();
@@ -201,10 +206,19 @@ internal sealed partial class MqttConnection
         var input = _transport.Input;
         while (true)
         {
-            var result = await input.ReadAsync(cancellationToken);
-            if (result.IsCanceled)
+            // Once closing (takeover, keep-alive, shutdown), only packets already received are read:
+            // acks a client sent just before it reconnected still count.
+            ReadResult result;
+            if (_closing)
             {
-                return null;
+                if (!input.TryRead(out result))
+                {
+                    return null;
+                }
+            }
+            else
+            {
+                result = await input.ReadAsync(cancellationToken);
             }
 
             var buffer = result.Buffer;
@@ -227,12 +241,12 @@ internal sealed partial class MqttConnection
                     }
 
                 case FrameStatus.Incomplete:
-                    if (result.IsCompleted)
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                    if (result.IsCompleted || result.IsCanceled || _closing)
                     {
                         return null;
                     }
 
-                    input.AdvanceTo(buffer.Start, buffer.End);
                     continue;
                 case FrameStatus.TooLarge:
                     input.AdvanceTo(buffer.Start, buffer.End);
@@ -397,6 +411,7 @@ internal sealed partial class MqttConnection
         await _cts.CancelAsync();
         if (_session is null || _principal is null)
         {
+            _closed.TrySetResult();
             return;
         }
 
@@ -408,6 +423,8 @@ internal sealed partial class MqttConnection
         {
             ScheduleWill(takenOver);
         }
+
+        _closed.TrySetResult();
     }
 
     sealed class PacketTooLargeException(long size) : Exception($"packet of {size} bytes")

@@ -36,6 +36,7 @@ public sealed class BrokerCounters : IDisposable
         _meter.CreateObservableCounter("ims.broker.delivery.denied", () => ReadDenied, "{message}", "Deliveries stopped by the read check");
         _meter.CreateObservableCounter("ims.broker.packets.malformed", () => Malformed, "{packet}", "Connections closed for a malformed packet");
         _meter.CreateObservableCounter("ims.broker.packets.oversized", () => Oversized, "{packet}", "Connections closed for a packet above the size limit");
+        _meter.CreateObservableCounter("ims.broker.direct.undeliverable", () => DirectUndeliverable, "{message}", "Direct (P2P) messages for a client id with no session");
     }
 
     public long Connections => Interlocked.Read(ref _connections);

@@ -56,6 +56,6 @@ internal static partial class EngineLog
     [LoggerMessage(5002, LogLevel.Information, "Session {ClientId} expired")]
     public static partial void SessionExpired(ILogger logger, string clientId);
 
-    [LoggerMessage(5003, LogLevel.Debug, "Direct message to {ClientId} on {Topic} has no session to go to")]
+    [LoggerMessage(5003, LogLevel.Information, "Direct message to {ClientId} on {Topic} dropped: that client id has no session")]
     public static partial void DirectUndeliverable(ILogger logger, string clientId, string topic);
 }

@@ -33,9 +33,9 @@ public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
             errors.Add("Broker:DataPath must not be empty.");
         }
 
-        if (string.IsNullOrWhiteSpace(o.Mqtt.Host))
+        if (o.Mqtt.Host != "*" && !System.Net.IPAddress.TryParse(o.Mqtt.Host, out _))
         {
-            errors.Add("Broker:Mqtt:Host must be \"*\" or an IP address.");
+            errors.Add($"Broker:Mqtt:Host must be \"*\" or an IP address such as 127.0.0.1 (was \"{o.Mqtt.Host}\").");
         }
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);

@@ -25,22 +25,36 @@ internal sealed class Router(EngineContext engine)
         try
         {
             var target = engine.Policy.ResolveDirectRoute(message.Topic);
+            var retained = ValueTask.CompletedTask;
             if (target is not null)
             {
+                // A direct message is for one device, now or when it is back: never retained for others.
                 CollectDirect(message, target, scratch);
             }
             else
             {
+                if (message.Retain)
+                {
+                    retained = ApplyRetainAsync(message);
+                }
+
                 engine.Index.Match(message.Topic, scratch.Matches, scratch.SharedPicks);
                 CollectSubscribers(message, scratch);
             }
 
-            return Deliver(message, scratch.Recipients);
+            var durable = Deliver(message, scratch.Recipients);
+            return retained.IsCompletedSuccessfully ? durable : BothAsync(retained, durable);
         }
         finally
         {
             scratch.Clear();
         }
+    }
+
+    static async ValueTask BothAsync(ValueTask first, ValueTask second)
+    {
+        await first;
+        await second;
     }
 
     /// <summary>Retained messages for a new subscription [MQTT-3.3.1-6], with the retain flag set [MQTT-3.3.1-8].</summary>
@@ -86,11 +100,6 @@ internal sealed class Router(EngineContext engine)
     {
         try
         {
-            if (will.Retain)
-            {
-                await ApplyRetainAsync(will);
-            }
-
             await RouteAsync(will.With(id: engine.NextMessageId()));
         }
         catch (Exception ex)
@@ -100,7 +109,7 @@ internal sealed class Router(EngineContext engine)
     }
 
     /// <summary>Sets, replaces or (empty payload) deletes the retained message of a topic [MQTT-3.3.1-5, -10, -11].</summary>
-    public ValueTask ApplyRetainAsync(BrokerMessage message)
+    ValueTask ApplyRetainAsync(BrokerMessage message)
     {
         if (message.Payload.IsEmpty)
         {

@@ -51,11 +51,9 @@ internal sealed class SessionManager(EngineContext engine)
             session.Attach(connection, principal, expirySeconds, sendQuota);
         }
 
-        if (previous is not null)
-        {
-            EngineLog.SessionTakenOver(engine.ConnectionLogger, principal.ClientId);
-            previous.TakeOver();
-        }
+        // Normally the connection closed the previous one first (MqttConnection.TakeOverPreviousAsync);
+        // this covers one that did not finish closing in time.
+        previous?.TakeOver();
 
         return (session, present);
     }

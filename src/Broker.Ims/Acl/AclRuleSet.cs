@@ -30,47 +30,56 @@ public sealed class AclRuleSet
 
     public int Count => _rules.Length;
 
-    /// <summary>Compiles configured rules; the exception names the rule's configuration key.</summary>
+    /// <summary>Compiles configured rules; a bad rule throws with every problem, each naming its configuration key.</summary>
     public static AclRuleSet Compile(IReadOnlyList<AclRuleOptions> rules, IUserDirectory users, IGroupDirectory groups, IEnumerable<string> parentTopics)
     {
+        var errors = new List<string>();
         var compiled = new Rule[rules.Count];
         for (var i = 0; i < rules.Count; i++)
         {
-            var r = rules[i];
-            var key = $"Broker:Acl:{i}";
-            AclPattern pattern;
-            try
-            {
-                pattern = AclPattern.Parse(r.Topic);
-            }
-            catch (FormatException ex)
-            {
-                throw new FormatException($"{key}:Topic \"{r.Topic}\": {ex.Message}", ex);
-            }
+            compiled[i] = CompileRule(rules[i], $"Broker:Acl:{i}", errors)!;
+        }
 
-            if (!AclAccessNames.TryParse(r.Access, out var access))
-            {
-                throw new FormatException($"{key}:Access \"{r.Access}\" must be publish, subscribe, receive, read, write or all");
-            }
-
-            var allow = r.Permission.ToLowerInvariant() switch
-            {
-                "allow" => true,
-                "deny" => false,
-                _ => throw new FormatException($"{key}:Permission \"{r.Permission}\" must be allow or deny"),
-            };
-            foreach (var role in r.Roles)
-            {
-                if (!Roles.IsKnown(role))
-                {
-                    throw new FormatException($"{key}:Roles \"{role}\" must be user, service or admin");
-                }
-            }
-
-            compiled[i] = new Rule(pattern, access, allow, r.Roles.Count == 0 ? null : [.. r.Roles]);
+        if (errors.Count > 0)
+        {
+            throw new AclConfigurationException(errors);
         }
 
         return new AclRuleSet(compiled, users, groups, parentTopics);
+    }
+
+    static Rule? CompileRule(AclRuleOptions r, string key, List<string> errors)
+    {
+        AclPattern? pattern = null;
+        try
+        {
+            pattern = AclPattern.Parse(r.Topic);
+        }
+        catch (FormatException ex)
+        {
+            errors.Add($"{key}:Topic \"{r.Topic}\": {ex.Message}");
+        }
+
+        if (!AclAccessNames.TryParse(r.Access, out var access))
+        {
+            errors.Add($"{key}:Access \"{r.Access}\" must be publish, subscribe, receive, read, write or all");
+        }
+
+        var permission = r.Permission.ToLowerInvariant();
+        if (permission is not "allow" and not "deny")
+        {
+            errors.Add($"{key}:Permission \"{r.Permission}\" must be allow or deny");
+        }
+
+        foreach (var role in r.Roles)
+        {
+            if (!Roles.IsKnown(role))
+            {
+                errors.Add($"{key}:Roles \"{role}\" must be user, service or admin");
+            }
+        }
+
+        return pattern is null ? null : new Rule(pattern, access, permission == "allow", r.Roles.Count == 0 ? null : [.. r.Roles]);
     }
 
     /// <summary>Decides <paramref name="access"/> on a topic name (publish, receive) or a filter (subscribe).</summary>
@@ -165,4 +174,10 @@ public sealed class AclRuleSet
     };
 
     sealed record Rule(AclPattern Pattern, AclAccess Access, bool Allow, string[]? Roles);
+}
+
+/// <summary>Configured rules that do not compile; <see cref="Errors"/> name their keys.</summary>
+public sealed class AclConfigurationException(IReadOnlyList<string> errors) : Exception(string.Join(" ", errors))
+{
+    public IReadOnlyList<string> Errors { get; } = errors;
 }

@@ -89,9 +89,9 @@ public sealed class ImsOptionsValidator : IValidateOptions<ImsOptions>
         {
             AclRuleSet.Compile(o.Acl, new UserDirectory([]), new Groups.GroupDirectory([]), o.ParentTopics);
         }
-        catch (FormatException ex)
+        catch (AclConfigurationException ex)
         {
-            errors.Add(ex.Message);
+            errors.AddRange(ex.Errors);
         }
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);

@@ -89,17 +89,24 @@ public sealed class IdentityTests
     [Fact]
     public async Task Anonymous_WhenAllowed_UsesTheDeviceIdAsUserId()
     {
-        await using var broker = await TestBroker.StartImsAsync(s =>
-        {
-            s["Broker:AllowAnonymous"] = "true";
-            s["Broker:Users:5:Name"] = "kiosk1"; // known user, so its feed is readable
-            s["Broker:Users:5:PasswordHash"] = s["Broker:Users:0:PasswordHash"];
-        });
+        await using var broker = await TestBroker.StartImsAsync(s => s["Broker:AllowAnonymous"] = "true");
         await using var kiosk = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@kiosk1");
 
         // The device id is the user id: its own feed is writable, someone else's is not.
         Assert.Equal(MqttClientPublishReasonCode.Success, (await kiosk.PublishAsync("IMS/kiosk1/status", "up")).ReasonCode);
         Assert.Equal(MqttClientPublishReasonCode.NotAuthorized, (await kiosk.PublishAsync("IMS/alice/status", "up")).ReasonCode);
+    }
+
+    [Theory]
+    [InlineData("GID_IMS@@@alice")]   // would become user alice without her password
+    [InlineData("GID_IMS@@@System")]  // a reserved name
+    [InlineData("GID_IMS@@@tab:1")]   // ':' is fine in a device id, not in a user id
+    public async Task Anonymous_DeviceIdThatCannotBeItsOwnUser_IsRefused(string clientId)
+    {
+        await using var broker = await TestBroker.StartImsAsync(s => s["Broker:AllowAnonymous"] = "true");
+
+        Assert.Equal(MqttConnectReturnCode.ConnectionRefusedNotAuthorized, await Connect.V311ReturnCodeAsync(broker.MqttPort, clientId, user: null));
+        Assert.Equal(MqttClientConnectResultCode.NotAuthorized, await Connect.V5ResultAsync(broker.MqttPort, clientId, user: null));
     }
 
     [Theory]

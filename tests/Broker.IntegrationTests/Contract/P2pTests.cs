@@ -73,4 +73,17 @@ public sealed class P2pTests
 
         await aliceWeb.ExpectOnlyAsync("IMS/p2p/GID_IMS@@@alice-web", "from carol");
     }
+
+    [Fact]
+    public async Task RetainFlag_IsIgnored_SoNothingLingersOnAP2pTopic()
+    {
+        await using var broker = await TestBroker.StartImsAsync();
+        await using var phone = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob");
+        await using var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice");
+
+        await alice.PublishAsync("IMS/p2p/GID_IMS@@@bob-phone", "once", retain: true);
+
+        Assert.Equal("once", TestClient.Text(await phone.NextAsync()));
+        Assert.Equal(0, broker.Engine.RetainedCount);
+    }
 }

@@ -74,8 +74,16 @@ public sealed class TestClient : IAsyncDisposable
         }
 
         configure?.Invoke(builder);
+        var options = builder.Build();
+        if (options.ChannelOptions is MqttClientTcpOptions tcp)
+        {
+            // MQTTnet closes with RST by default (linger 0), and the kernel then throws away whatever the
+            // broker had not read yet: the PUBACKs sent just before DISCONNECT. Close as most clients do.
+            tcp.LingerState = new System.Net.Sockets.LingerOption(false, 0);
+        }
+
         var client = new TestClient(new MqttClientFactory().CreateMqttClient(), autoAcknowledge);
-        client.ConnectResult = await client.Client.ConnectAsync(builder.Build());
+        client.ConnectResult = await client.Client.ConnectAsync(options);
         if (expectSuccess)
         {
             Assert.Equal(MqttClientConnectResultCode.Success, client.ConnectResult.ResultCode);

@@ -1,0 +1,100 @@
+using Broker.Configuration;
+using Broker.Ims.Identity;
+using Broker.IntegrationTests.Infrastructure;
+using Microsoft.Extensions.Configuration;
+
+namespace Broker.IntegrationTests.Host;
+
+/// <summary>A bad setting stops the start with a message naming its key (contract §9).</summary>
+public sealed class ConfigurationTests
+{
+    [Theory]
+    [InlineData("Broker:Mqtt:Port", "70000", "Broker:Mqtt:Port must be between 0 and 65535")]
+    [InlineData("Broker:Mqtt:Port", "abc", "Broker:Mqtt:Port")]
+    [InlineData("Broker:Http:Port", "-1", "Broker:Http:Port")]
+    [InlineData("Broker:Mqtt:MaxPacketSize", "10", "Broker:Mqtt:MaxPacketSize")]
+    [InlineData("Broker:Mqtt:ConnectTimeout", "soon", "Broker:Mqtt:ConnectTimeout")]
+    [InlineData("Broker:MaxQueuedMessages", "0", "Broker:MaxQueuedMessages")]
+    [InlineData("Broker:Limits:MaxTopicLevels", "0", "Broker:Limits:MaxTopicLevels")]
+    [InlineData("Broker:ParentTopics:0", "IMS/chat", "Broker:ParentTopics:0")]
+    [InlineData("Broker:GroupIds:0", "IMS", "Broker:GroupIds:0")]
+    [InlineData("Broker:OfflineP2PTtl", "-01:00:00", "Broker:OfflineP2PTtl")]
+    [InlineData("Broker:Conventions:Enabled", "maybe", "Broker:Conventions:Enabled")]
+    [InlineData("Broker:Acl:0:Topic", "%p/%x/#", "Broker:Acl:0:Topic")]
+    [InlineData("Broker:Acl:0:Roles:0", "root", "Broker:Acl:0:Roles")]
+    [InlineData("Broker:Mqtt:Host", "localhost", "Broker:Mqtt:Host")]
+    [InlineData("Broker:Acl:0:Access", "fly", "Broker:Acl:0:Access")]
+    [InlineData("Broker:Acl:0:Permission", "maybe", "Broker:Acl:0:Permission")]
+    [InlineData("Broker:Users:0:Name", "p2p", "Broker:Users:0:Name")]
+    [InlineData("Broker:Users:0:Name", "bad/name", "Broker:Users:0:Name")]
+    [InlineData("Broker:Users:0:Role", "root", "Broker:Users:0:Role")]
+    [InlineData("Broker:Groups:0:Id", "alice", "Broker:Groups:0:Id")] // a user already has that id
+    [InlineData("Broker:Groups:0:Members:0", "a b", "Broker:Groups:0:Members:0")]
+    public void BadValue_FailsWithItsKey(string key, string value, string expected)
+    {
+        var settings = new Dictionary<string, string?>();
+        TestBroker.AddDemoUsers(settings);
+        settings[key] = value;
+
+        var ex = Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build()));
+
+        Assert.Contains(ex.Errors, e => e.Contains(expected, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void PlainPasswordInsteadOfHash_IsRefusedWithoutEchoingIt()
+    {
+        var settings = new Dictionary<string, string?>
+        {
+            ["Broker:Users:0:Name"] = "alice",
+            ["Broker:Users:0:PasswordHash"] = "hunter2",
+        };
+
+        var ex = Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build()));
+
+        var error = Assert.Single(ex.Errors);
+        Assert.Contains("Broker:Users:0:PasswordHash", error);
+        Assert.Contains("hash-password", error);
+        Assert.DoesNotContain("hunter2", error);
+    }
+
+    [Fact]
+    public void Defaults_AreTheContracts()
+    {
+        var (engine, ims) = BrokerConfiguration.Load(new ConfigurationBuilder().Build());
+
+        Assert.Equal(1883, engine.Mqtt.Port);
+        Assert.Equal(1000, engine.MaxQueuedMessages);
+        Assert.Equal("data", engine.DataPath);
+        Assert.Equal(["IMS"], ims.ParentTopics);
+        Assert.Equal(["GID_IMS"], ims.GroupIds);
+        Assert.False(ims.AllowAnonymous);
+        Assert.True(ims.Conventions.Enabled);
+        Assert.Equal(TimeSpan.FromDays(3), ims.OfflineP2PTtl);
+        Assert.Empty(ims.Users);
+        Assert.NotEmpty(ims.Acl);
+    }
+
+    [Fact]
+    public async Task Process_WithBadEnvironmentValue_ExitsNonZeroNamingTheKey()
+    {
+        var (exitCode, _, stderr) = await BrokerProcess.RunAsync(new Dictionary<string, string> { ["Broker__MaxQueuedMessages"] = "lots" });
+
+        Assert.Equal(2, exitCode);
+        Assert.Contains("Broker:MaxQueuedMessages", stderr);
+    }
+
+    [Fact]
+    public async Task HashPassword_PrintsAHashTheBrokerAccepts()
+    {
+        var (exitCode, stdout, _) = await BrokerProcess.RunAsync(stdin: "s3cret!", args: "hash-password");
+
+        Assert.Equal(0, exitCode);
+        var hash = stdout.Trim();
+        Assert.True(PasswordVerifier.IsHash(hash));
+        Assert.DoesNotContain("s3cret!", hash);
+        var verifier = new PasswordVerifier();
+        Assert.True(verifier.Verify(new UserAccount("dave", hash, "user"), "s3cret!"u8));
+        Assert.False(verifier.Verify(new UserAccount("dave", hash, "user"), "s3cret"u8));
+    }
+}
