@@ -181,7 +181,6 @@ internal sealed partial class MqttConnection
             return false;
         }
 
-        var now = _engine.NowUnixMs;
         _will = new BrokerMessage
         {
             Topic = topic,
@@ -193,16 +192,24 @@ internal sealed partial class MqttConnection
             CorrelationData = connect.WillCorrelationData,
             PayloadFormat = connect.WillPayloadFormatIndicator,
             UserProperties = _engine.Policy.TransformUserProperties(principal, connect.WillUserProperties),
-            ExpiresAtUnixMs = connect.WillMessageExpiryInterval > 0 ? now + connect.WillMessageExpiryInterval * 1000L : 0,
             SenderClientId = principal.ClientId,
             SenderUserId = principal.UserId,
         };
         _willDelaySeconds = IsV5 ? connect.WillDelayInterval : 0;
+        _willExpirySeconds = IsV5 ? connect.WillMessageExpiryInterval : 0;
         return true;
     }
 
     BrokerMessage? _will;
     uint _willDelaySeconds;
+    uint _willExpirySeconds;
+
+    /// <summary>
+    /// The Will Message Expiry Interval is "sent as the Publication Expiry Interval when the Server publishes
+    /// the Will Message" (v5 §3.1.3.2.4): the will's lifetime starts at publication, not at CONNECT.
+    /// </summary>
+    internal static BrokerMessage WillAsPublished(BrokerMessage will, uint expirySeconds, long nowUnixMs) =>
+        expirySeconds == 0 ? will : will.With(expiresAtUnixMs: nowUnixMs + expirySeconds * 1000L);
 
     /// <summary>
     /// The will goes out on any close but a normal DISCONNECT [MQTT-3.1.2-8, -10]; a v5 Will Delay
@@ -213,13 +220,14 @@ internal sealed partial class MqttConnection
     {
         var will = _will!;
         var session = _session!;
+        var now = _engine.NowUnixMs;
         if (_willDelaySeconds == 0 || session.IsDiscarded)
         {
-            _ = _engine.Router.PublishWillAsync(will, _principal!);
+            _ = _engine.Router.PublishWillAsync(WillAsPublished(will, _willExpirySeconds, now), _principal!);
         }
         else if (!takenOver)
         {
-            session.PendingWill = (will, _principal!, _engine.NowUnixMs + _willDelaySeconds * 1000L);
+            session.PendingWill = (will, _principal!, now + _willDelaySeconds * 1000L, _willExpirySeconds);
         }
     }
 

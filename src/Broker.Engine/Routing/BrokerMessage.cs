@@ -45,7 +45,7 @@ public sealed class BrokerMessage
     public uint RemainingExpirySeconds(long nowUnixMs) =>
         ExpiresAtUnixMs == 0 ? 0 : (uint)Math.Max(1, (ExpiresAtUnixMs - nowUnixMs + 999) / 1000);
 
-    public BrokerMessage With(string? topic = null, bool? retain = null, List<MqttUserProperty>? userProperties = null, long? id = null) => new()
+    public BrokerMessage With(string? topic = null, bool? retain = null, List<MqttUserProperty>? userProperties = null, long? id = null, long? expiresAtUnixMs = null) => new()
     {
         Topic = topic ?? Topic,
         Payload = Payload,
@@ -56,7 +56,7 @@ public sealed class BrokerMessage
         CorrelationData = CorrelationData,
         PayloadFormat = PayloadFormat,
         UserProperties = userProperties ?? UserProperties,
-        ExpiresAtUnixMs = ExpiresAtUnixMs,
+        ExpiresAtUnixMs = expiresAtUnixMs ?? ExpiresAtUnixMs,
         SenderClientId = SenderClientId,
         SenderUserId = SenderUserId,
         Id = id ?? Id,

@@ -51,8 +51,11 @@ public sealed class Session
 
     public long DisconnectedAtUnixMs { get; private set; }
 
-    /// <summary>A will waiting for its v5 Will Delay Interval; cancelled if the client comes back first [MQTT-3.1.3-9].</summary>
-    internal (BrokerMessage Message, ClientPrincipal Sender, long DueUnixMs)? PendingWill { get; set; }
+    /// <summary>
+    /// A will waiting for its v5 Will Delay Interval; cancelled if the client comes back first [MQTT-3.1.3-9].
+    /// Its expiry interval starts when it is published, so it is kept here as an interval.
+    /// </summary>
+    internal (BrokerMessage Message, ClientPrincipal Sender, long DueUnixMs, uint ExpirySeconds)? PendingWill { get; set; }
 
     internal bool IsDiscarded { get; private set; }
 

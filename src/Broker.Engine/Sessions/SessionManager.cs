@@ -99,7 +99,7 @@ internal sealed class SessionManager(EngineContext engine)
             if (session.PendingWill is { } will && (expired || nowUnixMs >= will.DueUnixMs))
             {
                 session.PendingWill = null;
-                _ = engine.Router.PublishWillAsync(will.Message, will.Sender);
+                _ = engine.Router.PublishWillAsync(MqttConnection.WillAsPublished(will.Message, will.ExpirySeconds, nowUnixMs), will.Sender);
             }
 
             if (expired)

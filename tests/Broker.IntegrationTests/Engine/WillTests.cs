@@ -174,4 +174,45 @@ public sealed class WillTests
 
         await watcher.ExpectOnlyAsync("will/short", "short gone");
     }
+
+    [Fact]
+    public async Task WillDelay_LongerThanSessionExpiry_PublishedWhenSessionExpires()
+    {
+        // v5 §3.1.3.2.2 / [MQTT-3.1.3-9]: the will goes when the delay passes or the session ends, whichever is first.
+        await using var broker = await TestBroker.StartPlainAsync(fakeClock: true);
+        await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher");
+        await watcher.SubscribeOkAsync("will/#");
+        await using (var raw = await Raw.ConnectAsync(broker.MqttPort, "brief", MqttProtocolVersion.V500, cleanSession: false, sessionExpiry: 5,
+            configure: Will("will/brief", "brief gone", delay: 600)))
+        {
+            await raw.SendAsync(new MqttDisconnectPacket { ReasonCode = MqttDisconnectReasonCode.DisconnectWithWillMessage });
+            Assert.Empty(await raw.ReadUntilClosedAsync());
+        }
+
+        broker.Clock!.Advance(TimeSpan.FromSeconds(6));
+
+        await watcher.ExpectOnlyAsync("will/brief", "brief gone");
+    }
+
+    [Fact]
+    public async Task WillMessageExpiry_CountsFromPublicationNotFromConnect()
+    {
+        // v5 §3.1.3.2.4: the Will Message Expiry Interval is the will's lifetime, "sent as the Publication Expiry
+        // Interval when the Server publishes the Will Message" — a client connected longer than that still has a will.
+        await using var broker = await TestBroker.StartPlainAsync(fakeClock: true);
+        await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher");
+        await watcher.SubscribeOkAsync("will/#");
+        var raw = await Raw.ConnectAsync(broker.MqttPort, "long-lived", MqttProtocolVersion.V500, configure: c =>
+        {
+            Will("will/long-lived", "gone")(c);
+            c.WillMessageExpiryInterval = 10;
+        });
+
+        broker.Clock!.Advance(TimeSpan.FromSeconds(30));
+        await raw.DisposeAsync();
+
+        var will = await watcher.NextAsync();
+        Assert.Equal(("will/long-lived", "gone"), (will.ApplicationMessage.Topic, TestClient.Text(will)));
+        Assert.Equal(10u, will.ApplicationMessage.MessageExpiryInterval);
+    }
 }
