@@ -277,13 +277,42 @@ internal sealed partial class MqttConnection
             }
         }
 
+        MqttPacket packet;
         try
         {
-            return _decoder.Decode(received) ?? throw new MalformedPacketException("unknown packet type");
+            packet = _decoder.Decode(received) ?? throw new MalformedPacketException("unknown packet type");
         }
         catch (Exception ex) when (ex is not MalformedPacketException)
         {
             throw new MalformedPacketException(ex.Message);
+        }
+
+        ThrowIfMalformed(packet);
+        return packet;
+    }
+
+    /// <summary>What MQTTnet's decoder lets through but the specification calls malformed: the connection closes.</summary>
+    static void ThrowIfMalformed(MqttPacket packet)
+    {
+        switch (packet)
+        {
+            case MqttPublishPacket { QualityOfServiceLevel: > MqttQualityOfServiceLevel.ExactlyOnce }:
+                throw new MalformedPacketException("PUBLISH with both QoS bits set [MQTT-3.3.1-4]");
+            case MqttSubscribePacket { TopicFilters.Count: 0 }:
+                throw new MalformedPacketException("SUBSCRIBE without a topic filter [MQTT-3.8.3-3]");
+            case MqttSubscribePacket subscribe:
+                foreach (var filter in subscribe.TopicFilters)
+                {
+                    // v3.1.1 decodes the whole options byte as the QoS, so reserved bits show up here too.
+                    if (filter.QualityOfServiceLevel > MqttQualityOfServiceLevel.ExactlyOnce || (int)filter.RetainHandling > 2)
+                    {
+                        throw new MalformedPacketException("SUBSCRIBE options with QoS 3, Retain Handling 3 or reserved bits [MQTT-3.8.3-4]");
+                    }
+                }
+
+                break;
+            case MqttUnsubscribePacket { TopicFilters.Count: 0 }:
+                throw new MalformedPacketException("UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]");
         }
     }
 

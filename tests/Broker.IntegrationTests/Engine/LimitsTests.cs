@@ -250,4 +250,70 @@ public sealed class LimitsTests
         var packets = await raw.ReadUntilClosedAsync();
         Assert.Equal(MqttDisconnectReasonCode.ProtocolError, Assert.IsType<MqttDisconnectPacket>(Assert.Single(packets)).ReasonCode);
     }
+
+    [Theory]
+    [InlineData(MqttProtocolVersion.V311)]
+    [InlineData(MqttProtocolVersion.V500)]
+    public async Task PublishWithBothQosBitsSet_ConnectionClosedAndNothingRouted(MqttProtocolVersion version)
+    {
+        // [MQTT-3.3.1-4]: a PUBLISH with both QoS bits set is malformed; the receiver closes the connection
+        // (v5: DISCONNECT 0x81 Malformed Packet first).
+        await using var broker = await TestBroker.StartPlainAsync();
+        await using var bystanders = await Bystanders.StartAsync(broker);
+        await using var raw = await Raw.ConnectAsync(broker.MqttPort, "qos3", version);
+        byte[] publish = version == MqttProtocolVersion.V500
+            ? [0x36, 0x09, 0x00, 0x04, (byte)'o', (byte)'k', (byte)'/', (byte)'x', 0x00, 0x01, 0x00]
+            : [0x36, 0x08, 0x00, 0x04, (byte)'o', (byte)'k', (byte)'/', (byte)'x', 0x00, 0x01];
+
+        await raw.SendBytesAsync(publish);
+
+        var packets = await raw.ReadUntilClosedAsync();
+        if (version == MqttProtocolVersion.V500)
+        {
+            Assert.Equal(MqttDisconnectReasonCode.MalformedPacket, Assert.IsType<MqttDisconnectPacket>(Assert.Single(packets)).ReasonCode);
+        }
+        else
+        {
+            Assert.Empty(packets);
+        }
+
+        await bystanders.StillWorkAsync("only this"); // the QoS 3 publish to ok/x was not routed
+    }
+
+    [Theory]
+    [InlineData(MqttProtocolVersion.V311)]
+    [InlineData(MqttProtocolVersion.V500)]
+    public async Task SubscribeWithQos3_ConnectionClosed(MqttProtocolVersion version)
+    {
+        // [MQTT-3.8.3-4] (v3.1.1) / v5 §3.8.3.1: QoS 3 in the subscription options is malformed; close the connection.
+        await using var broker = await TestBroker.StartPlainAsync();
+        await using var raw = await Raw.ConnectAsync(broker.MqttPort, "sub-qos3", version);
+        byte[] subscribe = version == MqttProtocolVersion.V500
+            ? [0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, (byte)'a', 0x03]
+            : [0x82, 0x06, 0x00, 0x01, 0x00, 0x01, (byte)'a', 0x03];
+
+        await raw.SendBytesAsync(subscribe);
+
+        var packets = await raw.ReadUntilClosedAsync();
+        Assert.DoesNotContain(packets, p => p is MqttSubAckPacket);
+        Assert.Equal(1, broker.Counters.Malformed);
+    }
+
+    [Fact]
+    public async Task ClientMaximumPacketSize_LargerMessagesNotSentToThatClient()
+    {
+        // [MQTT-3.1.2-25]: the server must not send a packet larger than the client's Maximum Packet Size;
+        // it discards it as if delivered and goes on with the next.
+        await using var broker = await TestBroker.StartPlainAsync();
+        await using var raw = await Raw.ConnectAsync(broker.MqttPort, "small", MqttProtocolVersion.V500, configure: c => c.MaximumPacketSize = 100);
+        await raw.SubscribeAsync("mps/#", MqttQualityOfServiceLevel.AtLeastOnce);
+        await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub");
+
+        await pub.PublishAsync("mps/big", new string('x', 200));
+        await pub.PublishAsync("mps/small", "fits");
+
+        var next = await raw.ExpectAsync<MqttPublishPacket>();
+        Assert.Equal(("mps/small", "fits"), (next.Topic, Raw.Text(next)));
+        Assert.Equal(1, broker.Counters.Dropped);
+    }
 }
