@@ -308,4 +308,66 @@ public sealed class SubscriptionTests
         // Five each, and together every message exactly once.
         Assert.Equal(Enumerable.Range(1, 10).Select(i => $"m{i}").Order(), seen.Order());
     }
+
+    [Theory]
+    [InlineData(MqttProtocolVersion.V311)]
+    [InlineData(MqttProtocolVersion.V500)]
+    public async Task Resubscribe_SameFilter_ReplacesSubscription(MqttProtocolVersion version)
+    {
+        // [MQTT-3.8.4-3]: a SUBSCRIBE with a filter identical to an existing one replaces it (new QoS), and the
+        // client still gets one copy per message.
+        await using var broker = await TestBroker.StartPlainAsync();
+        await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub", version: version);
+        await sub.SubscribeOkAsync("re/x", MqttQualityOfServiceLevel.AtMostOnce);
+        await sub.SubscribeOkAsync("re/x", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub", version: version);
+
+        await pub.PublishAsync("re/x", "one", MqttQualityOfServiceLevel.ExactlyOnce);
+        await pub.PublishAsync("re/x", "two", MqttQualityOfServiceLevel.ExactlyOnce);
+
+        var first = await sub.NextAsync();
+        Assert.Equal(("one", MqttQualityOfServiceLevel.ExactlyOnce), (TestClient.Text(first), first.ApplicationMessage.QualityOfServiceLevel));
+        await sub.ExpectOnlyAsync("re/x", "two");
+    }
+
+    [Fact]
+    public async Task SharedSubscription_OnSubscribe_NoRetainedMessages()
+    {
+        // [MQTT-3.3.1-6] (v5): retained messages are sent when a new non-shared subscription is made; a shared
+        // subscription gets none.
+        await using var broker = await TestBroker.StartPlainAsync();
+        await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub");
+        await pub.PublishAsync("sr/x", "retained", retain: true);
+        await using var member = await TestClient.ConnectAsync(broker.MqttPort, "member");
+
+        await member.SubscribeOkAsync("$share/g/sr/#");
+        await pub.PublishAsync("sr/live", "live");
+
+        await member.ExpectOnlyAsync("sr/live", "live");
+    }
+
+    [Fact]
+    public async Task SharedSubscription_MemberLeaves_RemainingMemberGetsAll()
+    {
+        // [MQTT-4.8.2]: a member that unsubscribed or whose session ended takes no more messages.
+        await using var broker = await TestBroker.StartPlainAsync();
+        await using var stays = await TestClient.ConnectAsync(broker.MqttPort, "stays");
+        await stays.SubscribeOkAsync("$share/g/sl/#");
+        await using (var leaves = await TestClient.ConnectAsync(broker.MqttPort, "leaves"))
+        {
+            await leaves.SubscribeOkAsync("$share/g/sl/#");
+            await leaves.Client.UnsubscribeAsync(new MqttClientUnsubscribeOptionsBuilder().WithTopicFilter("$share/g/sl/#").Build());
+        }
+
+        await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub");
+        for (var i = 1; i <= 4; i++)
+        {
+            await pub.PublishAsync($"sl/{i}", $"m{i}");
+        }
+
+        for (var i = 1; i <= 4; i++)
+        {
+            await stays.ExpectOnlyAsync($"sl/{i}", $"m{i}");
+        }
+    }
 }
