@@ -113,21 +113,22 @@ internal sealed partial class MqttConnection
 
     bool HandleDisconnect(MqttDisconnectPacket packet)
     {
-        // A normal DISCONNECT discards the will [MQTT-3.14.4-3]; v5 0x04 asks for it to be sent.
-        if (!(IsV5 && packet.ReasonCode == MqttDisconnectReasonCode.DisconnectWithWillMessage))
-        {
-            _will = null;
-        }
-
         if (IsV5 && packet.SessionExpiryInterval > 0)
         {
             if (_session!.ExpirySeconds == 0)
             {
-                // Setting an expiry at DISCONNECT when CONNECT had none is a protocol error [MQTT-3.14.2-2].
+                // Setting an expiry at DISCONNECT when CONNECT had none is a protocol error [MQTT-3.14.2-2]; such a
+                // DISCONNECT is not valid, so it does not discard the will (checked before the will is cleared).
                 return ProtocolError("session expiry set on DISCONNECT after 0 on CONNECT");
             }
 
             _session.SetExpiry(packet.SessionExpiryInterval);
+        }
+
+        // A normal DISCONNECT discards the will [MQTT-3.14.4-3]; v5 0x04 asks for it to be sent.
+        if (!(IsV5 && packet.ReasonCode == MqttDisconnectReasonCode.DisconnectWithWillMessage))
+        {
+            _will = null;
         }
 
         _closeReason = IsV5 ? $"DISCONNECT 0x{(int)packet.ReasonCode:X2}" : "DISCONNECT";

@@ -103,4 +103,20 @@ public sealed class ExpiryTests
         await using var after = await TestClient.ConnectAsync(broker.MqttPort, "old", version: MqttProtocolVersion.V311, cleanStart: false);
         Assert.False(after.ConnectResult.IsSessionPresent);
     }
+
+    [Fact]
+    public async Task SessionExpiryV5_ChangedOnDisconnect_NewIntervalApplies()
+    {
+        // v5 §3.14.2.2.2: the client may change the Session Expiry Interval on DISCONNECT (when it was not 0).
+        await using var broker = await TestBroker.StartPlainAsync(fakeClock: true);
+        await using (var raw = await Raw.ConnectAsync(broker.MqttPort, "shorten", MqttProtocolVersion.V500, cleanSession: false, sessionExpiry: 3600))
+        {
+            await raw.SendAsync(new MQTTnet.Packets.MqttDisconnectPacket { SessionExpiryInterval = 5 });
+            Assert.Empty(await raw.ReadUntilClosedAsync());
+        }
+
+        broker.Clock!.Advance(TimeSpan.FromSeconds(6));
+        await using var after = await TestClient.ConnectAsync(broker.MqttPort, "shorten", cleanStart: false, sessionExpiry: 3600);
+        Assert.False(after.ConnectResult.IsSessionPresent);
+    }
 }

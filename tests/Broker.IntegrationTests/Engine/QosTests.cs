@@ -207,4 +207,31 @@ public sealed class QosTests
         var disconnect = Assert.IsType<MqttDisconnectPacket>(packets[^1]);
         Assert.Equal(MqttDisconnectReasonCode.ReceiveMaximumExceeded, disconnect.ReasonCode);
     }
+
+    [Theory]
+    [InlineData(MqttProtocolVersion.V311)]
+    [InlineData(MqttProtocolVersion.V500)]
+    public async Task InboundQos2_ResentAfterReconnectBeforePubRel_NotRoutedAgain(MqttProtocolVersion version)
+    {
+        // [MQTT-4.4.0-1] with [MQTT-4.3.3-9]: the inbound QoS 2 state is part of the session, so a PUBLISH re-sent
+        // on a new connection (DUP 1, same id) before PUBREL is acknowledged but not delivered a second time.
+        await using var broker = await TestBroker.StartPlainAsync();
+        await using var subscriber = await TestClient.ConnectAsync(broker.MqttPort, "sub", version: version);
+        await subscriber.SubscribeOkAsync("rq2/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using (var raw = await Raw.ConnectAsync(broker.MqttPort, "pub", version, cleanSession: false, sessionExpiry: 300))
+        {
+            await raw.SendAsync(Raw.Publish("rq2/x", "once", MqttQualityOfServiceLevel.ExactlyOnce, 5));
+            await raw.ExpectAsync<MqttPubRecPacket>();
+        }
+
+        await using var again = await Raw.ConnectAsync(broker.MqttPort, "pub", version, cleanSession: false, sessionExpiry: 300, sessionPresent: true);
+        await again.SendAsync(Raw.Publish("rq2/x", "once", MqttQualityOfServiceLevel.ExactlyOnce, 5, dup: true));
+        Assert.Equal(5, (await again.ExpectAsync<MqttPubRecPacket>()).PacketIdentifier);
+        await again.SendAsync(new MqttPubRelPacket { PacketIdentifier = 5 });
+        Assert.Equal(MqttPubCompReasonCode.Success, (await again.ExpectAsync<MqttPubCompPacket>()).ReasonCode);
+        await again.SendAsync(Raw.Publish("rq2/marker", "end"));
+
+        await subscriber.ExpectOnlyAsync("rq2/x", "once");
+        await subscriber.ExpectOnlyAsync("rq2/marker", "end");
+    }
 }

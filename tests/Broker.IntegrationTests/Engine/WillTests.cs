@@ -215,4 +215,39 @@ public sealed class WillTests
         Assert.Equal(("will/long-lived", "gone"), (will.ApplicationMessage.Topic, TestClient.Text(will)));
         Assert.Equal(10u, will.ApplicationMessage.MessageExpiryInterval);
     }
+
+    [Fact]
+    public async Task Disconnect_SettingSessionExpiryAfterZero_ProtocolErrorAndWillPublished()
+    {
+        // v5 §3.14.2.2.2 [MQTT-3.14.2-2]: a non-zero Session Expiry Interval on DISCONNECT after 0 on CONNECT is a
+        // protocol error: the server "does not treat it as a valid DISCONNECT" and sends DISCONNECT 0x82, so the
+        // will is published as for any other close without a valid DISCONNECT [MQTT-3.1.2-8].
+        await using var broker = await TestBroker.StartPlainAsync();
+        await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher");
+        await watcher.SubscribeOkAsync("will/#");
+        await using var raw = await Raw.ConnectAsync(broker.MqttPort, "sly", MqttProtocolVersion.V500, configure: Will("will/sly", "gone"));
+
+        await raw.SendAsync(new MqttDisconnectPacket { SessionExpiryInterval = 60 });
+
+        var packets = await raw.ReadUntilClosedAsync();
+        Assert.Equal(MqttDisconnectReasonCode.ProtocolError, Assert.IsType<MqttDisconnectPacket>(Assert.Single(packets)).ReasonCode);
+        await watcher.ExpectOnlyAsync("will/sly", "gone");
+    }
+
+    [Fact]
+    public async Task KeepAliveTimeout_WillPublished()
+    {
+        // [MQTT-3.1.2-24] closes the connection, and a close that is not a DISCONNECT publishes the will [MQTT-3.1.2-8].
+        await using var broker = await TestBroker.StartPlainAsync();
+        await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher");
+        await watcher.SubscribeOkAsync("will/#");
+        await using var raw = await Raw.ConnectAsync(broker.MqttPort, "quiet", configure: c =>
+        {
+            Will("will/quiet", "timed out")(c);
+            c.KeepAlivePeriod = 1;
+        });
+
+        Assert.Empty(await raw.ReadUntilClosedAsync());
+        await watcher.ExpectOnlyAsync("will/quiet", "timed out");
+    }
 }
