@@ -39,6 +39,9 @@ public sealed class BrokerEngine : IAsyncDisposable
 
     public int RetainedCount => _engine.Retained.Count;
 
+    /// <summary>Direct messages waiting for a client id that has no session yet.</summary>
+    public int MailboxCount => _engine.Mailbox.Count;
+
     public bool IsStarted { get; private set; }
 
     /// <summary>A session by client id, for operators and tests.</summary>
@@ -104,6 +107,7 @@ public sealed class BrokerEngine : IAsyncDisposable
                 }
 
                 _engine.Sessions.Sweep(_engine.NowUnixMs);
+                _engine.Mailbox.Sweep(_engine.NowUnixMs);
             }
         }
         catch (OperationCanceledException)

@@ -23,6 +23,7 @@ internal sealed class EngineContext
         Counters = counters;
         Time = time;
         Sessions = new SessionManager(this);
+        Mailbox = new OfflineMailbox(this);
         Router = new Router(this);
     }
 
@@ -46,9 +47,32 @@ internal sealed class EngineContext
 
     public SessionManager Sessions { get; }
 
+    public OfflineMailbox Mailbox { get; }
+
     public Router Router { get; }
 
     public long NowUnixMs => Time.GetUtcNow().ToUnixTimeMilliseconds();
+
+    /// <summary>A store write nobody waits on: its failure still gets a log line.</summary>
+    public void Observe(ValueTask write, string topic)
+    {
+        if (!write.IsCompletedSuccessfully)
+        {
+            _ = ObserveAsync(write, topic);
+        }
+    }
+
+    async Task ObserveAsync(ValueTask write, string topic)
+    {
+        try
+        {
+            await write;
+        }
+        catch (Exception ex)
+        {
+            EngineLog.StoreFailed(Logger, topic, ex);
+        }
+    }
 
     public long NextMessageId() => Interlocked.Increment(ref _lastMessageId);
 

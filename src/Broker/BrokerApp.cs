@@ -9,6 +9,7 @@ using Broker.Hosting;
 using Broker.Ims;
 using Broker.Ims.Groups;
 using Broker.Ims.Identity;
+using Broker.Store.Sqlite;
 using Broker.Transport;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Http.Connections;
@@ -44,7 +45,9 @@ public static class BrokerApp
         builder.Services.AddSingleton(imsOptions);
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<BrokerCounters>();
-        builder.Services.AddSingleton<IBrokerStore, InMemoryBrokerStore>();
+        builder.Services.AddSingleton<IBrokerStore>(services => engineOptions.Store.Type == "memory"
+            ? new InMemoryBrokerStore()
+            : SqliteBrokerStore.Open(engineOptions.DataPath, engineOptions.Store.Synchronous == "full", services.GetRequiredService<ILogger<SqliteBrokerStore>>()));
         builder.Services.AddSingleton<IUserDirectory>(new UserDirectory(imsOptions.Users.Select(u => new UserAccount(u.Name, u.PasswordHash, u.Role))));
         builder.Services.AddSingleton<IGroupDirectory>(new GroupDirectory(imsOptions.Groups.Select(g => KeyValuePair.Create(g.Id, (IEnumerable<string>)g.Members))));
         builder.Services.AddSingleton<PasswordVerifier>();

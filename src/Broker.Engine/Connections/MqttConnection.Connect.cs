@@ -144,6 +144,11 @@ internal sealed partial class MqttConnection
             SubscriptionIdentifiersAvailable = true,
             ServerKeepAlive = serverKeepAlive,
         });
+        if (session.IsPersistent)
+        {
+            _engine.Mailbox.DeliverTo(session);
+        }
+
         _engine.Counters.ConnectionOpened();
         EngineLog.ClientConnected(_engine.ConnectionLogger, clientId, principal.UserId, RemoteEndPoint, VersionName(_version), _meta.Transport, present);
         return true;

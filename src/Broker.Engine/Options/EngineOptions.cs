@@ -20,6 +20,23 @@ public sealed class EngineOptions
 
     /// <summary>Where the embedded store keeps its files, relative to the working directory.</summary>
     public string DataPath { get; set; } = "data";
+
+    /// <summary>How long a direct (P2P) message waits for a client id that has no session yet.</summary>
+    public TimeSpan OfflineP2PTtl { get; set; } = TimeSpan.FromDays(3);
+
+    public StoreOptions Store { get; set; } = new();
+}
+
+public sealed class StoreOptions
+{
+    /// <summary>"sqlite" (default: one file under DataPath, crash-safe) or "memory" (nothing survives the process).</summary>
+    public string Type { get; set; } = "sqlite";
+
+    /// <summary>
+    /// "full": every commit reaches the disk before the ack (survives power loss); "normal": survives a
+    /// process crash (kill -9) but not a power cut, for more throughput (SQLite PRAGMA synchronous).
+    /// </summary>
+    public string Synchronous { get; set; } = "full";
 }
 
 public sealed class MqttListenerOptions

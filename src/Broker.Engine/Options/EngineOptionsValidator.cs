@@ -33,6 +33,17 @@ public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
             errors.Add("Broker:DataPath must not be empty.");
         }
 
+        Range("Broker:OfflineP2PTtl (seconds)", (long)o.OfflineP2PTtl.TotalSeconds, 1, uint.MaxValue);
+        if (o.Store.Type is not "sqlite" and not "memory")
+        {
+            errors.Add($"Broker:Store:Type must be sqlite or memory (was \"{o.Store.Type}\").");
+        }
+
+        if (o.Store.Synchronous is not "full" and not "normal")
+        {
+            errors.Add($"Broker:Store:Synchronous must be full or normal (was \"{o.Store.Synchronous}\").");
+        }
+
         if (o.Mqtt.Host != "*" && !System.Net.IPAddress.TryParse(o.Mqtt.Host, out _))
         {
             errors.Add($"Broker:Mqtt:Host must be \"*\" or an IP address such as 127.0.0.1 (was \"{o.Mqtt.Host}\").");

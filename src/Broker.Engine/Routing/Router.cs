@@ -29,7 +29,15 @@ internal sealed class Router(EngineContext engine)
             if (target is not null)
             {
                 // A direct message is for one device, now or when it is back: never retained for others.
-                CollectDirect(message, target, scratch);
+                if (engine.Sessions.Get(target) is not { } session)
+                {
+                    return engine.Mailbox.AddAsync(target, message);
+                }
+
+                if (CanRead(session, message.Topic))
+                {
+                    scratch.Recipients.Add(new Recipient(session, message.Qos, false, null));
+                }
             }
             else
             {
@@ -76,22 +84,10 @@ internal sealed class Router(EngineContext engine)
             if (session.IsPersistent && delivery.Qos != MqttQualityOfServiceLevel.AtMostOnce)
             {
                 // Nobody waits on this copy's durability; the store still sees it before the queue does.
-                _ = ObserveAsync(engine.Store.AppendAsync(message, [new StoredDelivery(session.ClientId, message.Id, delivery.Qos, true, delivery.SubscriptionIds)]), message.Topic);
+                engine.Observe(engine.Store.AppendAsync(message, [new StoredDelivery(session.ClientId, message.Id, delivery.Qos, true, delivery.SubscriptionIds)]), message.Topic);
             }
 
             session.Enqueue(delivery);
-        }
-    }
-
-    async Task ObserveAsync(ValueTask write, string topic)
-    {
-        try
-        {
-            await write;
-        }
-        catch (Exception ex)
-        {
-            EngineLog.StoreFailed(engine.Logger, topic, ex);
         }
     }
 
@@ -119,22 +115,6 @@ internal sealed class Router(EngineContext engine)
 
         engine.Retained.Set(message);
         return engine.Store.SetRetainedAsync(message);
-    }
-
-    void CollectDirect(BrokerMessage message, string clientId, Scratch scratch)
-    {
-        var session = engine.Sessions.Get(clientId);
-        if (session is null)
-        {
-            engine.Counters.DirectRouteUndeliverable();
-            EngineLog.DirectUndeliverable(engine.Logger, clientId, message.Topic);
-            return;
-        }
-
-        if (CanRead(session, message.Topic))
-        {
-            scratch.Recipients.Add(new Recipient(session, message.Qos, false, null));
-        }
     }
 
     void CollectSubscribers(BrokerMessage message, Scratch scratch)

@@ -31,6 +31,15 @@ public interface IBrokerStore : IAsyncDisposable
     /// <summary>Inbound QoS 2 packet ids between PUBREC and PUBREL (exactly once across a restart).</summary>
     void SetInboundQos2(string clientId, ushort packetId, bool pending);
 
+    /// <summary>
+    /// Keeps a direct (P2P) message for a client id that has no session yet, until it connects with a
+    /// persistent session or <paramref name="expiresAtUnixMs"/> passes; completes when durable.
+    /// </summary>
+    ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs);
+
+    /// <summary>Delivered into a session (which now has its own row) or expired.</summary>
+    void RemoveFromMailbox(string clientId, long messageId);
+
     ValueTask SetRetainedAsync(BrokerMessage message);
 
     ValueTask DeleteRetainedAsync(string topic);
@@ -92,4 +101,7 @@ public sealed class StoreSnapshot
     public List<(string ClientId, ushort PacketId)> InboundQos2 { get; } = [];
 
     public List<BrokerMessage> Retained { get; } = [];
+
+    /// <summary>Offline direct messages in the order they arrived.</summary>
+    public List<(string ClientId, BrokerMessage Message, long ExpiresAtUnixMs)> Mailbox { get; } = [];
 }

@@ -18,6 +18,7 @@ public sealed class InMemoryBrokerStore : IBrokerStore
     readonly HashSet<(string, ushort)> _inboundQos2 = [];
     readonly ConcurrentDictionary<string, BrokerMessage> _retained = new(StringComparer.Ordinal);
     readonly ConcurrentDictionary<string, string> _owners = new(StringComparer.Ordinal);
+    readonly List<(string ClientId, BrokerMessage Message, long ExpiresAtUnixMs)> _mailbox = [];
 
     public ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken)
     {
@@ -37,6 +38,7 @@ public sealed class InMemoryBrokerStore : IBrokerStore
 
             snapshot.Deliveries.Sort((a, b) => a.MessageId.CompareTo(b.MessageId));
             snapshot.InboundQos2.AddRange(_inboundQos2);
+            snapshot.Mailbox.AddRange(_mailbox);
         }
 
         snapshot.Retained.AddRange(_retained.Values);
@@ -126,6 +128,24 @@ public sealed class InMemoryBrokerStore : IBrokerStore
             {
                 _inboundQos2.Remove((clientId, packetId));
             }
+        }
+    }
+
+    public ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs)
+    {
+        lock (_gate)
+        {
+            _mailbox.Add((clientId, message, expiresAtUnixMs));
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    public void RemoveFromMailbox(string clientId, long messageId)
+    {
+        lock (_gate)
+        {
+            _mailbox.RemoveAll(m => m.ClientId == clientId && m.Message.Id == messageId);
         }
     }
 

@@ -59,6 +59,12 @@ internal static class StoreRestore
             messages++;
         }
 
+        foreach (var (clientId, message, expires) in snapshot.Mailbox)
+        {
+            engine.RestoreMessageId(message.Id);
+            engine.Mailbox.Restore(clientId, message, expires);
+        }
+
         foreach (var (clientId, packetId) in snapshot.InboundQos2)
         {
             engine.Sessions.Get(clientId)?.RestoreInboundQos2(packetId);

@@ -62,6 +62,8 @@ public sealed class TestBroker : IAsyncDisposable
             ["Broker:Mqtt:Port"] = "0",
             ["Broker:Http:Port"] = "0",
             ["Serilog:MinimumLevel:Default"] = "Warning",
+            // In-process tests keep state in memory; the durability tests run the SQLite store for real.
+            ["Broker:Store:Type"] = "memory",
         };
         configure(settings);
         var clock = fakeClock ? new FakeTimeProvider(DateTimeOffset.UtcNow) : null;

@@ -1,0 +1,151 @@
+using Broker.Engine.Diagnostics;
+using Broker.Engine.Routing;
+using Broker.Engine.Store;
+using MQTTnet.Protocol;
+
+namespace Broker.Engine.Sessions;
+
+/// <summary>
+/// Direct (P2P) messages for a client id that has no session yet (contract §5): kept for
+/// <c>Broker:OfflineP2PTtl</c>, moved into the session when that client id connects with a
+/// persistent session, dropped and counted when the time is up. QoS 0 is never kept, as in sessions.
+/// At most <c>Broker:MaxQueuedMessages</c> per client id, oldest dropped first.
+/// </summary>
+internal sealed class OfflineMailbox(EngineContext engine)
+{
+    readonly object _gate = new();
+    readonly Dictionary<string, Queue<(BrokerMessage Message, long ExpiresAtUnixMs)>> _byClient = new(StringComparer.Ordinal);
+    int _count;
+
+    public int Count => Volatile.Read(ref _count);
+
+    public ValueTask AddAsync(string clientId, BrokerMessage message)
+    {
+        if (message.Qos == MqttQualityOfServiceLevel.AtMostOnce)
+        {
+            engine.Counters.DirectRouteUndeliverable();
+            EngineLog.DirectUndeliverable(engine.Logger, clientId, message.Topic);
+            return ValueTask.CompletedTask;
+        }
+
+        var expires = engine.NowUnixMs + (long)engine.Options.OfflineP2PTtl.TotalMilliseconds;
+        (BrokerMessage Message, long)? dropped = null;
+        lock (_gate)
+        {
+            if (!_byClient.TryGetValue(clientId, out var queue))
+            {
+                _byClient[clientId] = queue = new Queue<(BrokerMessage, long)>();
+            }
+
+            if (queue.Count >= engine.Options.MaxQueuedMessages)
+            {
+                dropped = queue.Dequeue();
+                _count--;
+            }
+
+            queue.Enqueue((message, expires));
+            _count++;
+        }
+
+        if (dropped is { } old)
+        {
+            Drop(clientId, old.Message, "mailbox full");
+        }
+
+        return engine.Store.AddToMailboxAsync(clientId, message, expires);
+    }
+
+    /// <summary>Moves what waits for this client id into its (persistent) session, in arrival order.</summary>
+    public void DeliverTo(Session session)
+    {
+        Queue<(BrokerMessage Message, long ExpiresAtUnixMs)>? queue;
+        lock (_gate)
+        {
+            if (!_byClient.Remove(session.ClientId, out queue))
+            {
+                return;
+            }
+
+            _count -= queue.Count;
+        }
+
+        var now = engine.NowUnixMs;
+        foreach (var (message, expires) in queue)
+        {
+            if (now >= expires || message.IsExpired(now))
+            {
+                Drop(session.ClientId, message, "expired in the mailbox");
+                continue;
+            }
+
+            // The session's row first, then the mailbox row goes: a crash in between leaves a copy, never none.
+            var delivery = new Delivery(message, message.Qos, false, null);
+            engine.Observe(engine.Store.AppendAsync(message, [new StoredDelivery(session.ClientId, message.Id, message.Qos, false, null)]), message.Topic);
+            engine.Store.RemoveFromMailbox(session.ClientId, message.Id);
+            session.Enqueue(delivery);
+        }
+    }
+
+    public void Restore(string clientId, BrokerMessage message, long expiresAtUnixMs)
+    {
+        lock (_gate)
+        {
+            if (!_byClient.TryGetValue(clientId, out var queue))
+            {
+                _byClient[clientId] = queue = new Queue<(BrokerMessage, long)>();
+            }
+
+            queue.Enqueue((message, expiresAtUnixMs));
+            _count++;
+        }
+    }
+
+    /// <summary>Heartbeat: messages whose time to live has passed are dropped and counted.</summary>
+    public void Sweep(long nowUnixMs)
+    {
+        List<(string, BrokerMessage)>? expired = null;
+        lock (_gate)
+        {
+            if (_count == 0)
+            {
+                return;
+            }
+
+            foreach (var (clientId, queue) in _byClient)
+            {
+                while (queue.TryPeek(out var head) && (nowUnixMs >= head.ExpiresAtUnixMs || head.Message.IsExpired(nowUnixMs)))
+                {
+                    queue.Dequeue();
+                    _count--;
+                    (expired ??= []).Add((clientId, head.Message));
+                }
+            }
+
+            if (expired is not null)
+            {
+                foreach (var (clientId, _) in expired)
+                {
+                    if (_byClient.TryGetValue(clientId, out var q) && q.Count == 0)
+                    {
+                        _byClient.Remove(clientId);
+                    }
+                }
+            }
+        }
+
+        if (expired is not null)
+        {
+            foreach (var (clientId, message) in expired)
+            {
+                Drop(clientId, message, "offline P2P time to live passed");
+            }
+        }
+    }
+
+    void Drop(string clientId, BrokerMessage message, string reason)
+    {
+        engine.Counters.MessageDropped();
+        engine.Store.RemoveFromMailbox(clientId, message.Id);
+        EngineLog.MessageDropped(engine.Logger, clientId, message.Topic, reason, engine.Counters.Dropped);
+    }
+}

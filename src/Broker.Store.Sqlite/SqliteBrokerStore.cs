@@ -1,0 +1,322 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Threading.Channels;
+using Broker.Engine.Routing;
+using Broker.Engine.Store;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging;
+
+namespace Broker.Store.Sqlite;
+
+/// <summary>
+/// The durable store: one SQLite file in WAL mode under the data directory. Every call becomes an
+/// operation on one channel; a single writer drains it and commits what has gathered in one
+/// transaction (group commit), so concurrent publishes share one fsync. Acknowledgements wait on the
+/// commit: a publish is acked only when it is on disk. Reads happen once, at start.
+/// </summary>
+public sealed partial class SqliteBrokerStore : IBrokerStore
+{
+    public const string FileName = "broker.db";
+    const int MaxBatch = 2048;
+    static readonly TimeSpan MaintenanceInterval = TimeSpan.FromMinutes(10);
+
+    readonly Channel<StoreOperation> _operations = Channel.CreateUnbounded<StoreOperation>(new UnboundedChannelOptions { SingleReader = true });
+    readonly ConcurrentDictionary<string, string> _owners = new(StringComparer.Ordinal);
+    readonly SqliteConnection _connection;
+    readonly Statements _sql;
+    readonly ILogger _logger;
+    readonly Task _writer;
+    long _batches;
+    long _operationsWritten;
+    long _commitTicks;
+
+    SqliteBrokerStore(string path, SqliteConnection connection, ILogger logger)
+    {
+        FilePath = path;
+        _connection = connection;
+        _logger = logger;
+        _sql = new Statements(connection);
+        _writer = Task.Factory.StartNew(WriteLoopAsync, TaskCreationOptions.LongRunning).Unwrap();
+    }
+
+    public string FilePath { get; }
+
+    /// <summary>Commits so far; with <see cref="OperationsWritten"/> gives the mean batch size.</summary>
+    public long Batches => Interlocked.Read(ref _batches);
+
+    public long OperationsWritten => Interlocked.Read(ref _operationsWritten);
+
+    /// <summary>Mean commit time in milliseconds.</summary>
+    public double MeanCommitMilliseconds => Batches == 0 ? 0 : Interlocked.Read(ref _commitTicks) * 1000.0 / Stopwatch.Frequency / Batches;
+
+    /// <summary>Opens (or creates) <c>{dataPath}/broker.db</c>; a file that cannot be read fails here, naming it.</summary>
+    public static SqliteBrokerStore Open(string dataPath, bool fullSync, ILogger logger)
+    {
+        var path = Path.GetFullPath(Path.Combine(dataPath, FileName));
+        SqliteConnection? connection = null;
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false }.ToString());
+            connection.Open();
+            Execute(connection, $"PRAGMA journal_mode = WAL; PRAGMA synchronous = {(fullSync ? "FULL" : "NORMAL")}; PRAGMA busy_timeout = 5000;");
+            Execute(connection, Schema.Create);
+            var store = new SqliteBrokerStore(path, connection, logger);
+            store.LoadOwners();
+            return store;
+        }
+        catch (Exception ex) when (ex is SqliteException or IOException or UnauthorizedAccessException or InvalidDataException)
+        {
+            connection?.Dispose();
+            throw new StoreUnavailableException(path, ex);
+        }
+    }
+
+    // ---- IBrokerStore: every call is queued in order ---------------------------------------------
+
+    public ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken)
+    {
+        // Runs on the caller before the engine accepts connections; nothing else writes yet.
+        try
+        {
+            return ValueTask.FromResult(StoreLoader.Load(_connection));
+        }
+        catch (Exception ex) when (ex is SqliteException or InvalidDataException or EndOfStreamException)
+        {
+            throw new StoreUnavailableException(FilePath, ex);
+        }
+    }
+
+    public void UpsertSession(SessionRecord session) => Enqueue(new StoreOperation.UpsertSession(session));
+
+    public void DeleteSession(string clientId) => Enqueue(new StoreOperation.DeleteSession(clientId));
+
+    public ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries) =>
+        deliveries.Count == 0 ? ValueTask.CompletedTask : EnqueueAwaited(new StoreOperation.Append(message, deliveries));
+
+    public void UpdateDelivery(string clientId, long messageId, ushort packetId, DeliveryState state) =>
+        Enqueue(new StoreOperation.UpdateDelivery(clientId, messageId, packetId, state));
+
+    public void RemoveDelivery(string clientId, long messageId) => Enqueue(new StoreOperation.RemoveDelivery(clientId, messageId));
+
+    public void SetInboundQos2(string clientId, ushort packetId, bool pending) => Enqueue(new StoreOperation.InboundQos2(clientId, packetId, pending));
+
+    public ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs) =>
+        EnqueueAwaited(new StoreOperation.MailboxAdd(clientId, message, expiresAtUnixMs));
+
+    public void RemoveFromMailbox(string clientId, long messageId) => Enqueue(new StoreOperation.MailboxRemove(clientId, messageId));
+
+    public ValueTask SetRetainedAsync(BrokerMessage message) => EnqueueAwaited(new StoreOperation.RetainedSet(message));
+
+    public ValueTask DeleteRetainedAsync(string topic) => EnqueueAwaited(new StoreOperation.RetainedDelete(topic));
+
+    public string? GetClientOwner(string clientId) => _owners.TryGetValue(clientId, out var user) ? user : null;
+
+    public string BindClientOwner(string clientId, string userId)
+    {
+        var owner = _owners.GetOrAdd(clientId, userId);
+        if (ReferenceEquals(owner, userId))
+        {
+            Enqueue(new StoreOperation.OwnerBind(clientId, userId));
+        }
+
+        return owner;
+    }
+
+    public bool ReleaseClientOwner(string clientId)
+    {
+        if (!_owners.TryRemove(clientId, out _))
+        {
+            return false;
+        }
+
+        Enqueue(new StoreOperation.OwnerRelease(clientId));
+        return true;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _operations.Writer.TryComplete();
+        await _writer;
+        _sql.Dispose();
+        Execute(_connection, "PRAGMA wal_checkpoint(TRUNCATE);");
+        await _connection.DisposeAsync();
+    }
+
+    void Enqueue(StoreOperation operation) => _operations.Writer.TryWrite(operation);
+
+    ValueTask EnqueueAwaited(StoreOperation operation)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_operations.Writer.TryWrite(operation with { Done = done }))
+        {
+            return ValueTask.FromException(new ObjectDisposedException(nameof(SqliteBrokerStore)));
+        }
+
+        return new ValueTask(done.Task);
+    }
+
+    // ---- the writer --------------------------------------------------------------------------------
+
+    async Task WriteLoopAsync()
+    {
+        var batch = new List<StoreOperation>(MaxBatch);
+        var reader = _operations.Reader;
+        var lastMaintenance = Stopwatch.GetTimestamp();
+        while (await reader.WaitToReadAsync())
+        {
+            batch.Clear();
+            while (batch.Count < MaxBatch && reader.TryRead(out var operation))
+            {
+                batch.Add(operation);
+            }
+
+            Commit(batch);
+            if (Stopwatch.GetElapsedTime(lastMaintenance) > MaintenanceInterval && !reader.TryPeek(out _))
+            {
+                lastMaintenance = Stopwatch.GetTimestamp();
+                Commit([new StoreOperation.Maintain()]);
+            }
+        }
+    }
+
+    void Commit(List<StoreOperation> batch)
+    {
+        var started = Stopwatch.GetTimestamp();
+        Exception? failure = null;
+        try
+        {
+            if (batch is [StoreOperation.Maintain])
+            {
+                Execute(_connection, "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA incremental_vacuum;");
+            }
+            else
+            {
+                using var transaction = _connection.BeginTransaction();
+                _sql.Use(transaction);
+                foreach (var operation in batch)
+                {
+                    Apply(operation);
+                }
+
+                transaction.Commit();
+            }
+        }
+        catch (Exception ex) when (ex is SqliteException or IOException or InvalidOperationException)
+        {
+            // Disk full, I/O error: nothing in this batch is on disk, so nobody is told it is.
+            failure = ex;
+            LogCommitFailed(_logger, FilePath, batch.Count, ex);
+        }
+
+        Interlocked.Increment(ref _batches);
+        Interlocked.Add(ref _operationsWritten, batch.Count);
+        Interlocked.Add(ref _commitTicks, Stopwatch.GetTimestamp() - started);
+        foreach (var operation in batch)
+        {
+            if (failure is null)
+            {
+                operation.Done?.TrySetResult();
+            }
+            else
+            {
+                operation.Done?.TrySetException(new StoreWriteException(FilePath, failure));
+            }
+        }
+    }
+
+    /// <summary>One switch on the kind of change.</summary>
+    void Apply(StoreOperation operation)
+    {
+        switch (operation)
+        {
+            case StoreOperation.Append a:
+                _sql.AddMessage(a.Message, a.Deliveries.Count);
+                foreach (var d in a.Deliveries)
+                {
+                    _sql.InsertDelivery(d);
+                }
+
+                break;
+            case StoreOperation.UpdateDelivery u:
+                _sql.UpdateDelivery(u.ClientId, u.MessageId, u.PacketId, u.State);
+                break;
+            case StoreOperation.RemoveDelivery r:
+                if (_sql.DeleteDelivery(r.ClientId, r.MessageId))
+                {
+                    _sql.ReleaseMessage(r.MessageId);
+                }
+
+                break;
+            case StoreOperation.UpsertSession s:
+                _sql.UpsertSession(s.Session);
+                break;
+            case StoreOperation.DeleteSession d:
+                foreach (var messageId in _sql.DeliveriesOf(d.ClientId))
+                {
+                    _sql.DeleteDelivery(d.ClientId, messageId);
+                    _sql.ReleaseMessage(messageId);
+                }
+
+                _sql.DeleteSession(d.ClientId);
+                break;
+            case StoreOperation.InboundQos2 q:
+                _sql.SetInboundQos2(q.ClientId, q.PacketId, q.Pending);
+                break;
+            case StoreOperation.MailboxAdd m:
+                _sql.AddMessage(m.Message, 1);
+                _sql.InsertMailbox(m.ClientId, m.Message.Id, m.ExpiresAtUnixMs);
+                break;
+            case StoreOperation.MailboxRemove m:
+                if (_sql.DeleteMailbox(m.ClientId, m.MessageId))
+                {
+                    _sql.ReleaseMessage(m.MessageId);
+                }
+
+                break;
+            case StoreOperation.RetainedSet r:
+                _sql.SetRetained(r.Message);
+                break;
+            case StoreOperation.RetainedDelete r:
+                _sql.DeleteRetained(r.Topic);
+                break;
+            case StoreOperation.OwnerBind o:
+                _sql.BindOwner(o.ClientId, o.UserId);
+                break;
+            case StoreOperation.OwnerRelease o:
+                _sql.ReleaseOwner(o.ClientId);
+                break;
+        }
+    }
+
+    void LoadOwners()
+    {
+        using var command = _connection.CreateCommand();
+        command.CommandText = "SELECT client_id, user_id FROM client_owners";
+        using var reader = command.ExecuteReader();
+        while (reader.Read())
+        {
+            _owners[reader.GetString(0)] = reader.GetString(1);
+        }
+    }
+
+    static void Execute(SqliteConnection connection, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    [LoggerMessage(4003, LogLevel.Error, "Store {Path}: a commit of {Count} changes failed; the publishes in it were not acknowledged")]
+    static partial void LogCommitFailed(ILogger logger, string path, int count, Exception exception);
+}
+
+/// <summary>The store file cannot be opened or read at start. The message says which file and what to do.</summary>
+public sealed class StoreUnavailableException(string path, Exception inner)
+    : Exception($"The store file {path} cannot be read ({inner.Message}). Restore it from a backup, or move it away to start with an empty store (see docs/operations.md).", inner)
+{
+    public string FilePath { get; } = path;
+}
+
+/// <summary>A write did not reach the disk (disk full, I/O error): the publish it belongs to is not acknowledged.</summary>
+public sealed class StoreWriteException(string path, Exception inner) : Exception($"Write to {path} failed: {inner.Message}", inner);

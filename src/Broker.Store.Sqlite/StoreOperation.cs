@@ -1,0 +1,40 @@
+using Broker.Engine.Routing;
+using Broker.Engine.Store;
+
+namespace Broker.Store.Sqlite;
+
+/// <summary>
+/// One change for the writer. Calls on the store become operations on one ordered channel, so they
+/// reach the file in the order the engine made them; those the engine awaits carry a completion.
+/// </summary>
+internal abstract record StoreOperation
+{
+    public TaskCompletionSource? Done { get; init; }
+
+    public sealed record UpsertSession(SessionRecord Session) : StoreOperation;
+
+    public sealed record DeleteSession(string ClientId) : StoreOperation;
+
+    public sealed record Append(BrokerMessage Message, IReadOnlyList<StoredDelivery> Deliveries) : StoreOperation;
+
+    public sealed record UpdateDelivery(string ClientId, long MessageId, ushort PacketId, DeliveryState State) : StoreOperation;
+
+    public sealed record RemoveDelivery(string ClientId, long MessageId) : StoreOperation;
+
+    public sealed record InboundQos2(string ClientId, ushort PacketId, bool Pending) : StoreOperation;
+
+    public sealed record MailboxAdd(string ClientId, BrokerMessage Message, long ExpiresAtUnixMs) : StoreOperation;
+
+    public sealed record MailboxRemove(string ClientId, long MessageId) : StoreOperation;
+
+    public sealed record RetainedSet(BrokerMessage Message) : StoreOperation;
+
+    public sealed record RetainedDelete(string Topic) : StoreOperation;
+
+    public sealed record OwnerBind(string ClientId, string UserId) : StoreOperation;
+
+    public sealed record OwnerRelease(string ClientId) : StoreOperation;
+
+    /// <summary>Checkpoint the WAL and give free pages back, when the broker is idle.</summary>
+    public sealed record Maintain : StoreOperation;
+}

@@ -1,0 +1,106 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+
+namespace Broker.IntegrationTests.Infrastructure;
+
+/// <summary>
+/// The broker as its own process with the durable (SQLite) store in a data directory of the test's,
+/// so it can be killed for real: <see cref="KillAsync"/> is SIGKILL (kill -9), no shutdown code runs.
+/// </summary>
+public sealed partial class RunningBroker : IAsyncDisposable
+{
+    readonly Process _process;
+    readonly TaskCompletionSource<int> _port = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    readonly System.Text.StringBuilder _log = new();
+
+    RunningBroker(Process process)
+    {
+        _process = process;
+        process.OutputDataReceived += (_, e) => OnLine(e.Data);
+        process.ErrorDataReceived += (_, e) => OnLine(e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        process.EnableRaisingEvents = true;
+        process.Exited += (_, _) => _port.TrySetException(new InvalidOperationException($"broker exited with {process.ExitCode}:\n{Log}"));
+    }
+
+    public int MqttPort { get; private set; }
+
+    public string Log
+    {
+        get
+        {
+            lock (_log)
+            {
+                return _log.ToString();
+            }
+        }
+    }
+
+    /// <summary>Starts Broker.dll on free loopback ports with the demo users and the store in <paramref name="dataPath"/>; returns once it listens.</summary>
+    public static async Task<RunningBroker> StartAsync(string dataPath, IDictionary<string, string>? settings = null)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dataPath };
+        start.ArgumentList.Add(BrokerProcess.DllPath);
+        var config = new Dictionary<string, string?>
+        {
+            ["Broker:Mqtt:Host"] = "127.0.0.1",
+            ["Broker:Mqtt:Port"] = "0",
+            ["Broker:Http:Port"] = "0",
+            ["Broker:DataPath"] = Path.Combine(dataPath, "data"),
+        };
+        TestBroker.AddDemoUsers(config);
+        foreach (var (key, value) in settings ?? new Dictionary<string, string>())
+        {
+            config[key] = value;
+        }
+
+        foreach (var (key, value) in config)
+        {
+            start.Environment[key.Replace(":", "__", StringComparison.Ordinal)] = value;
+        }
+
+        var broker = new RunningBroker(Process.Start(start)!);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        broker.MqttPort = await broker._port.Task.WaitAsync(timeout.Token);
+        return broker;
+    }
+
+    /// <summary>kill -9: the process gets no chance to flush, checkpoint or say goodbye.</summary>
+    public async Task KillAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await KillAsync();
+        _process.Dispose();
+    }
+
+    void OnLine(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_log)
+        {
+            _log.AppendLine(line);
+        }
+
+        var match = ListeningLine().Match(line);
+        if (match.Success)
+        {
+            _port.TrySetResult(int.Parse(match.Groups[1].Value));
+        }
+    }
+
+    [GeneratedRegex(@"Listening for MQTT over TCP on mqtt://127\.0\.0\.1:(\d+)")]
+    private static partial Regex ListeningLine();
+}
