@@ -183,4 +183,33 @@ public sealed class ConnectTests
         var disconnected = await client.Disconnected.WaitAsync(TestClient.Timeout);
         Assert.Equal(MqttClientDisconnectReason.ServerShuttingDown, disconnected.Reason);
     }
+
+    [Fact]
+    public async Task ConnAckV5_MaxKeepAliveConfigured_ServerKeepAliveTellsClient()
+    {
+        // [MQTT-3.2.2-21]: when the server caps the keep-alive it sends Server Keep Alive, which the client must use.
+        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Mqtt:MaxKeepAliveSeconds"] = "30");
+        var (raw, ack) = await RawClient.ConnectAsync(broker.MqttPort, Raw.Connect("keeper", keepAlive: 600), MqttProtocolVersion.V500);
+        await using var _ = raw;
+
+        Assert.Equal(MqttConnectReasonCode.Success, ack.ReasonCode);
+        Assert.Equal(30, ack.ServerKeepAlive);
+    }
+
+    [Fact]
+    public async Task ConnAckV5_AnnouncesServerLimits()
+    {
+        // v5 §3.2.2.3: Receive Maximum, Maximum Packet Size and Topic Alias Maximum tell the client our limits.
+        await using var broker = await TestBroker.StartPlainAsync(s =>
+        {
+            s["Broker:Mqtt:ReceiveMaximum"] = "7";
+            s["Broker:Mqtt:MaxPacketSize"] = "2048";
+            s["Broker:Mqtt:TopicAliasMaximum"] = "9";
+        });
+        await using var client = await TestClient.ConnectAsync(broker.MqttPort, "limits");
+
+        Assert.Equal((ushort)7, client.ConnectResult.ReceiveMaximum);
+        Assert.Equal(2048u, client.ConnectResult.MaximumPacketSize);
+        Assert.Equal(9, client.ConnectResult.TopicAliasMaximum);
+    }
 }
