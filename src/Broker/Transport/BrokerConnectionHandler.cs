@@ -1,6 +1,7 @@
 using Broker.Engine;
 using Broker.Engine.Connections;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Connections.Features;
 
 namespace Broker.Transport;
@@ -10,6 +11,12 @@ public sealed class BrokerConnectionHandler(BrokerEngine engine) : ConnectionHan
 {
     public override Task OnConnectedAsync(ConnectionContext connection)
     {
+        // MQTT is binary: WebSocket frames must be binary too, or a client drops the first non-UTF-8 byte.
+        if (connection.Features.Get<ITransferFormatFeature>() is { } format)
+        {
+            format.ActiveFormat = TransferFormat.Binary;
+        }
+
         var transport = connection.Features.Get<IHttpContextFeature>() is not null ? "websocket" : "tcp";
         return engine.HandleConnectionAsync(
             connection.Transport,
