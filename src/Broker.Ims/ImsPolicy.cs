@@ -99,7 +99,11 @@ public sealed class ImsPolicy : IBrokerPolicy
             }
         }
 
-        return AuthenticationResult.Success(new ClientPrincipal(request.ClientId, userId, role));
+        // Resolved once per connection, used for every message it publishes.
+        return AuthenticationResult.Success(new ClientPrincipal(request.ClientId, userId, role)
+        {
+            PolicyState = _conventions ? SenderStamp.For(userId, request.ClientId) : null,
+        });
     }
 
     public PolicyDecision AuthorizePublish(ClientPrincipal sender, string topic)
@@ -133,7 +137,9 @@ public sealed class ImsPolicy : IBrokerPolicy
     public string? ResolveDirectRoute(string topic) => _conventions ? _topics.DirectTarget(topic) : null;
 
     public List<MqttUserProperty>? TransformUserProperties(ClientPrincipal sender, List<MqttUserProperty>? userProperties) =>
-        _conventions ? SenderStamp.Apply(sender.UserId, sender.ClientId, userProperties) : userProperties;
+        !_conventions ? userProperties
+        : sender.PolicyState is ValueTuple<MqttUserProperty, MqttUserProperty> stamp ? SenderStamp.Apply(stamp, userProperties)
+        : SenderStamp.Apply(sender.UserId, sender.ClientId, userProperties);
 
     /// <summary>Plain mode with no rules is mosquitto without an acl_file: everything allowed.</summary>
     PolicyDecision Acl(ClientPrincipal principal, string topic, AclAccess access, bool isFilter) =>

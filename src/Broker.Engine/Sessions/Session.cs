@@ -88,6 +88,7 @@ public sealed class Session
         lock (_gate)
         {
             _connection = connection;
+            DisconnectedAtUnixMs = 0; // connected: after a crash, expiry counts from the restart, not an older disconnect
             Principal = principal;
             ExpirySeconds = expirySeconds;
             _sendQuota = sendQuota;

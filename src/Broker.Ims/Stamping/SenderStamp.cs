@@ -13,7 +13,15 @@ public static class SenderStamp
     public const string SenderProperty = "ims-sender";
     public const string ClientProperty = "ims-client";
 
-    public static List<MqttUserProperty> Apply(string userId, string clientId, List<MqttUserProperty>? properties)
+    /// <summary>The two stamp properties of one connection, built once at CONNECT (they are immutable and shared).</summary>
+    public static (MqttUserProperty Sender, MqttUserProperty Client) For(string userId, string clientId) =>
+        (new MqttUserProperty(SenderProperty, Encoding.UTF8.GetBytes(userId).AsMemory()),
+         new MqttUserProperty(ClientProperty, Encoding.UTF8.GetBytes(clientId).AsMemory()));
+
+    public static List<MqttUserProperty> Apply(string userId, string clientId, List<MqttUserProperty>? properties) =>
+        Apply(For(userId, clientId), properties);
+
+    public static List<MqttUserProperty> Apply((MqttUserProperty Sender, MqttUserProperty Client) stamp, List<MqttUserProperty>? properties)
     {
         var stamped = new List<MqttUserProperty>((properties?.Count ?? 0) + 2);
         if (properties is not null)
@@ -27,8 +35,8 @@ public static class SenderStamp
             }
         }
 
-        stamped.Add(new MqttUserProperty(SenderProperty, Encoding.UTF8.GetBytes(userId).AsMemory()));
-        stamped.Add(new MqttUserProperty(ClientProperty, Encoding.UTF8.GetBytes(clientId).AsMemory()));
+        stamped.Add(stamp.Sender);
+        stamped.Add(stamp.Client);
         return stamped;
     }
 }

@@ -54,7 +54,7 @@ public sealed class TestBroker : IAsyncDisposable
             configure?.Invoke(settings);
         }, fakeClock);
 
-    public static async Task<TestBroker> StartAsync(Action<Dictionary<string, string?>> configure, bool fakeClock = false)
+    public static async Task<TestBroker> StartAsync(Action<Dictionary<string, string?>> configure, bool fakeClock = false, Action<IServiceCollection>? configureServices = null)
     {
         var settings = new Dictionary<string, string?>
         {
@@ -73,6 +73,8 @@ public sealed class TestBroker : IAsyncDisposable
             {
                 services.AddSingleton<TimeProvider>(clock);
             }
+
+            configureServices?.Invoke(services);
         });
         await app.StartAsync();
         return new TestBroker(app, clock);

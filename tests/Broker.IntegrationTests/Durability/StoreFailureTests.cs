@@ -1,0 +1,94 @@
+using Broker.Engine.Routing;
+using Broker.Engine.Store;
+using Broker.IntegrationTests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using MQTTnet;
+using MQTTnet.Formatter;
+using MQTTnet.Protocol;
+
+namespace Broker.IntegrationTests.Durability;
+
+/// <summary>
+/// Invariant 1 of the engine design and issue #5: a publish that cannot be recorded (disk full, I/O
+/// error) is refused, never acknowledged and lost: v5 hears 0x97 quota exceeded, v3.1.1 loses the
+/// connection without an ack, so it sends again.
+/// </summary>
+public sealed class StoreFailureTests
+{
+    [Fact]
+    public async Task V5Publish_WhenTheStoreCannotWrite_IsRefusedWithQuotaExceeded()
+    {
+        var store = new FailingStore();
+        await using var broker = await StartAsync(store);
+        await using var bob = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob", cleanStart: false, sessionExpiry: 3600);
+        await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+        await using var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice");
+
+        store.Failing = true;
+        var refused = await alice.PublishAsync("IMS/bob/Inbox/Msg/alice", "not on disk");
+        store.Failing = false;
+
+        Assert.Equal(MqttClientPublishReasonCode.QuotaExceeded, refused.ReasonCode);
+        Assert.True(alice.Client.IsConnected); // the publisher stays; it may retry
+        Assert.Equal(MqttClientPublishReasonCode.Success, (await alice.PublishAsync("IMS/bob/Inbox/Msg/alice", "on disk")).ReasonCode);
+    }
+
+    [Fact]
+    public async Task V311Publish_WhenTheStoreCannotWrite_IsNotAcknowledged()
+    {
+        var store = new FailingStore();
+        await using var broker = await StartAsync(store);
+        await using (var bob = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob", MqttProtocolVersion.V311, cleanStart: false))
+        {
+            await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+        }
+
+        await using var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice", MqttProtocolVersion.V311);
+        store.Failing = true;
+
+        await Assert.ThrowsAnyAsync<Exception>(() => alice.PublishAsync("IMS/bob/Inbox/Msg/alice", "not on disk"));
+        await alice.Disconnected; // closed without PUBACK: an MQTT 3.1.1 client re-sends after reconnecting
+    }
+
+    static Task<TestBroker> StartAsync(FailingStore store) =>
+        TestBroker.StartAsync(s => TestBroker.AddDemoUsers(s), configureServices: services => services.AddSingleton<IBrokerStore>(store));
+
+    /// <summary>The in-memory store, with writes that fail on demand, as a full disk would make them.</summary>
+    sealed class FailingStore : IBrokerStore
+    {
+        readonly InMemoryBrokerStore _inner = new();
+
+        public volatile bool Failing;
+
+        public ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries) =>
+            Failing ? ValueTask.FromException(new IOException("No space left on device")) : _inner.AppendAsync(message, deliveries);
+
+        public ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken) => _inner.LoadAsync(cancellationToken);
+
+        public void UpsertSession(SessionRecord session) => _inner.UpsertSession(session);
+
+        public void DeleteSession(string clientId) => _inner.DeleteSession(clientId);
+
+        public void UpdateDelivery(string clientId, long messageId, ushort packetId, DeliveryState state) => _inner.UpdateDelivery(clientId, messageId, packetId, state);
+
+        public void RemoveDelivery(string clientId, long messageId) => _inner.RemoveDelivery(clientId, messageId);
+
+        public void SetInboundQos2(string clientId, ushort packetId, bool pending) => _inner.SetInboundQos2(clientId, packetId, pending);
+
+        public ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs) => _inner.AddToMailboxAsync(clientId, message, expiresAtUnixMs);
+
+        public void RemoveFromMailbox(string clientId, long messageId) => _inner.RemoveFromMailbox(clientId, messageId);
+
+        public ValueTask SetRetainedAsync(BrokerMessage message) => _inner.SetRetainedAsync(message);
+
+        public ValueTask DeleteRetainedAsync(string topic) => _inner.DeleteRetainedAsync(topic);
+
+        public string? GetClientOwner(string clientId) => _inner.GetClientOwner(clientId);
+
+        public string BindClientOwner(string clientId, string userId) => _inner.BindClientOwner(clientId, userId);
+
+        public bool ReleaseClientOwner(string clientId) => _inner.ReleaseClientOwner(clientId);
+
+        public ValueTask DisposeAsync() => _inner.DisposeAsync();
+    }
+}
