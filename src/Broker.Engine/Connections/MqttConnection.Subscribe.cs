@@ -66,8 +66,9 @@ internal sealed partial class MqttConnection
             (granted ??= []).Add((subscription, existed));
         }
 
-        Send(new MqttSubAckPacket { PacketIdentifier = packet.PacketIdentifier, ReasonCodes = codes });
-
+        // Retained messages are queued before the SUBACK goes out: once the client has its SUBACK, anything
+        // published next must come after them. (The writer sends control packets first, so the SUBACK
+        // normally still leads; no statement of the specification orders the two.)
         if (granted is not null)
         {
             foreach (var (subscription, existed) in granted)
@@ -87,7 +88,7 @@ internal sealed partial class MqttConnection
             }
         }
 
-        return true;
+        return Send(new MqttSubAckPacket { PacketIdentifier = packet.PacketIdentifier, ReasonCodes = codes });
     }
 
     PolicyDecision CheckFilter(string filter)
