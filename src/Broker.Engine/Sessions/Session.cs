@@ -377,36 +377,25 @@ public sealed class Session
     // ---- inbound QoS 2 -------------------------------------------------------------------------
 
     /// <summary>False when the packet id is already between PUBREC and PUBREL: a re-send, not to be routed again [MQTT-4.3.3-9].</summary>
-    internal bool BeginInboundQos2(ushort packetId)
+    internal bool BeginInboundQos2(ushort packetId) => ChangeInboundQos2(packetId, pending: true);
+
+    /// <summary>PUBREL: false for an id that was not pending.</summary>
+    internal bool EndInboundQos2(ushort packetId) => ChangeInboundQos2(packetId, pending: false);
+
+    bool ChangeInboundQos2(ushort packetId, bool pending)
     {
-        bool added;
+        bool changed;
         lock (_gate)
         {
-            added = _inboundQos2.Add(packetId);
+            changed = pending ? _inboundQos2.Add(packetId) : _inboundQos2.Remove(packetId);
         }
 
-        if (added && IsPersistent)
+        if (changed && IsPersistent)
         {
-            _engine.Store.SetInboundQos2(ClientId, packetId, pending: true);
+            _engine.Store.SetInboundQos2(ClientId, packetId, pending);
         }
 
-        return added;
-    }
-
-    internal bool EndInboundQos2(ushort packetId)
-    {
-        bool removed;
-        lock (_gate)
-        {
-            removed = _inboundQos2.Remove(packetId);
-        }
-
-        if (removed && IsPersistent)
-        {
-            _engine.Store.SetInboundQos2(ClientId, packetId, pending: false);
-        }
-
-        return removed;
+        return changed;
     }
 
     internal int InboundQos2Count
