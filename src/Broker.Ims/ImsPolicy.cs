@@ -19,28 +19,45 @@ namespace Broker.Ims;
 public sealed class ImsPolicy : IBrokerPolicy
 {
     readonly ImsOptions _options;
-    readonly IUserDirectory _users;
+    readonly KnownUsers _users;
+    readonly Groups.IGroupDirectory _groups;
     readonly PasswordVerifier _passwords;
     readonly IBrokerStore _store;
     readonly TopicRules _topics;
     readonly AclRuleSet _acl;
     readonly bool _conventions;
+    readonly JwtAuthenticator? _jwt;
+    readonly string[] _sysRoles;
+    readonly bool _sysOpen;
 
-    public ImsPolicy(ImsOptions options, IUserDirectory users, Groups.IGroupDirectory groups, PasswordVerifier passwords, IBrokerStore store)
+    /// <param name="time">The clock tokens' exp and nbf are checked against (tests swap it).</param>
+    public ImsPolicy(ImsOptions options, IUserDirectory users, Groups.IGroupDirectory groups, PasswordVerifier passwords, IBrokerStore store, TimeProvider? time = null)
     {
         _options = options;
-        _users = users;
+        _users = new KnownUsers(users);
+        _groups = groups;
         _passwords = passwords;
         _store = store;
         _conventions = options.Conventions.Enabled;
         _topics = new TopicRules(options.ParentTopics);
-        _acl = AclRuleSet.Compile(options.Acl, users, groups, options.ParentTopics);
+        _acl = AclRuleSet.Compile(options.Acl, _users, groups, options.ParentTopics);
+        _jwt = options.Jwt.Enabled ? new JwtAuthenticator(options.Jwt, time) : null;
+        _sysRoles = options.Sys.Roles.Count == 0 ? ImsOptionsDefaults.SysRoles : [.. options.Sys.Roles];
+
+        // Plain mode with no rules is mosquitto without an acl_file: $SYS is open to everyone there too.
+        _sysOpen = !_conventions && _acl.Count == 0;
     }
 
     public ValueTask<AuthenticationResult> AuthenticateAsync(ConnectRequest request, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(Authenticate(request));
+        _jwt is not null && request.Password is { } password && JwtAuthenticator.LooksLikeJwt(password)
+            ? AuthenticateWithTokenAsync(request, _jwt, password)
+            : ValueTask.FromResult(Authenticate(request, null));
 
-    AuthenticationResult Authenticate(ConnectRequest request)
+    /// <summary>The password is a JWT: the token, not the user store, says who this is.</summary>
+    async ValueTask<AuthenticationResult> AuthenticateWithTokenAsync(ConnectRequest request, JwtAuthenticator jwt, byte[] token) =>
+        Authenticate(request, await jwt.ValidateAsync(token, request.UserName).ConfigureAwait(false));
+
+    AuthenticationResult Authenticate(ConnectRequest request, JwtIdentity? token)
     {
         var deviceId = request.ClientId;
         if (_conventions)
@@ -58,7 +75,24 @@ public sealed class ImsPolicy : IBrokerPolicy
 
         string userId;
         string role;
-        if (string.IsNullOrEmpty(request.UserName))
+        if (token is { } jwt)
+        {
+            if (!jwt.Succeeded)
+            {
+                return AuthenticationResult.Fail(MqttConnectReasonCode.BadUserNameOrPassword, "JWT refused: " + jwt.Problem);
+            }
+
+            // Ids are unique across users and groups: a token must not make anyone a group.
+            if (_groups.Exists(jwt.UserId))
+            {
+                return AuthenticationResult.Fail(MqttConnectReasonCode.BadUserNameOrPassword, "JWT refused: the token's sub claim names a chat group");
+            }
+
+            userId = jwt.UserId!;
+            role = jwt.Role!;
+            _users.Vouch(userId);
+        }
+        else if (string.IsNullOrEmpty(request.UserName))
         {
             if (!_options.AllowAnonymous)
             {
@@ -68,7 +102,7 @@ public sealed class ImsPolicy : IBrokerPolicy
             // The device id stands in for the user id, so it must not name someone who has an account.
             userId = deviceId;
             role = Roles.User;
-            if (_users.TryGet(userId, out _) || Identifiers.IsReserved(userId) || (_conventions && !Identifiers.IsUserId(userId)))
+            if (_users.Exists(userId) || Identifiers.IsReserved(userId) || (_conventions && !Identifiers.IsUserId(userId)))
             {
                 return AuthenticationResult.Fail(MqttConnectReasonCode.NotAuthorized, "an anonymous device id must not name a registered user and must be a valid user id");
             }
@@ -120,7 +154,7 @@ public sealed class ImsPolicy : IBrokerPolicy
     {
         if (IsSys(filter))
         {
-            return PolicyDecision.Allow;
+            return MayReadSys(subscriber) ? PolicyDecision.Allow : PolicyDecision.NotAuthorized;
         }
 
         if (_conventions && _topics.Check(filter) is not null)
@@ -132,7 +166,10 @@ public sealed class ImsPolicy : IBrokerPolicy
     }
 
     public bool CanRead(ClientPrincipal recipient, string topic) =>
-        IsSys(topic) || Acl(recipient, topic, AclAccess.Receive, isFilter: false) == PolicyDecision.Allow;
+        IsSys(topic) ? MayReadSys(recipient) : Acl(recipient, topic, AclAccess.Receive, isFilter: false) == PolicyDecision.Allow;
+
+    /// <summary><c>$SYS/...</c> is read-only, and readable by the roles of <c>Broker:Sys:Roles</c>.</summary>
+    bool MayReadSys(ClientPrincipal principal) => _sysOpen || Array.IndexOf(_sysRoles, principal.Role) >= 0;
 
     public string? ResolveDirectRoute(string topic) => _conventions ? _topics.DirectTarget(topic) : null;
 

@@ -27,6 +27,12 @@ public sealed class ImsOptions
 
     /// <summary>How long a P2P message to a client id that has no session yet is kept.</summary>
     public TimeSpan OfflineP2PTtl { get; set; } = TimeSpan.FromDays(3);
+
+    /// <summary>JWT authentication (off by default).</summary>
+    public JwtOptions Jwt { get; set; } = new();
+
+    /// <summary>Read access to <c>$SYS/...</c>.</summary>
+    public SysOptions Sys { get; set; } = new();
 }
 
 public sealed class ConventionsOptions

@@ -7,6 +7,9 @@ public static class ImsOptionsDefaults
 
     public static readonly string[] GroupIds = ["GID_IMS"];
 
+    /// <summary>Roles that may read <c>$SYS/...</c>.</summary>
+    public static readonly string[] SysRoles = [Roles.Admin, Roles.Service];
+
     /// <summary>
     /// Contract §3 as data. First match wins; no match denies. Tokens: %p a parent topic, %u the
     /// user, %c the client id, %U any user, %m a group the user is a member of, %g any group.
@@ -41,6 +44,11 @@ public static class ImsOptionsDefaults
         if (options.GroupIds.Count == 0)
         {
             options.GroupIds.AddRange(GroupIds);
+        }
+
+        if (options.Sys.Roles.Count == 0)
+        {
+            options.Sys.Roles.AddRange(SysRoles);
         }
 
         if (options.Acl.Count == 0 && options.Conventions.Enabled)

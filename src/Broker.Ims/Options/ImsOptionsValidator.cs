@@ -85,6 +85,15 @@ public sealed class ImsOptionsValidator : IValidateOptions<ImsOptions>
             errors.Add($"Broker:OfflineP2PTtl must be positive (was {o.OfflineP2PTtl}).");
         }
 
+        ValidateJwt(o.Jwt, errors);
+        for (var i = 0; i < o.Sys.Roles.Count; i++)
+        {
+            if (!Roles.IsKnown(o.Sys.Roles[i]))
+            {
+                errors.Add($"Broker:Sys:Roles:{i} \"{o.Sys.Roles[i]}\" must be user, service or admin.");
+            }
+        }
+
         try
         {
             AclRuleSet.Compile(o.Acl, new UserDirectory([]), new Groups.GroupDirectory([]), o.ParentTopics);
@@ -95,5 +104,53 @@ public sealed class ImsOptionsValidator : IValidateOptions<ImsOptions>
         }
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    /// <summary>Checked only when JWT is on; the signing key is never echoed.</summary>
+    static void ValidateJwt(JwtOptions jwt, List<string> errors)
+    {
+        if (!jwt.Enabled)
+        {
+            return;
+        }
+
+        var hasKey = !string.IsNullOrEmpty(jwt.SigningKey);
+        var hasPath = !string.IsNullOrEmpty(jwt.PublicKeyPath);
+        if (hasKey == hasPath)
+        {
+            errors.Add("Broker:Jwt:SigningKey (HS256) or Broker:Jwt:PublicKeyPath (RS256) must be set, one of them, when Broker:Jwt:Enabled is true.");
+        }
+        else if (hasKey)
+        {
+            var bytes = System.Text.Encoding.UTF8.GetByteCount(jwt.SigningKey!);
+            if (bytes < JwtOptions.MinSigningKeyBytes)
+            {
+                errors.Add($"Broker:Jwt:SigningKey must be at least {JwtOptions.MinSigningKeyBytes} bytes as UTF-8 (has {bytes}).");
+            }
+        }
+        else if (JwtAuthenticator.TryLoadPublicKey(jwt.PublicKeyPath!, out _) is { } problem)
+        {
+            errors.Add($"Broker:Jwt:PublicKeyPath {problem}.");
+        }
+
+        if (jwt.Issuer is { Length: > 0 } issuer && string.IsNullOrWhiteSpace(issuer))
+        {
+            errors.Add("Broker:Jwt:Issuer must not be blank (leave it out to accept any issuer).");
+        }
+
+        if (jwt.Audience is { Length: > 0 } audience && string.IsNullOrWhiteSpace(audience))
+        {
+            errors.Add("Broker:Jwt:Audience must not be blank (leave it out to accept any audience).");
+        }
+
+        if (string.IsNullOrWhiteSpace(jwt.RoleClaim))
+        {
+            errors.Add("Broker:Jwt:RoleClaim must name a claim (default \"role\").");
+        }
+
+        if (jwt.ClockSkew < TimeSpan.Zero || jwt.ClockSkew > TimeSpan.FromHours(1))
+        {
+            errors.Add($"Broker:Jwt:ClockSkew must be between 00:00:00 and 01:00:00 (was {jwt.ClockSkew}).");
+        }
     }
 }
