@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# IMS Broker vs mosquitto on this machine, same scenarios, interleaved (issue 6).
+#
+#   tools/bench-vs-mosquitto.sh            # full table, under 10 minutes
+#   STORE=memory tools/bench-vs-mosquitto.sh
+#   ONLY="p2p-q1-fixed fanin-q0-fixed" DURATION=5 tools/bench-vs-mosquitto.sh
+#
+# Environment:
+#   STORE=sqlite|memory   our broker's store (default sqlite: durable, group commit)
+#   SYNC=full|normal      SQLite synchronous mode (default: the broker's default)
+#   DURATION=10           measured seconds per run (plus 2 s warm-up)
+#   CONNECTIONS=20000     idle connections for the connect scenario
+#   ONLY="names"          run only these rows (names as printed in the table)
+#   OUT=dir               where logs and JSON lines go (default: a new temp dir)
+#
+# Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+STORE="${STORE:-sqlite}"
+DURATION="${DURATION:-10}"
+CONNECTIONS="${CONNECTIONS:-20000}"
+ONLY="${ONLY:-}"
+OUT="${OUT:-$(mktemp -d /tmp/ims-bench.XXXXXX)}"
+mkdir -p "$OUT"
+PASSWORD="bench-pass"
+USERS=10
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Idle connections need file descriptors, in the load generator and in each broker (they inherit
+# this shell's limit): raise the soft limit to the hard one. A container may cap the hard limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((CONNECTIONS + 500)) ]; then
+  CONNECTIONS=$(( $(ulimit -n) - 500 ))
+  log "open-files limit $(ulimit -n): connect scenario lowered to $CONNECTIONS connections"
+fi
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  log "installing mosquitto (apt)"
+  if [ "$(id -u)" = 0 ]; then APT=(apt-get); else APT=(sudo apt-get); fi
+  "${APT[@]}" update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -qq mosquitto >/dev/null
+fi
+MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
+
+log "building (Release)"
+dotnet build -c Release src/Broker -v q -nologo >"$OUT/build-broker.log" 2>&1 || { cat "$OUT/build-broker.log"; exit 1; }
+dotnet build -c Release tools/Broker.Bench -v q -nologo >"$OUT/build-bench.log" 2>&1 || { cat "$OUT/build-bench.log"; exit 1; }
+BROKER_DLL="$ROOT/src/Broker/bin/Release/net10.0/Broker.dll"
+BENCH=(dotnet "$ROOT/tools/Broker.Bench/bin/Release/net10.0/Broker.Bench.dll")
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+wait_port() { # port seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- mosquitto ---------------------------------------------------------------------------------
+MOSQ_PORT="$(free_port)"
+cat >"$OUT/mosquitto.conf" <<EOF
+listener $MOSQ_PORT 127.0.0.1
+allow_anonymous true
+max_queued_messages 1000
+max_inflight_messages 20
+max_connections -1
+persistence false
+log_dest stderr
+EOF
+"$MOSQUITTO" -c "$OUT/mosquitto.conf" >"$OUT/mosquitto.log" 2>&1 &
+MOSQ_PID=$!
+PIDS+=("$MOSQ_PID")
+wait_port "$MOSQ_PORT" 10 || { cat "$OUT/mosquitto.log"; log "mosquitto did not start"; exit 1; }
+log "mosquitto $("$MOSQUITTO" -h 2>/dev/null | head -1 | awk '{print $3}') pid $MOSQ_PID on 127.0.0.1:$MOSQ_PORT"
+
+# --- IMS Broker --------------------------------------------------------------------------------
+IMS_PORT="$(free_port)"
+HTTP_PORT="$(free_port)"
+DATA="$OUT/data"
+HASH="$(printf '%s\n' "$PASSWORD" | dotnet "$BROKER_DLL" hash-password | tail -1)"
+ENV=(
+  ASPNETCORE_ENVIRONMENT=Production DOTNET_ENVIRONMENT=Production
+  Broker__Mqtt__Host=127.0.0.1 Broker__Mqtt__Port="$IMS_PORT" Broker__Http__Port="$HTTP_PORT"
+  Broker__DataPath="$DATA" Broker__Store__Type="$STORE"
+  Broker__Groups__0__Id=benchgrp
+)
+[ -n "${SYNC:-}" ] && ENV+=(Broker__Store__Synchronous="$SYNC")
+for ((i = 0; i < USERS; i++)); do
+  ENV+=("Broker__Users__${i}__Name=bench$i" "Broker__Users__${i}__PasswordHash=$HASH" "Broker__Users__${i}__Role=user"
+        "Broker__Groups__0__Members__${i}=bench$i")
+done
+ENV+=("Broker__Users__${USERS}__Name=bench-svc" "Broker__Users__${USERS}__PasswordHash=$HASH" "Broker__Users__${USERS}__Role=service")
+env "${ENV[@]}" dotnet "$BROKER_DLL" >"$OUT/ims.log" 2>&1 &
+IMS_PID=$!
+PIDS+=("$IMS_PID")
+for ((i = 0; i < 300; i++)); do
+  grep -q "Listening for MQTT over TCP" "$OUT/ims.log" 2>/dev/null && break
+  kill -0 "$IMS_PID" 2>/dev/null || { cat "$OUT/ims.log"; log "IMS Broker exited"; exit 1; }
+  sleep 0.1
+done
+grep -q "Listening for MQTT over TCP" "$OUT/ims.log" || { cat "$OUT/ims.log"; log "IMS Broker did not start"; exit 1; }
+log "IMS Broker pid $IMS_PID on 127.0.0.1:$IMS_PORT (store $STORE, data $DATA)"
+
+# --- runs --------------------------------------------------------------------------------------
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+
+# name, then bench arguments
+ROWS=(
+  "p2p-q1-fixed|p2p --qos 1 --clients 50 --rate 5000"
+  "fanin-q0-fixed|fanin --qos 0 --clients 50 --rate 20000"
+  "fanin-q0-sat|fanin --qos 0 --clients 50"
+  "p2p-q1-sat|p2p --qos 1 --clients 50"
+  "group-q0-sat|group --qos 0 --clients 100"
+  "group-q1-sat|group --qos 1 --clients 100"
+  "connect|connect --clients $CONNECTIONS --rate 2000"
+)
+
+run_one() { # broker name args...
+  local broker="$1" name="$2"; shift 2
+  local port pid extra=()
+  if [ "$broker" = mosquitto ]; then port="$MOSQ_PORT"; pid="$MOSQ_PID"; extra=(--mosquitto); else port="$IMS_PORT"; pid="$IMS_PID"; fi
+  local dur="$DURATION"
+  [ "$1" = connect ] && dur=5
+  log "$name on $broker"
+  if ! "${BENCH[@]}" "$@" --host 127.0.0.1 --port "$port" --duration "$dur" --users "$USERS" --user-prefix bench \
+        --password "$PASSWORD" --broker-pid "$pid" --label "$name" "${extra[@]}" >"$OUT/$name-$broker.txt" 2>&1; then
+    log "  (run reported a problem, see $OUT/$name-$broker.txt)"
+  fi
+  grep '^{"scenario"' "$OUT/$name-$broker.txt" >>"$RESULTS" || true
+  sed 's/^/    /' "$OUT/$name-$broker.txt" | grep -v '^    {' >&2 || true
+}
+
+START=$SECONDS
+n=0
+for row in "${ROWS[@]}"; do
+  name="${row%%|*}"
+  args="${row#*|}"
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
+  # Interleaved, alternating which broker goes first.
+  # shellcheck disable=SC2086
+  if ((n % 2 == 0)); then run_one mosquitto "$name" $args; run_one ims "$name" $args
+  else run_one ims "$name" $args; run_one mosquitto "$name" $args; fi
+  n=$((n + 1))
+done
+log "runs took $((SECONDS - START)) s; raw results in $RESULTS"
+
+python3 - "$RESULTS" "$STORE" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+by = {}
+for r in rows:
+    by.setdefault(r["label"], {})[r["broker"]] = r
+def fmt(v, unit=""):
+    if v is None: return "-"
+    if isinstance(v, float) and v >= 1000: return f"{v:,.0f}{unit}"
+    return f"{v:.3g}{unit}" if isinstance(v, float) else f"{v}{unit}"
+def ratio(a, b):
+    return f"{a / b:.2f}" if a is not None and b not in (None, 0) else "-"
+print(f"\nIMS Broker (store {sys.argv[2]}) vs mosquitto, ratio = ours / mosquitto\n")
+print(f"| {'run':<15} | {'metric':<22} | {'mosquitto':>11} | {'IMS Broker':>11} | {'ratio':>6} |")
+print(f"|{'-'*17}|{'-'*24}|{'-'*13}|{'-'*13}|{'-'*8}|")
+def line(name, metric, m, o):
+    print(f"| {name:<15} | {metric:<22} | {fmt(m):>11} | {fmt(o):>11} | {ratio(o, m):>6} |")
+for name, pair in by.items():
+    m, o = pair.get("mosquitto", {}), pair.get("ims", {})
+    g = lambda r, k: r.get(k)
+    if name == "connect":
+        line(name, "conns/s", g(m, "msgs_per_s"), g(o, "msgs_per_s"))
+        line(name, "bytes per idle conn", g(m, "bytes_per_conn"), g(o, "bytes_per_conn"))
+        line(name, "connections held", g(m, "received"), g(o, "received"))
+        line(name, "connect p99 ms", g(m, "p99_ms"), g(o, "p99_ms"))
+        continue
+    if m.get("rate") or o.get("rate"):
+        per = lambda r: (r["cpu_pct"] / 100 / r["msgs_per_s"] * 1e6) if r.get("cpu_pct") is not None and r.get("msgs_per_s") else None
+        line(name, "msgs/s delivered", g(m, "msgs_per_s"), g(o, "msgs_per_s"))
+        line(name, "broker CPU %", g(m, "cpu_pct"), g(o, "cpu_pct"))
+        line(name, "CPU µs per msg", per(m), per(o))
+        line(name, "p50 ms", g(m, "p50_ms"), g(o, "p50_ms"))
+        line(name, "p99 ms", g(m, "p99_ms"), g(o, "p99_ms"))
+    else:
+        line(name, "msgs/s delivered", g(m, "msgs_per_s"), g(o, "msgs_per_s"))
+        line(name, "p99 ms", g(m, "p99_ms"), g(o, "p99_ms"))
+        line(name, "broker CPU %", g(m, "cpu_pct"), g(o, "cpu_pct"))
+    if g(o, "qos") and g(o, "qos") > 0:
+        line(name, "acked but lost", g(m, "lost"), g(o, "lost"))
+    line(name, "broker RSS MiB", (g(m, "rss_kib") or 0) / 1024.0, (g(o, "rss_kib") or 0) / 1024.0)
+EOF
