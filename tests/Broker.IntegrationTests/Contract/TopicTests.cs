@@ -82,13 +82,24 @@ public sealed class TopicTests
     }
 
     [Fact]
-    public async Task Sys_IsReadOnly()
+    public async Task Sys_IsReadOnly_AndReadableOnlyByTheSysRoles()
     {
+        // Broker:Sys:Roles, default ["admin", "service"]: a plain user is refused per filter in SUBACK.
         await using var broker = await TestBroker.StartImsAsync();
         await using var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice");
+        await using var alice311 = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-laptop", "alice", MqttProtocolVersion.V311);
+        await using var admin = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@admin-console", "admin");
+        await using var assistant = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@assistant-1", "assistant", MqttProtocolVersion.V311);
 
-        await alice.SubscribeOkAsync("$SYS/#");
-        await Expect.PublishRefusedAsync(broker, alice, "$SYS/broker/uptime", MqttClientPublishReasonCode.NotAuthorized);
+        await Expect.SubscribeRefusedAsync(alice, "$SYS/#");
+        await Expect.SubscribeRefusedAsync(alice311, "$SYS/broker/uptime");
+        await admin.SubscribeOkAsync("$SYS/#");
+        await assistant.SubscribeOkAsync("$SYS/broker/+");
+
+        foreach (var client in new[] { alice, alice311, admin, assistant })
+        {
+            await Expect.PublishRefusedAsync(broker, client, "$SYS/broker/uptime", MqttClientPublishReasonCode.NotAuthorized);
+        }
     }
 
     [Fact]
