@@ -9,6 +9,7 @@ using Broker.Engine.Sessions;
 using Broker.Engine.Store;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using MQTTnet.Protocol;
 
 namespace Broker.Engine;
 
@@ -46,6 +47,69 @@ public sealed class BrokerEngine : IAsyncDisposable
 
     /// <summary>A session by client id, for operators and tests.</summary>
     public Session? FindSession(string clientId) => _engine.Sessions.Get(clientId);
+
+    /// <summary>Every session, connected or not, for operators (admin API).</summary>
+    public IReadOnlyList<Session> GetSessions() => [.. _engine.Sessions.All];
+
+    /// <summary>Messages waiting in all session queues (a sum over sessions: for metrics scrapes, not hot paths).</summary>
+    public long QueuedMessageCount
+    {
+        get
+        {
+            long total = 0;
+            foreach (var session in _engine.Sessions.All)
+            {
+                total += session.QueuedCount;
+            }
+
+            return total;
+        }
+    }
+
+    /// <summary>Closes a client's connection (v5 reason 0x98); false when it is not connected.</summary>
+    public bool Disconnect(string clientId)
+    {
+        if (_engine.Sessions.Get(clientId)?.Connection is not { } connection)
+        {
+            return false;
+        }
+
+        connection.Kick();
+        return true;
+    }
+
+    /// <summary>Ends a session: its connection (if any) is closed and its subscriptions and queue are gone.</summary>
+    public bool EndSession(string clientId)
+    {
+        if (_engine.Sessions.Get(clientId) is not { } session)
+        {
+            return false;
+        }
+
+        session.Connection?.Kick();
+        _engine.Sessions.Remove(session);
+        return true;
+    }
+
+    /// <summary>
+    /// Publishes a message as <paramref name="sender"/> without the publish rules (the caller, e.g. the
+    /// admin API or $SYS, decided it may); receivers are still read-checked. Completes when durable.
+    /// </summary>
+    public ValueTask PublishAsync(ClientPrincipal sender, string topic, ReadOnlyMemory<byte> payload, MqttQualityOfServiceLevel qos, bool retain)
+    {
+        var message = new BrokerMessage
+        {
+            Topic = topic,
+            Payload = payload,
+            Qos = qos,
+            Retain = retain,
+            UserProperties = _engine.Policy.TransformUserProperties(sender, null),
+            SenderClientId = sender.ClientId,
+            SenderUserId = sender.UserId,
+            Id = _engine.NextMessageId(),
+        };
+        return _engine.Router.RouteAsync(message);
+    }
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {

@@ -9,9 +9,10 @@ internal static class Schema
 {
     public const int Version = 1;
 
-    // auto_vacuum must be set before the first table exists; it lets deleted pages go back to the OS.
+    // auto_vacuum must be set on a new file before WAL mode and before the first table, or SQLite keeps it off.
+    public const string Prepare = "PRAGMA auto_vacuum = INCREMENTAL;";
+
     public const string Create = """
-        PRAGMA auto_vacuum = INCREMENTAL;
         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS sessions (
             client_id TEXT PRIMARY KEY,

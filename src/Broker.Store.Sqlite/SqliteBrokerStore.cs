@@ -37,6 +37,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
         _logger = logger;
         _sql = new Statements(connection);
         _writer = Task.Factory.StartNew(WriteLoopAsync, TaskCreationOptions.LongRunning).Unwrap();
+        _ = MaintainLoopAsync();
     }
 
     public string FilePath { get; }
@@ -59,10 +60,13 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
             connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false }.ToString());
             connection.Open();
+            Execute(connection, Schema.Prepare);
             Execute(connection, $"PRAGMA journal_mode = WAL; PRAGMA synchronous = {(fullSync ? "FULL" : "NORMAL")}; PRAGMA busy_timeout = 5000;");
             Execute(connection, Schema.Create);
+            CheckVersion(connection);
             var store = new SqliteBrokerStore(path, connection, logger);
             store.LoadOwners();
+            LogOpened(logger, path, fullSync ? "full" : "normal");
             return store;
         }
         catch (Exception ex) when (ex is SqliteException or IOException or UnauthorizedAccessException or InvalidDataException)
@@ -86,6 +90,8 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
             throw new StoreUnavailableException(FilePath, ex);
         }
     }
+
+    public ValueTask FlushAsync() => EnqueueAwaited(new StoreOperation.Flush());
 
     public void UpsertSession(SessionRecord session) => Enqueue(new StoreOperation.UpsertSession(session));
 
@@ -162,21 +168,34 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     {
         var batch = new List<StoreOperation>(MaxBatch);
         var reader = _operations.Reader;
-        var lastMaintenance = Stopwatch.GetTimestamp();
         while (await reader.WaitToReadAsync())
         {
             batch.Clear();
             while (batch.Count < MaxBatch && reader.TryRead(out var operation))
             {
+                if (operation is StoreOperation.Maintain && batch.Count > 0)
+                {
+                    Commit(batch);
+                    batch.Clear();
+                }
+
                 batch.Add(operation);
+                if (operation is StoreOperation.Maintain)
+                {
+                    break;
+                }
             }
 
             Commit(batch);
-            if (Stopwatch.GetElapsedTime(lastMaintenance) > MaintenanceInterval && !reader.TryPeek(out _))
-            {
-                lastMaintenance = Stopwatch.GetTimestamp();
-                Commit([new StoreOperation.Maintain()]);
-            }
+        }
+    }
+
+    /// <summary>Every ten minutes a checkpoint and an incremental vacuum go through the same queue, in order.</summary>
+    async Task MaintainLoopAsync()
+    {
+        using var timer = new PeriodicTimer(MaintenanceInterval);
+        while (await timer.WaitForNextTickAsync() && _operations.Writer.TryWrite(new StoreOperation.Maintain()))
+        {
         }
     }
 
@@ -300,12 +319,27 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
         }
     }
 
+    /// <summary>A file written by a newer broker is not guessed at: the start stops and says so.</summary>
+    static void CheckVersion(SqliteConnection connection)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT value FROM meta WHERE key = 'schema'";
+        var version = command.ExecuteScalar() as string;
+        if (version != Schema.Version.ToString(System.Globalization.CultureInfo.InvariantCulture))
+        {
+            throw new InvalidDataException($"schema version {version}, this broker reads version {Schema.Version}");
+        }
+    }
+
     static void Execute(SqliteConnection connection, string sql)
     {
         using var command = connection.CreateCommand();
         command.CommandText = sql;
         command.ExecuteNonQuery();
     }
+
+    [LoggerMessage(4004, LogLevel.Information, "Store {Path} open (synchronous {Synchronous})")]
+    static partial void LogOpened(ILogger logger, string path, string synchronous);
 
     [LoggerMessage(4003, LogLevel.Error, "Store {Path}: a commit of {Count} changes failed; the publishes in it were not acknowledged")]
     static partial void LogCommitFailed(ILogger logger, string path, int count, Exception exception);

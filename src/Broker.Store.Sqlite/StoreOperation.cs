@@ -35,6 +35,9 @@ internal abstract record StoreOperation
 
     public sealed record OwnerRelease(string ClientId) : StoreOperation;
 
+    /// <summary>Nothing to write: completes when everything queued before it is on disk.</summary>
+    public sealed record Flush : StoreOperation;
+
     /// <summary>Checkpoint the WAL and give free pages back, when the broker is idle.</summary>
     public sealed record Maintain : StoreOperation;
 }

@@ -5,7 +5,10 @@ using Broker.Engine.Diagnostics;
 using Broker.Engine.Options;
 using Broker.Engine.Policy;
 using Broker.Engine.Store;
+using Broker.Admin;
 using Broker.Hosting;
+using Broker.Http;
+using Prometheus;
 using Broker.Ims;
 using Broker.Ims.Groups;
 using Broker.Ims.Identity;
@@ -21,6 +24,25 @@ namespace Broker;
 /// <summary>Builds the host: configuration, logging, the engine and its policy, Kestrel's listeners.</summary>
 public static class BrokerApp
 {
+    /// <summary>
+    /// A registry of this broker's own: its IMS.Broker meter plus process and runtime statistics. Not the
+    /// static default registry, so that two brokers in one process (tests) never mix their figures.
+    /// </summary>
+    static CollectorRegistry MetricsRegistry(WebApplication app)
+    {
+        var registry = Prometheus.Metrics.NewCustomRegistry();
+        DotNetStats.Register(registry);
+        var meter = app.Services.GetRequiredService<BrokerCounters>().Meter;
+        var adapter = MeterAdapter.StartListening(new MeterAdapterOptions
+        {
+            Registry = registry,
+            MetricFactory = Prometheus.Metrics.WithCustomRegistry(registry),
+            InstrumentFilterPredicate = instrument => ReferenceEquals(instrument.Meter, meter),
+        });
+        app.Lifetime.ApplicationStopped.Register(adapter.Dispose);
+        return registry;
+    }
+
     /// <param name="overrides">Settings laid over every other source (tests use them for ports and users).</param>
     /// <param name="configureServices">Last word on services (tests swap the clock).</param>
     public static WebApplication Create(string[] args, IDictionary<string, string?>? overrides = null, string? environment = null, Action<IServiceCollection>? configureServices = null)
@@ -55,6 +77,9 @@ public static class BrokerApp
         builder.Services.AddSingleton<BrokerEngine>();
         builder.Services.AddSingleton<ListenerEndpoints>();
         builder.Services.AddHostedService<EngineService>();
+        builder.Services.AddHostedService<SysTopicsService>();
+        builder.Services.AddSingleton<AdminAuthentication>();
+        builder.Services.AddOpenApi();
         builder.Services.AddConnections();
         configureServices?.Invoke(builder.Services);
 
@@ -75,7 +100,15 @@ public static class BrokerApp
         });
 
         var app = builder.Build();
-        app.MapGet("/healthz", () => Results.Text("ok"));
+        BrokerGauges.Register(app.Services.GetRequiredService<BrokerCounters>(), app.Services.GetRequiredService<BrokerEngine>(), app.Services.GetRequiredService<IBrokerStore>());
+        app.UseSerilogRequestLogging(o => o.GetLevel = (http, _, ex) =>
+            ex is not null || http.Response.StatusCode >= 500 ? Serilog.Events.LogEventLevel.Error
+            : http.Request.Path.StartsWithSegments("/api") ? Serilog.Events.LogEventLevel.Information
+            : Serilog.Events.LogEventLevel.Debug);
+        app.MapHealth();
+        app.MapMetrics("/metrics", MetricsRegistry(app));
+        app.MapOpenApi();
+        app.MapAdminApi();
         app.MapConnectionHandler<BrokerConnectionHandler>("/mqtt", options =>
         {
             options.Transports = HttpTransportType.WebSockets;

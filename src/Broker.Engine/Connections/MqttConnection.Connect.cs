@@ -147,6 +147,9 @@ internal sealed partial class MqttConnection
         if (session.IsPersistent)
         {
             _engine.Mailbox.DeliverTo(session);
+
+            // "Session present" is a promise: the session (and the client id binding) must be on disk first.
+            await _engine.Store.FlushAsync();
         }
 
         _engine.Counters.ConnectionOpened();

@@ -14,7 +14,7 @@ internal sealed partial class MqttConnection
 
     async ValueTask<bool> HandlePublishAsync(MqttPublishPacket packet)
     {
-        _engine.Counters.MessageReceived();
+        _engine.Counters.MessageReceived(packet.QualityOfServiceLevel);
         var session = _session!;
         var qos = packet.QualityOfServiceLevel;
         var id = packet.PacketIdentifier;
@@ -50,7 +50,7 @@ internal sealed partial class MqttConnection
         if (decision != PolicyDecision.Allow)
         {
             // v5 says no with a reason code; v3.1.1 cannot, so it is acknowledged and dropped [contract §2].
-            _engine.Counters.PublishWasRefused();
+            _engine.Counters.PublishWasRefused(decision);
             EngineLog.PublishRefused(_engine.Logger, _clientId, _principal!.UserId, topic, decision.ToString());
             var reason = ReasonCodes.ToPubAck(decision);
             if (qos == MqttQualityOfServiceLevel.AtLeastOnce)

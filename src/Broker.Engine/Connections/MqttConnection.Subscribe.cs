@@ -9,7 +9,7 @@ namespace Broker.Engine.Connections;
 /// <summary>SUBSCRIBE, UNSUBSCRIBE and DISCONNECT [MQTT-3.8 – 3.11, 3.14].</summary>
 internal sealed partial class MqttConnection
 {
-    bool HandleSubscribe(MqttSubscribePacket packet)
+    async ValueTask<bool> HandleSubscribeAsync(MqttSubscribePacket packet)
     {
         var session = _session!;
         var codes = new List<MqttSubscribeReasonCode>(packet.TopicFilters.Count);
@@ -86,6 +86,12 @@ internal sealed partial class MqttConnection
                     _engine.Router.DeliverRetained(session, subscription);
                 }
             }
+        }
+
+        if (granted is not null && session.IsPersistent)
+        {
+            // A granted subscription of a persistent session survives a crash once the client has its SUBACK.
+            await _engine.Store.FlushAsync();
         }
 
         return Send(new MqttSubAckPacket { PacketIdentifier = packet.PacketIdentifier, ReasonCodes = codes });

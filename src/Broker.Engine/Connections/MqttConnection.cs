@@ -130,7 +130,7 @@ internal sealed partial class MqttConnection
         MqttPubRecPacket rec => ValueTask.FromResult(HandlePubRec(rec)),
         MqttPubRelPacket rel => ValueTask.FromResult(HandlePubRel(rel)),
         MqttPubCompPacket comp => ValueTask.FromResult(HandlePubComp(comp)),
-        MqttSubscribePacket subscribe => ValueTask.FromResult(HandleSubscribe(subscribe)),
+        MqttSubscribePacket subscribe => HandleSubscribeAsync(subscribe),
         MqttUnsubscribePacket unsubscribe => ValueTask.FromResult(HandleUnsubscribe(unsubscribe)),
         MqttPingReqPacket => ValueTask.FromResult(Send(MqttPingRespPacket.Instance)),
         MqttDisconnectPacket disconnect => ValueTask.FromResult(HandleDisconnect(disconnect)),
@@ -176,6 +176,14 @@ internal sealed partial class MqttConnection
     {
         EngineLog.SessionTakenOver(_engine.ConnectionLogger, _clientId);
         Disconnect(MqttDisconnectReasonCode.SessionTakenOver, "session taken over");
+        _wake.Writer.TryComplete();
+        _transport.Input.CancelPendingRead();
+    }
+
+    /// <summary>An operator closed this connection (admin API): v5 reason 0x98; the will goes out as for any server-side close.</summary>
+    public void Kick()
+    {
+        Disconnect(MqttDisconnectReasonCode.AdministrativeAction, "disconnected by an administrator");
         _wake.Writer.TryComplete();
         _transport.Input.CancelPendingRead();
     }
@@ -377,16 +385,14 @@ internal sealed partial class MqttConnection
 
         batch.Clear();
         var more = _session.TakeOutbound(this, batch, WriteBatch, IsV5, _engine.NowUnixMs);
-        var sent = 0;
         foreach (var packet in batch)
         {
-            if (WritePacket(output, packet) && packet is MqttPublishPacket)
+            if (WritePacket(output, packet) && packet is MqttPublishPacket publish)
             {
-                sent++;
+                _engine.Counters.MessageSent(publish.QualityOfServiceLevel);
             }
         }
 
-        _engine.Counters.MessagesSent(sent);
         return more;
     }
 

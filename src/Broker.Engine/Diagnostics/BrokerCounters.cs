@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using MQTTnet.Protocol;
 
 namespace Broker.Engine.Diagnostics;
 
@@ -8,15 +9,16 @@ namespace Broker.Engine.Diagnostics;
 /// </summary>
 public sealed class BrokerCounters : IDisposable
 {
+    /// <summary>Prometheus (prometheus-net) names samples {meter}_{instrument}: ims_broker_connections, ims_broker_messages_received, ...</summary>
     public const string MeterName = "IMS.Broker";
 
     readonly Meter _meter;
     long _connections;
     long _connectionsRefused;
-    long _received;
-    long _sent;
+    readonly long[] _received = new long[3];
+    readonly long[] _sent = new long[3];
     long _dropped;
-    long _publishRefused;
+    readonly long[] _publishRefused = new long[3]; // by PolicyDecision: -, not authorized, topic invalid
     long _subscribeRefused;
     long _readDenied;
     long _malformed;
@@ -26,30 +28,37 @@ public sealed class BrokerCounters : IDisposable
     public BrokerCounters()
     {
         _meter = new Meter(MeterName);
-        _meter.CreateObservableUpDownCounter("ims.broker.connections", () => Connections, "{connection}", "Connected clients");
-        _meter.CreateObservableCounter("ims.broker.connections.refused", () => ConnectionsRefused, "{connection}", "CONNECTs refused");
-        _meter.CreateObservableCounter("ims.broker.messages.received", () => Received, "{message}", "PUBLISH packets received");
-        _meter.CreateObservableCounter("ims.broker.messages.sent", () => Sent, "{message}", "PUBLISH packets sent");
-        _meter.CreateObservableCounter("ims.broker.messages.dropped", () => Dropped, "{message}", "Messages dropped (queue full, expired)");
-        _meter.CreateObservableCounter("ims.broker.publish.refused", () => PublishRefused, "{message}", "Publishes refused by the rules");
-        _meter.CreateObservableCounter("ims.broker.subscribe.refused", () => SubscribeRefused, "{filter}", "Filters refused by the rules");
-        _meter.CreateObservableCounter("ims.broker.delivery.denied", () => ReadDenied, "{message}", "Deliveries stopped by the read check");
-        _meter.CreateObservableCounter("ims.broker.packets.malformed", () => Malformed, "{packet}", "Connections closed for a malformed packet");
-        _meter.CreateObservableCounter("ims.broker.packets.oversized", () => Oversized, "{packet}", "Connections closed for a packet above the size limit");
-        _meter.CreateObservableCounter("ims.broker.direct.undeliverable", () => DirectUndeliverable, "{message}", "Direct (P2P) messages for a client id with no session");
+        _meter.CreateObservableUpDownCounter("connections", () => Connections, "{connection}", "Connected clients");
+        _meter.CreateObservableCounter("connections.refused", () => ConnectionsRefused, "{connection}", "CONNECTs refused");
+        _meter.CreateObservableCounter("messages.received", () => ByQos(_received), "{message}", "PUBLISH packets received, by QoS");
+        _meter.CreateObservableCounter("messages.sent", () => ByQos(_sent), "{message}", "PUBLISH packets sent, by QoS");
+        _meter.CreateObservableCounter("messages.dropped", () => Dropped, "{message}", "Messages dropped (queue full, expired)");
+        _meter.CreateObservableCounter("publish.refused", () => new[]
+        {
+            new Measurement<long>(Interlocked.Read(ref _publishRefused[1]), new KeyValuePair<string, object?>("reason", "not_authorized")),
+            new Measurement<long>(Interlocked.Read(ref _publishRefused[2]), new KeyValuePair<string, object?>("reason", "topic_invalid")),
+        }, "{message}", "Publishes refused by the rules, by reason");
+        _meter.CreateObservableCounter("subscribe.refused", () => SubscribeRefused, "{filter}", "Filters refused by the rules");
+        _meter.CreateObservableCounter("delivery.denied", () => ReadDenied, "{message}", "Deliveries stopped by the read check");
+        _meter.CreateObservableCounter("packets.malformed", () => Malformed, "{packet}", "Connections closed for a malformed packet");
+        _meter.CreateObservableCounter("packets.oversized", () => Oversized, "{packet}", "Connections closed for a packet above the size limit");
+        _meter.CreateObservableCounter("direct.undeliverable", () => DirectUndeliverable, "{message}", "Direct (P2P) messages for a client id with no session");
     }
+
+    /// <summary>The meter, for the host to add gauges that belong to other parts (sessions, store).</summary>
+    public Meter Meter => _meter;
 
     public long Connections => Interlocked.Read(ref _connections);
 
     public long ConnectionsRefused => Interlocked.Read(ref _connectionsRefused);
 
-    public long Received => Interlocked.Read(ref _received);
+    public long Received => Sum(_received);
 
-    public long Sent => Interlocked.Read(ref _sent);
+    public long Sent => Sum(_sent);
 
     public long Dropped => Interlocked.Read(ref _dropped);
 
-    public long PublishRefused => Interlocked.Read(ref _publishRefused);
+    public long PublishRefused => Sum(_publishRefused);
 
     public long SubscribeRefused => Interlocked.Read(ref _subscribeRefused);
 
@@ -67,13 +76,13 @@ public sealed class BrokerCounters : IDisposable
 
     internal void ConnectionRefused() => Interlocked.Increment(ref _connectionsRefused);
 
-    internal void MessageReceived() => Interlocked.Increment(ref _received);
+    internal void MessageReceived(MqttQualityOfServiceLevel qos) => Interlocked.Increment(ref _received[(int)qos % 3]);
 
-    internal void MessagesSent(int count) => Interlocked.Add(ref _sent, count);
+    internal void MessageSent(MqttQualityOfServiceLevel qos) => Interlocked.Increment(ref _sent[(int)qos % 3]);
 
     internal void MessageDropped() => Interlocked.Increment(ref _dropped);
 
-    internal void PublishWasRefused() => Interlocked.Increment(ref _publishRefused);
+    internal void PublishWasRefused(Policy.PolicyDecision decision) => Interlocked.Increment(ref _publishRefused[(int)decision % 3]);
 
     internal void SubscribeWasRefused() => Interlocked.Increment(ref _subscribeRefused);
 
@@ -86,4 +95,22 @@ public sealed class BrokerCounters : IDisposable
     internal void DirectRouteUndeliverable() => Interlocked.Increment(ref _directUndeliverable);
 
     public void Dispose() => _meter.Dispose();
+
+    static long Sum(long[] values)
+    {
+        long total = 0;
+        for (var i = 0; i < values.Length; i++)
+        {
+            total += Interlocked.Read(ref values[i]);
+        }
+
+        return total;
+    }
+
+    static Measurement<long>[] ByQos(long[] values) =>
+    [
+        new(Interlocked.Read(ref values[0]), new KeyValuePair<string, object?>("qos", "0")),
+        new(Interlocked.Read(ref values[1]), new KeyValuePair<string, object?>("qos", "1")),
+        new(Interlocked.Read(ref values[2]), new KeyValuePair<string, object?>("qos", "2")),
+    ];
 }

@@ -76,4 +76,7 @@ public sealed class LimitsOptions
 
     /// <summary>Most levels in a topic (mosquitto refuses above 200).</summary>
     public int MaxTopicLevels { get; set; } = 32;
+
+    /// <summary>Client ids that may have offline P2P messages waiting at once: a sender cannot fill memory by inventing ids.</summary>
+    public int MaxMailboxClientIds { get; set; } = 100_000;
 }

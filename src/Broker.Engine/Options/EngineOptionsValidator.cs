@@ -26,6 +26,7 @@ public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
         Range("Broker:Limits:MaxConnections", o.Limits.MaxConnections, 1, 10_000_000);
         Range("Broker:Limits:MaxTopicLength", o.Limits.MaxTopicLength, 1, 65535);
         Range("Broker:Limits:MaxTopicLevels", o.Limits.MaxTopicLevels, 1, 1000);
+        Range("Broker:Limits:MaxMailboxClientIds", o.Limits.MaxMailboxClientIds, 0, 100_000_000);
         Range("Broker:MaxQueuedMessages", o.MaxQueuedMessages, 1, 10_000_000);
         Range("Broker:DefaultSessionExpiry (seconds)", (long)o.DefaultSessionExpiry.TotalSeconds, 0, uint.MaxValue);
         if (string.IsNullOrWhiteSpace(o.DataPath))

@@ -29,30 +29,40 @@ internal sealed class OfflineMailbox(EngineContext engine)
         }
 
         var expires = engine.NowUnixMs + (long)engine.Options.OfflineP2PTtl.TotalMilliseconds;
-        (BrokerMessage Message, long)? dropped = null;
+        BrokerMessage? dropped = null;
+        var kept = true;
         lock (_gate)
         {
-            if (!_byClient.TryGetValue(clientId, out var queue))
+            if (_byClient.TryGetValue(clientId, out var queue) || _byClient.Count < engine.Options.Limits.MaxMailboxClientIds)
             {
-                _byClient[clientId] = queue = new Queue<(BrokerMessage, long)>();
-            }
+                if (queue is null)
+                {
+                    _byClient[clientId] = queue = new Queue<(BrokerMessage, long)>();
+                }
 
-            if (queue.Count >= engine.Options.MaxQueuedMessages)
+                if (queue.Count >= engine.Options.MaxQueuedMessages)
+                {
+                    dropped = queue.Dequeue().Message;
+                    _count--;
+                }
+
+                queue.Enqueue((message, expires));
+                _count++;
+            }
+            else
             {
-                dropped = queue.Dequeue();
-                _count--;
+                // Broker:Limits:MaxMailboxClientIds reached: a sender cannot fill memory by inventing client ids.
+                kept = false;
+                dropped = message;
             }
-
-            queue.Enqueue((message, expires));
-            _count++;
         }
 
-        if (dropped is { } old)
+        if (dropped is not null)
         {
-            Drop(clientId, old.Message, "mailbox full");
+            Drop(clientId, dropped, kept ? "mailbox full" : "too many client ids with a mailbox");
         }
 
-        return engine.Store.AddToMailboxAsync(clientId, message, expires);
+        return kept ? engine.Store.AddToMailboxAsync(clientId, message, expires) : ValueTask.CompletedTask;
     }
 
     /// <summary>Moves what waits for this client id into its (persistent) session, in arrival order.</summary>
@@ -75,6 +85,14 @@ internal sealed class OfflineMailbox(EngineContext engine)
             if (now >= expires || message.IsExpired(now))
             {
                 Drop(session.ClientId, message, "expired in the mailbox");
+                continue;
+            }
+
+            // The read check of every delivery applies here too (rules may have changed since it arrived).
+            if (!engine.Policy.CanRead(session.Principal, message.Topic))
+            {
+                engine.Counters.ReadWasDenied();
+                Drop(session.ClientId, message, "not readable by this client");
                 continue;
             }
 
@@ -142,10 +160,19 @@ internal sealed class OfflineMailbox(EngineContext engine)
         }
     }
 
+    long _lastLogMs;
+
     void Drop(string clientId, BrokerMessage message, string reason)
     {
         engine.Counters.MessageDropped();
         engine.Store.RemoveFromMailbox(clientId, message.Id);
-        EngineLog.MessageDropped(engine.Logger, clientId, message.Topic, reason, engine.Counters.Dropped);
+
+        // One line per second at most, as for session queues.
+        var now = Environment.TickCount64;
+        if (now - Interlocked.Read(ref _lastLogMs) >= 1000)
+        {
+            Interlocked.Exchange(ref _lastLogMs, now);
+            EngineLog.MessageDropped(engine.Logger, clientId, message.Topic, reason, engine.Counters.Dropped);
+        }
     }
 }

@@ -15,6 +15,9 @@ public interface IBrokerStore : IAsyncDisposable
     /// <summary>Everything needed to rebuild the engine's state; called once before accepting connections.</summary>
     ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken);
 
+    /// <summary>Completes when every change made before the call is durable (CONNACK and SUBACK of persistent sessions wait on it).</summary>
+    ValueTask FlushAsync();
+
     void UpsertSession(SessionRecord session);
 
     void DeleteSession(string clientId);

@@ -45,6 +45,8 @@ public sealed class InMemoryBrokerStore : IBrokerStore
         return ValueTask.FromResult(snapshot);
     }
 
+    public ValueTask FlushAsync() => ValueTask.CompletedTask;
+
     public void UpsertSession(SessionRecord session)
     {
         lock (_gate)

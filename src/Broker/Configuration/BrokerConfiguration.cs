@@ -32,6 +32,12 @@ public static class BrokerConfiguration
             errors.Add($"Broker:Http:Port must be between 0 and 65535 (was {configuration["Broker:Http:Port"]}).");
         }
 
+        if (!TimeSpan.TryParse(configuration["Broker:Sys:Interval"] ?? "00:00:10", System.Globalization.CultureInfo.InvariantCulture, out var sys)
+            || (sys != TimeSpan.Zero && (sys < TimeSpan.FromSeconds(1) || sys > TimeSpan.FromHours(1))))
+        {
+            errors.Add($"Broker:Sys:Interval must be 00:00:00 (off) or between 00:00:01 and 01:00:00 (was {configuration["Broker:Sys:Interval"]}).");
+        }
+
         if (errors.Count > 0)
         {
             throw new BrokerConfigurationException(errors);

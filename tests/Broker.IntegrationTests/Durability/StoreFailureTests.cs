@@ -65,6 +65,8 @@ public sealed class StoreFailureTests
 
         public ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken) => _inner.LoadAsync(cancellationToken);
 
+        public ValueTask FlushAsync() => _inner.FlushAsync();
+
         public void UpsertSession(SessionRecord session) => _inner.UpsertSession(session);
 
         public void DeleteSession(string clientId) => _inner.DeleteSession(clientId);

@@ -64,6 +64,8 @@ public sealed class TestBroker : IAsyncDisposable
             ["Serilog:MinimumLevel:Default"] = "Warning",
             // In-process tests keep state in memory; the durability tests run the SQLite store for real.
             ["Broker:Store:Type"] = "memory",
+            // No $SYS retained messages unless a test asks for them: they would show up in retained counts.
+            ["Broker:Sys:Interval"] = "00:00:00",
         };
         configure(settings);
         var clock = fakeClock ? new FakeTimeProvider(DateTimeOffset.UtcNow) : null;

@@ -1,0 +1,158 @@
+using System.Text;
+using Broker.Engine;
+using Broker.Engine.Policy;
+using Broker.Engine.Store;
+using Broker.Ims.Groups;
+using Broker.Ims.Identity;
+using Broker.Ims.Options;
+using MQTTnet.Protocol;
+
+namespace Broker.Admin;
+
+/// <summary>
+/// <c>/api</c>: users, chat groups, sessions, client-id bindings and system broadcasts, for the
+/// <c>admin</c> role. Changes take effect at once (the ACL reads the directories on every check).
+/// Each request is validated whole before anything changes; errors name the field.
+/// </summary>
+public static class AdminApi
+{
+    public static void MapAdminApi(this WebApplication app)
+    {
+        var api = app.MapGroup("/api").AddEndpointFilter<AdminAuthentication>().WithTags("admin");
+
+        api.MapGet("/users", (IUserDirectory users) =>
+            users.All.OrderBy(u => u.Name, StringComparer.Ordinal).Select(u => new UserView(u.Name, u.Role)));
+
+        api.MapPost("/users", (NewUser body, IUserDirectory users, IGroupDirectory groups) =>
+        {
+            var errors = new Dictionary<string, string[]>();
+            if (body.Name is null || !Identifiers.IsUserId(body.Name) || Identifiers.IsReserved(body.Name))
+            {
+                errors["name"] = ["1-64 letters, digits, _, - or . and not a reserved name (p2p, System)."];
+            }
+            else if (users.TryGet(body.Name, out _) || groups.Exists(body.Name))
+            {
+                errors["name"] = [$"\"{body.Name}\" is already a user or a group."];
+            }
+
+            CheckPassword(body.Password, errors);
+            var role = body.Role ?? Roles.User;
+            if (!Roles.IsKnown(role))
+            {
+                errors["role"] = ["user, service or admin."];
+            }
+
+            if (errors.Count > 0)
+            {
+                return Results.ValidationProblem(errors);
+            }
+
+            users.Upsert(new UserAccount(body.Name!, PasswordVerifier.Hash(body.Password!), role));
+            return Results.Created($"/api/users/{body.Name}", new UserView(body.Name!, role));
+        });
+
+        api.MapPut("/users/{name}/password", (string name, PasswordChange body, IUserDirectory users) =>
+        {
+            if (!users.TryGet(name, out var account))
+            {
+                return Results.NotFound();
+            }
+
+            var errors = new Dictionary<string, string[]>();
+            CheckPassword(body.Password, errors);
+            if (errors.Count > 0)
+            {
+                return Results.ValidationProblem(errors);
+            }
+
+            users.Upsert(account with { PasswordHash = PasswordVerifier.Hash(body.Password!) });
+            return Results.NoContent();
+        });
+
+        api.MapDelete("/users/{name}", (string name, IUserDirectory users) => users.Remove(name) ? Results.NoContent() : Results.NotFound());
+
+        api.MapGet("/groups", (IGroupDirectory groups) =>
+            groups.All.OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => new GroupView(g.Key, [.. g.Value.Order(StringComparer.Ordinal)])));
+
+        api.MapPut("/groups/{id}", (string id, GroupMembers body, IGroupDirectory groups, IUserDirectory users) =>
+        {
+            var errors = new Dictionary<string, string[]>();
+            if (!Identifiers.IsUserId(id) || Identifiers.IsReserved(id) || users.TryGet(id, out _))
+            {
+                errors["id"] = ["1-64 letters, digits, _, - or ., not a reserved name and not a user id."];
+            }
+
+            if (body.Members is null)
+            {
+                errors["members"] = ["a list of user ids is required (it may be empty)."];
+            }
+            else if (body.Members.FirstOrDefault(m => !Identifiers.IsUserId(m)) is { } bad)
+            {
+                errors["members"] = [$"\"{bad}\" is not a valid user id."];
+            }
+
+            if (errors.Count > 0)
+            {
+                return Results.ValidationProblem(errors);
+            }
+
+            var existed = groups.Exists(id);
+            groups.Set(id, body.Members!);
+            var view = new GroupView(id, [.. body.Members!.Distinct().Order(StringComparer.Ordinal)]);
+            return existed ? Results.Ok(view) : Results.Created($"/api/groups/{id}", view);
+        });
+
+        api.MapDelete("/groups/{id}", (string id, IGroupDirectory groups) => groups.Remove(id) ? Results.NoContent() : Results.NotFound());
+
+        api.MapGet("/sessions", (BrokerEngine engine) => engine.GetSessions()
+            .OrderBy(s => s.ClientId, StringComparer.Ordinal)
+            .Select(s => new SessionView(s.ClientId, s.Principal.UserId, s.Principal.Role, s.IsConnected, s.QueuedCount, s.InflightCount, s.ExpirySeconds,
+                [.. s.GetSubscriptions().Select(x => x.Key)])));
+
+        api.MapDelete("/sessions/{clientId}/connection", (string clientId, BrokerEngine engine) =>
+            engine.Disconnect(clientId) ? Results.NoContent() : Results.NotFound());
+
+        // Releasing a binding ends the client id's session too: the next owner must not inherit the old
+        // owner's subscriptions and queued messages.
+        api.MapDelete("/bindings/{clientId}", (string clientId, IBrokerStore store, BrokerEngine engine) =>
+        {
+            var released = store.ReleaseClientOwner(clientId);
+            var ended = engine.EndSession(clientId);
+            return released || ended ? Results.NoContent() : Results.NotFound();
+        });
+
+        api.MapPost("/broadcast", async (Broadcast body, BrokerEngine engine, ImsOptions ims, HttpContext http) =>
+        {
+            var errors = new Dictionary<string, string[]>();
+            if (body.Topic is null || !ims.ParentTopics.Any(p => body.Topic.StartsWith(p + "/System/", StringComparison.Ordinal)) || body.Topic.IndexOfAny(['+', '#']) >= 0)
+            {
+                errors["topic"] = [$"a topic below {string.Join(" or ", ims.ParentTopics.Select(p => p + "/System/"))}, without wildcards."];
+            }
+
+            if (body.Qos is < 0 or > 2)
+            {
+                errors["qos"] = ["0, 1 or 2."];
+            }
+
+            if (errors.Count > 0)
+            {
+                return Results.ValidationProblem(errors);
+            }
+
+            // Sent as the admin who asked, so receivers' stamps say who broadcast it.
+            var user = http.Items[AdminUserKey] as string ?? "admin";
+            await engine.PublishAsync(new ClientPrincipal("admin-api", user, Roles.Admin), body.Topic!, Encoding.UTF8.GetBytes(body.Payload ?? ""), (MqttQualityOfServiceLevel)body.Qos, body.Retain);
+            return Results.Accepted();
+        });
+    }
+
+    internal const string AdminUserKey = "ims.admin.user";
+
+    static void CheckPassword(string? password, Dictionary<string, string[]> errors)
+    {
+        if (string.IsNullOrEmpty(password) || password.Length < 8)
+        {
+            errors["password"] = ["at least 8 characters."];
+        }
+    }
+}

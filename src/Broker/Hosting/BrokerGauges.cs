@@ -1,0 +1,26 @@
+using Broker.Engine;
+using Broker.Engine.Diagnostics;
+using Broker.Engine.Store;
+using Broker.Store.Sqlite;
+
+namespace Broker.Hosting;
+
+/// <summary>Gauges read on each /metrics scrape, added to the engine's <c>IMS.Broker</c> meter.</summary>
+public static class BrokerGauges
+{
+    public static void Register(BrokerCounters counters, BrokerEngine engine, IBrokerStore store)
+    {
+        var meter = counters.Meter;
+        meter.CreateObservableGauge("sessions", () => engine.SessionCount, "{session}", "Sessions, connected or not");
+        meter.CreateObservableGauge("subscriptions", () => engine.SubscriptionCount, "{subscription}", "Subscriptions in the index");
+        meter.CreateObservableGauge("retained", () => engine.RetainedCount, "{message}", "Retained messages");
+        meter.CreateObservableGauge("queued", () => engine.QueuedMessageCount, "{message}", "Messages waiting in session queues");
+        meter.CreateObservableGauge("mailbox", () => engine.MailboxCount, "{message}", "Direct messages waiting for a client id with no session");
+        if (store is SqliteBrokerStore sqlite)
+        {
+            meter.CreateObservableCounter("store.commits", () => sqlite.Batches, "{commit}", "Store transactions committed (group commits)");
+            meter.CreateObservableCounter("store.operations", () => sqlite.OperationsWritten, "{operation}", "Store changes written");
+            meter.CreateObservableGauge("store.commit.duration", () => sqlite.MeanCommitMilliseconds, "ms", "Mean time of a store commit");
+        }
+    }
+}
