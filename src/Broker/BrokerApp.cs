@@ -60,6 +60,7 @@ public static class BrokerApp
         }
 
         var (engineOptions, imsOptions) = BrokerConfiguration.Load(builder.Configuration);
+        var tls = TlsSettings.Load(builder.Configuration);
 
         builder.Services.AddSerilog((services, log) => log.ReadFrom.Configuration(builder.Configuration).Enrich.FromLogContext());
 
@@ -97,6 +98,20 @@ public static class BrokerApp
                 endpoints.Mqtt = listen;
             });
             kestrel.Listen(address, httpPort, listen => endpoints.Http = listen);
+            if (tls is not null)
+            {
+                kestrel.Listen(address, tls.MqttPort, listen =>
+                {
+                    listen.UseHttps(tls.Certificate);
+                    listen.UseConnectionHandler<BrokerConnectionHandler>();
+                    endpoints.MqttTls = listen;
+                });
+                kestrel.Listen(address, tls.HttpPort, listen =>
+                {
+                    listen.UseHttps(tls.Certificate);
+                    endpoints.HttpTls = listen;
+                });
+            }
         });
 
         var app = builder.Build();
@@ -105,6 +120,10 @@ public static class BrokerApp
             ex is not null || http.Response.StatusCode >= 500 ? Serilog.Events.LogEventLevel.Error
             : http.Request.Path.StartsWithSegments("/api") ? Serilog.Events.LogEventLevel.Information
             : Serilog.Events.LogEventLevel.Debug);
+        // The browser chat page (wwwroot/chat) and the MQTT.js bundle it loads (wwwroot/lib).
+        app.UseDefaultFiles();
+        app.UseStaticFiles();
+        app.MapGet("/chat", () => Results.Redirect("/chat/"));
         app.MapHealth();
         app.MapMetrics("/metrics", MetricsRegistry(app));
         app.MapOpenApi();

@@ -18,6 +18,11 @@ public sealed partial class EngineService(BrokerEngine engine, ListenerEndpoints
             LogListening(logger, "MQTT over TCP", $"mqtt://{endpoints.Mqtt?.EndPoint}");
             LogListening(logger, "MQTT over WebSocket", $"ws://{endpoints.Http?.EndPoint}/mqtt");
             LogListening(logger, "HTTP health", $"http://{endpoints.Http?.EndPoint}/healthz");
+            if (endpoints.MqttTls is not null)
+            {
+                LogListening(logger, "MQTT over TLS", $"mqtts://{endpoints.MqttTls.EndPoint}");
+                LogListening(logger, "MQTT over secure WebSocket", $"wss://{endpoints.HttpTls?.EndPoint}/mqtt");
+            }
         });
         lifetime.ApplicationStopping.Register(() => engine.StopAsync(CancellationToken.None).GetAwaiter().GetResult());
     }

@@ -10,7 +10,17 @@ public sealed class ListenerEndpoints
 
     public ListenOptions? Http { get; set; }
 
-    public int MqttPort => (Mqtt?.EndPoint as IPEndPoint)?.Port ?? 0;
+    public ListenOptions? MqttTls { get; set; }
 
-    public int HttpPort => (Http?.EndPoint as IPEndPoint)?.Port ?? 0;
+    public ListenOptions? HttpTls { get; set; }
+
+    public int MqttPort => Port(Mqtt);
+
+    public int HttpPort => Port(Http);
+
+    public int MqttTlsPort => Port(MqttTls);
+
+    public int HttpTlsPort => Port(HttpTls);
+
+    static int Port(ListenOptions? listen) => (listen?.EndPoint as IPEndPoint)?.Port ?? 0;
 }

@@ -23,11 +23,18 @@ public sealed class TestBroker : IAsyncDisposable
         var endpoints = app.Services.GetRequiredService<ListenerEndpoints>();
         MqttPort = endpoints.MqttPort;
         HttpPort = endpoints.HttpPort;
+        MqttTlsPort = endpoints.MqttTlsPort;
+        HttpTlsPort = endpoints.HttpTlsPort;
     }
 
     public int MqttPort { get; }
 
     public int HttpPort { get; }
+
+    /// <summary>0 unless the test configured a certificate.</summary>
+    public int MqttTlsPort { get; }
+
+    public int HttpTlsPort { get; }
 
     /// <summary>Set when started with a fake clock: tests move time instead of sleeping.</summary>
     public FakeTimeProvider? Clock { get; }
