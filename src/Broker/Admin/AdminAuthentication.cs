@@ -9,26 +9,47 @@ namespace Broker.Admin;
 /// The admin API's gate: HTTP Basic with a configured user's name and password (so <c>curl -u
 /// admin:...</c> works), role <c>admin</c>. 401 without valid credentials, 403 for any other role.
 /// </summary>
-public sealed class AdminAuthentication(IUserDirectory users, PasswordVerifier passwords) : IEndpointFilter
+public sealed class AdminAuthentication(IUserDirectory users, PasswordVerifier passwords, ImsOptions options, TimeProvider time) : IEndpointFilter
 {
+    // Bearer tokens are accepted when JWT authentication is on (Broker:Jwt), with the same rules as for MQTT.
+    readonly JwtAuthenticator? _jwt = options.Jwt.Enabled ? new JwtAuthenticator(options.Jwt, time) : null;
+
     public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
         var http = context.HttpContext;
-        if (!TryReadBasic(http.Request.Headers.Authorization, out var name, out var password)
-            || !users.TryGet(name, out var account)
-            || !passwords.Verify(account, Encoding.UTF8.GetBytes(password)))
+        var (name, role) = await IdentifyAsync(http.Request.Headers.Authorization);
+        if (name is null)
         {
-            http.Response.Headers.WWWAuthenticate = "Basic realm=\"ims-broker\", charset=\"UTF-8\"";
-            return Results.Problem(statusCode: StatusCodes.Status401Unauthorized, title: "Credentials of an admin user are required (HTTP Basic).");
+            http.Response.Headers.WWWAuthenticate = _jwt is null
+                ? "Basic realm=\"ims-broker\", charset=\"UTF-8\""
+                : "Basic realm=\"ims-broker\", charset=\"UTF-8\", Bearer realm=\"ims-broker\"";
+            return Results.Problem(statusCode: StatusCodes.Status401Unauthorized, title: "Credentials of an admin user are required (HTTP Basic, or a bearer JWT).");
         }
 
-        if (account.Role != Roles.Admin)
+        if (role != Roles.Admin)
         {
-            return Results.Problem(statusCode: StatusCodes.Status403Forbidden, title: $"User {account.Name} has role {account.Role}; the admin API needs role admin.");
+            return Results.Problem(statusCode: StatusCodes.Status403Forbidden, title: $"User {name} has role {role}; the admin API needs role admin.");
         }
 
-        http.Items[AdminApi.AdminUserKey] = account.Name;
+        http.Items[AdminApi.AdminUserKey] = name;
         return await next(context);
+    }
+
+    /// <summary>The user and role behind the Authorization header, or (null, null).</summary>
+    async ValueTask<(string? Name, string? Role)> IdentifyAsync(string? header)
+    {
+        if (_jwt is not null && AuthenticationHeaderValue.TryParse(header, out var value)
+            && "Bearer".Equals(value.Scheme, StringComparison.OrdinalIgnoreCase) && value.Parameter is { } token)
+        {
+            var identity = await _jwt.ValidateAsync(Encoding.UTF8.GetBytes(token), userName: null);
+            return identity.Succeeded ? (identity.UserId, identity.Role ?? Roles.User) : (null, null);
+        }
+
+        return TryReadBasic(header, out var name, out var password)
+            && users.TryGet(name, out var account)
+            && passwords.Verify(account, Encoding.UTF8.GetBytes(password))
+            ? (account.Name, account.Role)
+            : (null, null);
     }
 
     static bool TryReadBasic(string? header, out string name, out string password)

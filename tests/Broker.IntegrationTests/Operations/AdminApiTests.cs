@@ -167,3 +167,26 @@ public sealed class AdminApiTests
         Assert.True(document.GetProperty("paths").TryGetProperty("/api/users", out _));
     }
 }
+
+/// <summary>With Broker:Jwt on, the admin API also takes a bearer token whose role is admin.</summary>
+public sealed class AdminApiBearerTests
+{
+    [Fact]
+    public async Task BearerToken_WithAdminRole_IsAccepted_OtherRolesAre403_BadTokens401()
+    {
+        await using var broker = await TestBroker.StartImsAsync(Contract.JwtTests.EnableJwt);
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{broker.HttpPort}") };
+
+        async Task<HttpStatusCode> GetUsers(string token)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/api/users");
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+            return (await http.SendAsync(request)).StatusCode;
+        }
+
+        Assert.Equal(HttpStatusCode.OK, await GetUsers(Contract.JwtTests.Mint("ops-bot", "admin")));
+        Assert.Equal(HttpStatusCode.Forbidden, await GetUsers(Contract.JwtTests.Mint("dave", "user")));
+        Assert.Equal(HttpStatusCode.Unauthorized, await GetUsers(Contract.JwtTests.Mint("ops-bot", "admin", DateTimeOffset.UtcNow.AddMinutes(-5))));
+        Assert.Equal(HttpStatusCode.Unauthorized, await GetUsers(Contract.JwtTests.Mint("ops-bot", "admin", secret: "another-secret-that-is-32-bytes-long!")));
+    }
+}
