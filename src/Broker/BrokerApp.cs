@@ -121,9 +121,8 @@ public static class BrokerApp
             : http.Request.Path.StartsWithSegments("/api") ? Serilog.Events.LogEventLevel.Information
             : Serilog.Events.LogEventLevel.Debug);
         // The browser chat page (wwwroot/chat) and the MQTT.js bundle it loads (wwwroot/lib).
-        app.UseDefaultFiles();
         app.UseStaticFiles();
-        app.MapGet("/chat", () => Results.Redirect("/chat/"));
+        app.MapGet("/chat", () => Results.Redirect("/chat/index.html")); // routing matches /chat/ too
         app.MapHealth();
         app.MapMetrics("/metrics", MetricsRegistry(app));
         app.MapOpenApi();
