@@ -17,10 +17,13 @@ public sealed class BrokerConnectionHandler(BrokerEngine engine) : ConnectionHan
             format.ActiveFormat = TransferFormat.Binary;
         }
 
-        var transport = connection.Features.Get<IHttpContextFeature>() is not null ? "websocket" : "tcp";
+        // Over WebSocket the peer's address is on the HTTP request that was upgraded.
+        var http = connection.Features.Get<IHttpContextFeature>()?.HttpContext;
+        var remote = connection.RemoteEndPoint
+            ?? (http?.Connection.RemoteIpAddress is { } ip ? new System.Net.IPEndPoint(ip, http.Connection.RemotePort) : null);
         return engine.HandleConnectionAsync(
             connection.Transport,
-            new ConnectionMetadata(connection.ConnectionId, connection.RemoteEndPoint, transport),
+            new ConnectionMetadata(connection.ConnectionId, remote, http is not null ? "websocket" : "tcp"),
             connection.ConnectionClosed);
     }
 }
