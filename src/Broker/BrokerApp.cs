@@ -76,7 +76,6 @@ public static class BrokerApp
         builder.Services.AddSingleton<PasswordVerifier>();
         builder.Services.AddSingleton<IBrokerPolicy, ImsPolicy>();
         builder.Services.AddSingleton<BrokerEngine>();
-        builder.Services.AddSingleton<ListenerEndpoints>();
         builder.Services.AddHostedService<EngineService>();
         builder.Services.AddHostedService<SysTopicsService>();
         builder.Services.AddSingleton<AdminAuthentication>();

@@ -114,7 +114,9 @@ internal sealed class Router(EngineContext engine)
         }
 
         engine.Retained.Set(message);
-        return engine.Store.SetRetainedAsync(message);
+
+        // $SYS values are the broker's own state, published afresh after a start: never stored, never stale.
+        return message.Topic.StartsWith("$SYS/", StringComparison.Ordinal) ? ValueTask.CompletedTask : engine.Store.SetRetainedAsync(message);
     }
 
     void CollectSubscribers(BrokerMessage message, Scratch scratch)
