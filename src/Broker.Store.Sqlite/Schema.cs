@@ -62,6 +62,11 @@ internal static class Schema
         CREATE TABLE IF NOT EXISTS client_owners (
             client_id TEXT PRIMARY KEY,
             user_id TEXT NOT NULL) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS records (
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value BLOB,
+            PRIMARY KEY (kind, key)) WITHOUT ROWID;
         INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '1');
         """;
 }

@@ -116,6 +116,24 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
 
     public ValueTask DeleteRetainedAsync(string topic) => EnqueueAwaited(new StoreOperation.RetainedDelete(topic));
 
+    /// <summary>Read at start, before the writer has anything to do (like <see cref="LoadAsync"/>).</summary>
+    public IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind)
+    {
+        using var command = _connection.CreateCommand();
+        command.CommandText = "SELECT key, value FROM records WHERE kind = $kind ORDER BY key";
+        command.Parameters.AddWithValue("$kind", kind);
+        using var reader = command.ExecuteReader();
+        var records = new List<(string, byte[]?)>();
+        while (reader.Read())
+        {
+            records.Add((reader.GetString(0), reader.IsDBNull(1) ? null : (byte[])reader[1]));
+        }
+
+        return records;
+    }
+
+    public ValueTask SaveRecordAsync(string kind, string key, byte[]? value) => EnqueueAwaited(new StoreOperation.SaveRecord(kind, key, value));
+
     public string? GetClientOwner(string clientId) => _owners.TryGetValue(clientId, out var user) ? user : null;
 
     public string BindClientOwner(string clientId, string userId)
@@ -304,6 +322,9 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
                 break;
             case StoreOperation.OwnerRelease o:
                 _sql.ReleaseOwner(o.ClientId);
+                break;
+            case StoreOperation.SaveRecord r:
+                _sql.SaveRecord(r.Kind, r.Key, r.Value);
                 break;
         }
     }

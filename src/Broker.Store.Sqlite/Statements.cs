@@ -25,6 +25,7 @@ internal sealed class Statements : IDisposable
     readonly SqliteCommand _deleteRetained;
     readonly SqliteCommand _bindOwner;
     readonly SqliteCommand _releaseOwner;
+    readonly SqliteCommand _saveRecord;
 
     public Statements(SqliteConnection connection)
     {
@@ -70,6 +71,7 @@ internal sealed class Statements : IDisposable
         _deleteRetained = Prepare("DELETE FROM retained WHERE topic = $topic", "$topic");
         _bindOwner = Prepare("INSERT OR IGNORE INTO client_owners (client_id, user_id) VALUES ($c, $u)", "$c", "$u");
         _releaseOwner = Prepare("DELETE FROM client_owners WHERE client_id = $c", "$c");
+        _saveRecord = Prepare("INSERT OR REPLACE INTO records (kind, key, value) VALUES ($k, $key, $v)", "$k", "$key", "$v");
     }
 
     public void Use(SqliteTransaction transaction)
@@ -129,6 +131,8 @@ internal sealed class Statements : IDisposable
     public void BindOwner(string clientId, string userId) => Run(_bindOwner, clientId, userId);
 
     public void ReleaseOwner(string clientId) => Run(_releaseOwner, clientId);
+
+    public void SaveRecord(string kind, string key, byte[]? value) => Run(_saveRecord, kind, key, value);
 
     public void Dispose()
     {

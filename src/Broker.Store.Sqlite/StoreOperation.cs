@@ -35,6 +35,8 @@ internal abstract record StoreOperation
 
     public sealed record OwnerRelease(string ClientId) : StoreOperation;
 
+    public sealed record SaveRecord(string Kind, string Key, byte[]? Value) : StoreOperation;
+
     /// <summary>Nothing to write: completes when everything queued before it is on disk.</summary>
     public sealed record Flush : StoreOperation;
 

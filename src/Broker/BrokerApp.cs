@@ -74,6 +74,7 @@ public static class BrokerApp
         builder.Services.AddSingleton<IUserDirectory>(new UserDirectory(imsOptions.Users.Select(u => new UserAccount(u.Name, u.PasswordHash, u.Role))));
         builder.Services.AddSingleton<IGroupDirectory>(new GroupDirectory(imsOptions.Groups.Select(g => KeyValuePair.Create(g.Id, (IEnumerable<string>)g.Members))));
         builder.Services.AddSingleton<PasswordVerifier>();
+        builder.Services.AddSingleton<DirectoryPersistence>();
         builder.Services.AddSingleton<IBrokerPolicy, ImsPolicy>();
         builder.Services.AddSingleton<BrokerEngine>();
         builder.Services.AddHostedService<EngineService>();

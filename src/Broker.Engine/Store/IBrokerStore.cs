@@ -47,6 +47,15 @@ public interface IBrokerStore : IAsyncDisposable
 
     ValueTask DeleteRetainedAsync(string topic);
 
+    /// <summary>
+    /// Small named records the policy keeps next to the broker's state (the admin API's users and
+    /// groups): the latest value per (kind, key); a null value is a deletion that must also survive.
+    /// </summary>
+    IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind);
+
+    /// <summary>Stores or (null) deletes a record; completes when durable.</summary>
+    ValueTask SaveRecordAsync(string kind, string key, byte[]? value);
+
     /// <summary>The user a client id belongs to (IM: the first user that connected with it).</summary>
     string? GetClientOwner(string clientId);
 

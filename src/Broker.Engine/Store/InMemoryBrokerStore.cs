@@ -19,6 +19,7 @@ public sealed class InMemoryBrokerStore : IBrokerStore
     readonly ConcurrentDictionary<string, BrokerMessage> _retained = new(StringComparer.Ordinal);
     readonly ConcurrentDictionary<string, string> _owners = new(StringComparer.Ordinal);
     readonly List<(string ClientId, BrokerMessage Message, long ExpiresAtUnixMs)> _mailbox = [];
+    readonly Dictionary<(string Kind, string Key), byte[]?> _records = [];
 
     public ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken)
     {
@@ -160,6 +161,24 @@ public sealed class InMemoryBrokerStore : IBrokerStore
     public ValueTask DeleteRetainedAsync(string topic)
     {
         _retained.TryRemove(topic, out _);
+        return ValueTask.CompletedTask;
+    }
+
+    public IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind)
+    {
+        lock (_gate)
+        {
+            return [.. _records.Where(r => r.Key.Kind == kind).Select(r => (r.Key.Key, r.Value))];
+        }
+    }
+
+    public ValueTask SaveRecordAsync(string kind, string key, byte[]? value)
+    {
+        lock (_gate)
+        {
+            _records[(kind, key)] = value;
+        }
+
         return ValueTask.CompletedTask;
     }
 

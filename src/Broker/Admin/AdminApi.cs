@@ -11,7 +11,8 @@ namespace Broker.Admin;
 
 /// <summary>
 /// <c>/api</c>: users, chat groups, sessions, client-id bindings and system broadcasts, for the
-/// <c>admin</c> role. Changes take effect at once (the ACL reads the directories on every check).
+/// <c>admin</c> role. Changes take effect at once (the ACL reads the directories on every check)
+/// and are kept in the store (recorded before they apply), so they survive a restart.
 /// Each request is validated whole before anything changes; errors name the field.
 /// </summary>
 public static class AdminApi
@@ -23,7 +24,7 @@ public static class AdminApi
         api.MapGet("/users", (IUserDirectory users) =>
             users.All.OrderBy(u => u.Name, StringComparer.Ordinal).Select(u => new UserView(u.Name, u.Role)));
 
-        api.MapPost("/users", (NewUser body, IUserDirectory users, IGroupDirectory groups) =>
+        api.MapPost("/users", async (NewUser body, IUserDirectory users, IGroupDirectory groups, DirectoryPersistence persistence) =>
         {
             var errors = new Dictionary<string, string[]>();
             if (body.Name is null || !Identifiers.IsUserId(body.Name) || Identifiers.IsReserved(body.Name))
@@ -47,11 +48,13 @@ public static class AdminApi
                 return Results.ValidationProblem(errors);
             }
 
-            users.Upsert(new UserAccount(body.Name!, PasswordVerifier.Hash(body.Password!), role));
+            var account = new UserAccount(body.Name!, PasswordVerifier.Hash(body.Password!), role);
+            await persistence.SaveUserAsync(account);
+            users.Upsert(account);
             return Results.Created($"/api/users/{body.Name}", new UserView(body.Name!, role));
         });
 
-        api.MapPut("/users/{name}/password", (string name, PasswordChange body, IUserDirectory users) =>
+        api.MapPut("/users/{name}/password", async (string name, PasswordChange body, IUserDirectory users, DirectoryPersistence persistence) =>
         {
             if (!users.TryGet(name, out var account))
             {
@@ -65,16 +68,27 @@ public static class AdminApi
                 return Results.ValidationProblem(errors);
             }
 
-            users.Upsert(account with { PasswordHash = PasswordVerifier.Hash(body.Password!) });
+            var changed = account with { PasswordHash = PasswordVerifier.Hash(body.Password!) };
+            await persistence.SaveUserAsync(changed);
+            users.Upsert(changed);
             return Results.NoContent();
         });
 
-        api.MapDelete("/users/{name}", (string name, IUserDirectory users) => users.Remove(name) ? Results.NoContent() : Results.NotFound());
+        api.MapDelete("/users/{name}", async (string name, IUserDirectory users, DirectoryPersistence persistence) =>
+        {
+            if (!users.Remove(name))
+            {
+                return Results.NotFound();
+            }
+
+            await persistence.DeleteUserAsync(name);
+            return Results.NoContent();
+        });
 
         api.MapGet("/groups", (IGroupDirectory groups) =>
             groups.All.OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => new GroupView(g.Key, [.. g.Value.Order(StringComparer.Ordinal)])));
 
-        api.MapPut("/groups/{id}", (string id, GroupMembers body, IGroupDirectory groups, IUserDirectory users) =>
+        api.MapPut("/groups/{id}", async (string id, GroupMembers body, IGroupDirectory groups, IUserDirectory users, DirectoryPersistence persistence) =>
         {
             var errors = new Dictionary<string, string[]>();
             if (!Identifiers.IsUserId(id) || Identifiers.IsReserved(id) || users.TryGet(id, out _))
@@ -97,12 +111,22 @@ public static class AdminApi
             }
 
             var existed = groups.Exists(id);
+            await persistence.SaveGroupAsync(id, body.Members!);
             groups.Set(id, body.Members!);
             var view = new GroupView(id, [.. body.Members!.Distinct().Order(StringComparer.Ordinal)]);
             return existed ? Results.Ok(view) : Results.Created($"/api/groups/{id}", view);
         });
 
-        api.MapDelete("/groups/{id}", (string id, IGroupDirectory groups) => groups.Remove(id) ? Results.NoContent() : Results.NotFound());
+        api.MapDelete("/groups/{id}", async (string id, IGroupDirectory groups, DirectoryPersistence persistence) =>
+        {
+            if (!groups.Remove(id))
+            {
+                return Results.NotFound();
+            }
+
+            await persistence.DeleteGroupAsync(id);
+            return Results.NoContent();
+        });
 
         api.MapGet("/sessions", (BrokerEngine engine) => engine.GetSessions()
             .OrderBy(s => s.ClientId, StringComparer.Ordinal)

@@ -1,4 +1,5 @@
 using Broker.Engine;
+using Broker.Ims.Identity;
 using Broker.Transport;
 
 namespace Broker.Hosting;
@@ -8,10 +9,11 @@ namespace Broker.Hosting;
 /// endpoint once listening, and on SIGTERM tells every client the server is going away (v5 0x8B)
 /// before Kestrel closes the sockets.
 /// </summary>
-public sealed partial class EngineService(BrokerEngine engine, ListenerEndpoints endpoints, IHostApplicationLifetime lifetime, ILogger<EngineService> logger) : IHostedService
+public sealed partial class EngineService(BrokerEngine engine, DirectoryPersistence directories, ListenerEndpoints endpoints, IHostApplicationLifetime lifetime, ILogger<EngineService> logger) : IHostedService
 {
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        directories.Restore(); // users and groups changed through the admin API, over the configured ones
         await engine.StartAsync(cancellationToken);
         lifetime.ApplicationStarted.Register(() =>
         {

@@ -158,4 +158,27 @@ public sealed class KillTests : IDisposable
         Assert.Contains(Path.Combine(data.FullName, "broker.db"), stderr);
         Assert.Contains("backup", stderr);
     }
+
+    [Fact]
+    public async Task UsersAndGroupsChangedThroughTheAdminApi_SurviveKill9()
+    {
+        var broker = await RunningBroker.StartAsync(_dir.FullName);
+        using (var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{broker.HttpPort}") })
+        {
+            http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Basic", Convert.ToBase64String("admin:admin-pass"u8.ToArray()));
+            Assert.Equal(System.Net.HttpStatusCode.Created, (await http.PostAsync("/api/users", Json("""{"name":"dave","password":"dave-secret-1"}"""))).StatusCode);
+            Assert.Equal(System.Net.HttpStatusCode.NoContent, (await http.DeleteAsync("/api/users/carol")).StatusCode); // a configured user
+            Assert.Equal(System.Net.HttpStatusCode.Created, (await http.PutAsync("/api/groups/Hiking", Json("""{"members":["dave","bob"]}"""))).StatusCode);
+        }
+
+        await broker.KillAsync();
+        await using var restarted = await RunningBroker.StartAsync(_dir.FullName);
+
+        Assert.Equal(MqttClientConnectResultCode.Success, await Connect.V5ResultAsync(restarted.MqttPort, "GID_IMS@@@dave-phone", "dave", "dave-secret-1"));
+        Assert.Equal(MqttClientConnectResultCode.BadUserNameOrPassword, await Connect.V5ResultAsync(restarted.MqttPort, "GID_IMS@@@carol-phone", "carol"));
+        await using var dave = await TestClient.ConnectAsync(restarted.MqttPort, "GID_IMS@@@dave-laptop", "dave", password: "dave-secret-1");
+        await dave.SubscribeOkAsync("IMS/Hiking/#");
+    }
+
+    static StringContent Json(string json) => new(json, System.Text.Encoding.UTF8, "application/json");
 }

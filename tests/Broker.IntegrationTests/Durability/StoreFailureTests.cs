@@ -85,6 +85,10 @@ public sealed class StoreFailureTests
 
         public ValueTask DeleteRetainedAsync(string topic) => _inner.DeleteRetainedAsync(topic);
 
+        public IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind) => _inner.LoadRecords(kind);
+
+        public ValueTask SaveRecordAsync(string kind, string key, byte[]? value) => _inner.SaveRecordAsync(kind, key, value);
+
         public string? GetClientOwner(string clientId) => _inner.GetClientOwner(clientId);
 
         public string BindClientOwner(string clientId, string userId) => _inner.BindClientOwner(clientId, userId);

@@ -26,6 +26,9 @@ public sealed partial class RunningBroker : IAsyncDisposable
 
     public int MqttPort { get; private set; }
 
+
+    public int HttpPort { get; private set; }
+
     public string Log
     {
         get
@@ -62,7 +65,7 @@ public sealed partial class RunningBroker : IAsyncDisposable
 
         var broker = new RunningBroker(Process.Start(start)!);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        broker.MqttPort = await broker._port.Task.WaitAsync(timeout.Token);
+        await broker._port.Task.WaitAsync(timeout.Token);
         return broker;
     }
 
@@ -94,13 +97,24 @@ public sealed partial class RunningBroker : IAsyncDisposable
             _log.AppendLine(line);
         }
 
+        // The MQTT endpoint is logged first, the HTTP one last: ready when both are known.
         var match = ListeningLine().Match(line);
         if (match.Success)
         {
-            _port.TrySetResult(int.Parse(match.Groups[1].Value));
+            MqttPort = int.Parse(match.Groups[1].Value);
+        }
+
+        var http = HttpLine().Match(line);
+        if (http.Success)
+        {
+            HttpPort = int.Parse(http.Groups[1].Value);
+            _port.TrySetResult(MqttPort);
         }
     }
 
     [GeneratedRegex(@"Listening for MQTT over TCP on mqtt://127\.0\.0\.1:(\d+)")]
     private static partial Regex ListeningLine();
+
+    [GeneratedRegex(@"Listening for HTTP health on http://127\.0\.0\.1:(\d+)")]
+    private static partial Regex HttpLine();
 }
