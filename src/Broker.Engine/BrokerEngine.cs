@@ -78,6 +78,22 @@ public sealed class BrokerEngine : IAsyncDisposable
         return true;
     }
 
+    /// <summary>Closes every connection of a user (v5 reason 0x98), e.g. after the user was deleted or its password changed.</summary>
+    public int DisconnectUser(string userId)
+    {
+        var closed = 0;
+        foreach (var session in _engine.Sessions.All)
+        {
+            if (session.Principal.UserId == userId && session.Connection is { } connection)
+            {
+                connection.Kick();
+                closed++;
+            }
+        }
+
+        return closed;
+    }
+
     /// <summary>Ends a session: its connection (if any) is closed and its subscriptions and queue are gone.</summary>
     public bool EndSession(string clientId)
     {

@@ -54,7 +54,8 @@ public static class AdminApi
             return Results.Created($"/api/users/{body.Name}", new UserView(body.Name!, role));
         });
 
-        api.MapPut("/users/{name}/password", async (string name, PasswordChange body, IUserDirectory users, DirectoryPersistence persistence) =>
+        // A deleted user, or one whose password changed, is disconnected everywhere (as mosquitto's dynamic security does).
+        api.MapPut("/users/{name}/password", async (string name, PasswordChange body, IUserDirectory users, DirectoryPersistence persistence, BrokerEngine engine) =>
         {
             if (!users.TryGet(name, out var account))
             {
@@ -71,10 +72,11 @@ public static class AdminApi
             var changed = account with { PasswordHash = PasswordVerifier.Hash(body.Password!) };
             await persistence.SaveUserAsync(changed);
             users.Upsert(changed);
+            engine.DisconnectUser(name);
             return Results.NoContent();
         });
 
-        api.MapDelete("/users/{name}", async (string name, IUserDirectory users, DirectoryPersistence persistence) =>
+        api.MapDelete("/users/{name}", async (string name, IUserDirectory users, DirectoryPersistence persistence, BrokerEngine engine) =>
         {
             if (!users.Remove(name))
             {
@@ -82,6 +84,7 @@ public static class AdminApi
             }
 
             await persistence.DeleteUserAsync(name);
+            engine.DisconnectUser(name);
             return Results.NoContent();
         });
 

@@ -61,6 +61,19 @@ public sealed class AdminApiTests
     }
 
     [Fact]
+    public async Task DeletingAUser_DisconnectsItsClients()
+    {
+        await using var broker = await TestBroker.StartImsAsync();
+        using var http = Http(broker);
+        await using var carol = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@carol-phone", "carol");
+
+        Assert.Equal(HttpStatusCode.NoContent, (await http.DeleteAsync("/api/users/carol")).StatusCode);
+
+        Assert.Equal(MqttClientDisconnectReason.AdministrativeAction, (await carol.Disconnected).Reason);
+        Assert.Equal(MqttClientConnectResultCode.BadUserNameOrPassword, await Connect.V5ResultAsync(broker.MqttPort, "GID_IMS@@@carol-phone", "carol"));
+    }
+
+    [Fact]
     public async Task BadInput_Is400NamingTheField_AndChangesNothing()
     {
         await using var broker = await TestBroker.StartImsAsync();
