@@ -56,6 +56,11 @@ internal sealed class BenchOptions
 
     public static BenchOptions Parse(string[] args)
     {
+        if (args.Length > 0 && args[0] is "--help" or "-h")
+        {
+            throw new HelpRequestedException();
+        }
+
         if (args.Length == 0 || args[0].StartsWith('-'))
         {
             throw new ArgumentException("missing scenario");
@@ -126,3 +131,6 @@ internal sealed class BenchOptions
 
     public string ClientId(string role, int i) => ClientIdPrefix + role + i.ToString("D4", CultureInfo.InvariantCulture);
 }
+
+/// <summary><c>--help</c>: print the usage and exit 0.</summary>
+internal sealed class HelpRequestedException() : Exception("help");

@@ -11,6 +11,11 @@ try
 {
     o = BenchOptions.Parse(args);
 }
+catch (HelpRequestedException)
+{
+    Console.WriteLine(BenchOptions.Usage);
+    return 0;
+}
 catch (Exception ex) when (ex is ArgumentException or FormatException or OverflowException)
 {
     Console.Error.WriteLine(ex.Message);
