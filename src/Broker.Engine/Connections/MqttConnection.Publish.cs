@@ -3,6 +3,7 @@ using Broker.Engine.Policy;
 using Broker.Engine.Routing;
 using Broker.Engine.Store;
 using MQTTnet.Packets;
+using System.Threading.Channels;
 using MQTTnet.Protocol;
 
 namespace Broker.Engine.Connections;
@@ -29,7 +30,7 @@ internal sealed partial class MqttConnection
             // The same packet id before PUBREL is a re-send: acknowledge again, never route twice [MQTT-4.3.3-9].
             if (!session.BeginInboundQos2(id))
             {
-                return Send(new MqttPubRecPacket { PacketIdentifier = id });
+                return await AcknowledgeAsync(null, new MqttPubRecPacket { PacketIdentifier = id }, qos, id, topic);
             }
 
             if (IsV5 && session.InboundQos2Count > _engine.Options.Mqtt.ReceiveMaximum)
@@ -53,55 +54,127 @@ internal sealed partial class MqttConnection
             _engine.Counters.PublishWasRefused(decision);
             EngineLog.PublishRefused(_engine.Logger, _clientId, _principal!.UserId, topic, decision.ToString());
             var reason = ReasonCodes.ToPubAck(decision);
-            if (qos == MqttQualityOfServiceLevel.AtLeastOnce)
+            if (qos == MqttQualityOfServiceLevel.ExactlyOnce && IsV5)
             {
-                Send(new MqttPubAckPacket { PacketIdentifier = id, ReasonCode = reason });
-            }
-            else if (qos == MqttQualityOfServiceLevel.ExactlyOnce)
-            {
-                if (IsV5)
-                {
-                    session.EndInboundQos2(id); // a PUBREC >= 0x80 ends the exchange [MQTT-4.3.3-?]
-                }
-
-                Send(new MqttPubRecPacket { PacketIdentifier = id, ReasonCode = (MqttPubRecReasonCode)reason });
+                session.EndInboundQos2(id); // a PUBREC >= 0x80 ends the exchange [MQTT-4.3.3-4 v5]
             }
 
-            return true;
+            return qos switch
+            {
+                MqttQualityOfServiceLevel.AtLeastOnce => await AcknowledgeAsync(null, new MqttPubAckPacket { PacketIdentifier = id, ReasonCode = reason }, qos, id, topic),
+                MqttQualityOfServiceLevel.ExactlyOnce => await AcknowledgeAsync(null, new MqttPubRecPacket { PacketIdentifier = id, ReasonCode = (MqttPubRecReasonCode)reason }, qos, id, topic),
+                _ => true,
+            };
         }
 
         var message = BuildMessage(packet, topic);
+        ValueTask durable;
         try
         {
-            await _engine.Router.RouteAsync(message);
+            durable = _engine.Router.RouteAsync(message);
         }
         catch (Exception ex)
         {
-            // Not recorded means not acknowledged: v5 hears why, v3.1.1 loses the connection and re-sends.
-            EngineLog.StoreFailed(_engine.Logger, topic, ex);
-            if (qos == MqttQualityOfServiceLevel.ExactlyOnce)
-            {
-                session.EndInboundQos2(id);
-            }
-
-            if (IsV5 && qos != MqttQualityOfServiceLevel.AtMostOnce)
-            {
-                return Send(qos == MqttQualityOfServiceLevel.AtLeastOnce
-                    ? new MqttPubAckPacket { PacketIdentifier = id, ReasonCode = MqttPubAckReasonCode.QuotaExceeded }
-                    : new MqttPubRecPacket { PacketIdentifier = id, ReasonCode = MqttPubRecReasonCode.QuotaExceeded });
-            }
-
-            _closeReason = "store unavailable";
-            return false;
+            durable = ValueTask.FromException(ex);
         }
 
         return qos switch
         {
-            MqttQualityOfServiceLevel.AtLeastOnce => Send(new MqttPubAckPacket { PacketIdentifier = id }),
-            MqttQualityOfServiceLevel.ExactlyOnce => Send(new MqttPubRecPacket { PacketIdentifier = id }),
-            _ => true,
+            MqttQualityOfServiceLevel.AtLeastOnce => await AcknowledgeAsync(durable, new MqttPubAckPacket { PacketIdentifier = id }, qos, id, topic),
+            MqttQualityOfServiceLevel.ExactlyOnce => await AcknowledgeAsync(durable, new MqttPubRecPacket { PacketIdentifier = id }, qos, id, topic),
+            _ => Observe(durable, topic),
         };
     }
+
+    // ---- acknowledgements: after the store, in order, without stopping the receive loop ------------
+    //
+    // A QoS 1/2 publish is acknowledged only once the store has it [engine invariant 1], and acks go
+    // out in the order the publishes came [MQTT-4.6.0-2]. Waiting for each commit before reading the
+    // next packet would cap a publisher at one message per fsync, so the receive loop goes on and a
+    // per-connection pump sends each ack when its commit is done. At most Receive Maximum acks wait;
+    // a client beyond that is simply not read until one completes.
+
+    Channel<PendingAck>? _acks;
+    SemaphoreSlim? _ackSlots;
+    int _acksWaiting;
+
+    async ValueTask<bool> AcknowledgeAsync(ValueTask? durable, MqttPacket ack, MqttQualityOfServiceLevel qos, ushort id, string topic)
+    {
+        if (Volatile.Read(ref _acksWaiting) == 0 && (durable is null || durable.Value.IsCompletedSuccessfully))
+        {
+            // Nothing pending ahead of it, and already durable (memory store, or no persistent recipient).
+            durable?.GetAwaiter().GetResult();
+            return Send(ack);
+        }
+
+        if (_acks is null)
+        {
+            _acks = Channel.CreateUnbounded<PendingAck>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+            _ackSlots = new SemaphoreSlim(_engine.Options.Mqtt.ReceiveMaximum);
+            _ = PumpAcksAsync(_acks.Reader);
+        }
+
+        await _ackSlots!.WaitAsync(_cts.Token);
+        Interlocked.Increment(ref _acksWaiting);
+        _acks.Writer.TryWrite(new PendingAck(durable?.AsTask(), ack, qos, id, topic));
+        return true;
+    }
+
+    async Task PumpAcksAsync(ChannelReader<PendingAck> reader)
+    {
+        await foreach (var pending in reader.ReadAllAsync())
+        {
+            try
+            {
+                if (pending.Durable is { } durable)
+                {
+                    await durable;
+                }
+
+                Send(pending.Ack);
+            }
+            catch (Exception ex)
+            {
+                StoreFailed(pending, ex);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _acksWaiting);
+                _ackSlots!.Release();
+            }
+        }
+    }
+
+    /// <summary>Not recorded means not acknowledged: v5 hears why (0x97), v3.1.1 loses the connection and re-sends.</summary>
+    void StoreFailed(in PendingAck pending, Exception ex)
+    {
+        EngineLog.StoreFailed(_engine.Logger, pending.Topic, ex);
+        if (pending.Qos == MqttQualityOfServiceLevel.ExactlyOnce)
+        {
+            _session?.EndInboundQos2(pending.PacketId);
+        }
+
+        if (IsV5)
+        {
+            Send(pending.Qos == MqttQualityOfServiceLevel.AtLeastOnce
+                ? new MqttPubAckPacket { PacketIdentifier = pending.PacketId, ReasonCode = MqttPubAckReasonCode.QuotaExceeded }
+                : new MqttPubRecPacket { PacketIdentifier = pending.PacketId, ReasonCode = MqttPubRecReasonCode.QuotaExceeded });
+            return;
+        }
+
+        _closeReason = "store unavailable";
+        _closing = true;
+        _wake.Writer.TryComplete();
+        _transport.Input.CancelPendingRead();
+    }
+
+    bool Observe(ValueTask durable, string topic)
+    {
+        _engine.Observe(durable, topic);
+        return true;
+    }
+
+    readonly record struct PendingAck(Task? Durable, MqttPacket Ack, MqttQualityOfServiceLevel Qos, ushort PacketId, string Topic);
 
     /// <summary>Inbound topic aliases [MQTT-3.3.2-7 .. -12]: a v5 client may send a topic once and an alias after.</summary>
     bool TryResolveTopic(MqttPublishPacket packet, out string topic)

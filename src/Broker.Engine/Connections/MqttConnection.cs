@@ -436,6 +436,7 @@ internal sealed partial class MqttConnection
     async Task CloseAsync(Task? writer)
     {
         _closing = true;
+        _acks?.Writer.TryComplete(); // the ack pump ends once the commits it waits for are done
         _wake.Writer.TryComplete();
         if (writer is not null)
         {
