@@ -68,7 +68,9 @@ internal sealed partial class MqttConnection
     async Task<bool> HandleConnectAsync(MqttConnectPacket connect)
     {
         _version = _decoder.ProtocolVersion;
-        _encoder = new MqttPacketFormatterAdapter(_version, new MqttBufferWriter(4096, 65536));
+        // One formatter for both directions: decoding (receive loop) and encoding (writer loop) use
+        // disjoint parts of it, and an idle connection then holds one small header buffer, not two.
+        _encoder = _decoder;
         var options = _engine.Options;
 
         var clientId = connect.ClientId ?? "";

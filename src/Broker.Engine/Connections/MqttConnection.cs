@@ -35,6 +35,7 @@ internal sealed partial class MqttConnection
     });
 
     readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // Headers only (payloads are written from their own memory): 256 bytes grow on demand and shrink back after a batch.
     readonly MqttPacketFormatterAdapter _decoder = new(new MqttBufferWriter(256, 4096));
     MqttPacketFormatterAdapter? _encoder;
     MqttProtocolVersion _version;
@@ -334,6 +335,7 @@ internal sealed partial class MqttConnection
             while (true)
             {
                 var more = WriteAvailable(output, batch);
+                _encoder?.Cleanup();
                 var flush = await output.FlushAsync(_cts.Token);
                 if (flush.IsCompleted || flush.IsCanceled)
                 {
