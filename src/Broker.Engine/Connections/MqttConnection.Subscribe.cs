@@ -43,7 +43,7 @@ internal sealed partial class MqttConnection
 
             if (decision != PolicyDecision.Allow)
             {
-                _engine.Counters.SubscribeWasRefused();
+                _engine.Counters.SubscribeWasRefused(decision);
                 EngineLog.SubscribeRefused(_engine.Logger, _clientId, _principal!.UserId, key, decision.ToString());
                 codes.Add(ReasonCodes.ToSubAck(decision));
                 continue;

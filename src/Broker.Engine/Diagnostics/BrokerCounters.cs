@@ -19,7 +19,7 @@ public sealed class BrokerCounters : IDisposable
     readonly long[] _sent = new long[3];
     long _dropped;
     readonly long[] _publishRefused = new long[3]; // by PolicyDecision: -, not authorized, topic invalid
-    long _subscribeRefused;
+    readonly long[] _subscribeRefused = new long[3]; // by PolicyDecision, as for publishes
     long _readDenied;
     long _malformed;
     long _oversized;
@@ -33,12 +33,8 @@ public sealed class BrokerCounters : IDisposable
         _meter.CreateObservableCounter("messages.received", () => ByQos(_received), "{message}", "PUBLISH packets received, by QoS");
         _meter.CreateObservableCounter("messages.sent", () => ByQos(_sent), "{message}", "PUBLISH packets sent, by QoS");
         _meter.CreateObservableCounter("messages.dropped", () => Dropped, "{message}", "Messages dropped (queue full, expired)");
-        _meter.CreateObservableCounter("publish.refused", () => new[]
-        {
-            new Measurement<long>(Interlocked.Read(ref _publishRefused[1]), new KeyValuePair<string, object?>("reason", "not_authorized")),
-            new Measurement<long>(Interlocked.Read(ref _publishRefused[2]), new KeyValuePair<string, object?>("reason", "topic_invalid")),
-        }, "{message}", "Publishes refused by the rules, by reason");
-        _meter.CreateObservableCounter("subscribe.refused", () => SubscribeRefused, "{filter}", "Filters refused by the rules");
+        _meter.CreateObservableCounter("publish.refused", () => ByReason(_publishRefused), "{message}", "Publishes refused by the rules, by reason");
+        _meter.CreateObservableCounter("subscribe.refused", () => ByReason(_subscribeRefused), "{filter}", "Filters refused by the rules, by reason");
         _meter.CreateObservableCounter("delivery.denied", () => ReadDenied, "{message}", "Deliveries stopped by the read check");
         _meter.CreateObservableCounter("packets.malformed", () => Malformed, "{packet}", "Connections closed for a malformed packet");
         _meter.CreateObservableCounter("packets.oversized", () => Oversized, "{packet}", "Connections closed for a packet above the size limit");
@@ -60,7 +56,7 @@ public sealed class BrokerCounters : IDisposable
 
     public long PublishRefused => Sum(_publishRefused);
 
-    public long SubscribeRefused => Interlocked.Read(ref _subscribeRefused);
+    public long SubscribeRefused => Sum(_subscribeRefused);
 
     public long ReadDenied => Interlocked.Read(ref _readDenied);
 
@@ -84,7 +80,7 @@ public sealed class BrokerCounters : IDisposable
 
     internal void PublishWasRefused(Policy.PolicyDecision decision) => Interlocked.Increment(ref _publishRefused[(int)decision % 3]);
 
-    internal void SubscribeWasRefused() => Interlocked.Increment(ref _subscribeRefused);
+    internal void SubscribeWasRefused(Policy.PolicyDecision decision) => Interlocked.Increment(ref _subscribeRefused[(int)decision % 3]);
 
     internal void ReadWasDenied() => Interlocked.Increment(ref _readDenied);
 
@@ -106,6 +102,12 @@ public sealed class BrokerCounters : IDisposable
 
         return total;
     }
+
+    static Measurement<long>[] ByReason(long[] byDecision) =>
+    [
+        new(Interlocked.Read(ref byDecision[(int)Policy.PolicyDecision.NotAuthorized]), new KeyValuePair<string, object?>("reason", "not_authorized")),
+        new(Interlocked.Read(ref byDecision[(int)Policy.PolicyDecision.TopicInvalid]), new KeyValuePair<string, object?>("reason", "topic_invalid")),
+    ];
 
     static Measurement<long>[] ByQos(long[] values) =>
     [

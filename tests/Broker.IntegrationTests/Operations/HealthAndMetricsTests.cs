@@ -31,6 +31,8 @@ public sealed class HealthAndMetricsTests
         await using var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice");
         await alice.PublishAsync("IMS/bob/Inbox/Msg/alice", "hi");
         await alice.PublishAsync("IMS/bob/Inbox/Msg/carol", "forged");
+        await Expect.SubscribeRefusedAsync(alice, "IMS/bob/Inbox/#");
+        await Expect.SubscribeRefusedAsync(alice, "chat/#", MQTTnet.MqttClientSubscribeResultCode.TopicFilterInvalid);
         await bob.NextAsync();
         var after = await http.GetStringAsync("/metrics");
 
@@ -43,6 +45,8 @@ public sealed class HealthAndMetricsTests
         Assert.Contains("# TYPE ims_broker_messages_received ", after);
         Assert.Contains("ims_broker_messages_received{qos=\"1\"} 2", after);
         Assert.Contains("ims_broker_publish_refused{reason=\"not_authorized\"} 1", after);
+        Assert.Contains("ims_broker_subscribe_refused{reason=\"not_authorized\"} 1", after);
+        Assert.Contains("ims_broker_subscribe_refused{reason=\"topic_invalid\"} 1", after);
         Assert.Contains("process_cpu_seconds_total", after);
     }
 
