@@ -80,8 +80,16 @@ public static class Mosquitto
             }
 
             var sub = new Subscriber(Process.Start(start)!);
-            await sub.WaitForLineAsync(l => l.Contains("received SUBACK", StringComparison.Ordinal));
-            return sub;
+            try
+            {
+                await sub.WaitForLineAsync(l => l.Contains("received SUBACK", StringComparison.Ordinal));
+                return sub;
+            }
+            catch
+            {
+                await sub.DisposeAsync(); // never leave a mosquitto_sub behind
+                throw;
+            }
         }
 
         public async Task<string> WaitForLineAsync(Func<string, bool> predicate, TimeSpan? timeout = null)
