@@ -162,10 +162,7 @@ internal sealed partial class MqttConnection
             return;
         }
 
-        _closeReason = "store unavailable";
-        _closing = true;
-        _wake.Writer.TryComplete();
-        _transport.Input.CancelPendingRead();
+        CloseFromOutside(MqttDisconnectReasonCode.UnspecifiedError, "store unavailable"); // v3.1.1: no DISCONNECT is sent
     }
 
     bool Observe(ValueTask durable, string topic)

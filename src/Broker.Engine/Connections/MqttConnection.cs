@@ -169,33 +169,24 @@ internal sealed partial class MqttConnection
         SignalWrite();
     }
 
-    /// <summary>Another connection took the client id [MQTT-3.1.4-3]; v5 reason 0x8E.</summary>
     /// <summary>Completes when this connection has closed and let go of its session.</summary>
     public Task Closed => _closed.Task;
 
+    /// <summary>Another connection took the client id [MQTT-3.1.4-3]; v5 reason 0x8E.</summary>
     public void TakeOver()
     {
         EngineLog.SessionTakenOver(_engine.ConnectionLogger, _clientId);
-        Disconnect(MqttDisconnectReasonCode.SessionTakenOver, "session taken over");
-        _wake.Writer.TryComplete();
-        _transport.Input.CancelPendingRead();
+        CloseFromOutside(MqttDisconnectReasonCode.SessionTakenOver, "session taken over");
     }
 
     /// <summary>An operator closed this connection (admin API): v5 reason 0x98; the will goes out as for any server-side close.</summary>
-    public void Kick()
-    {
-        Disconnect(MqttDisconnectReasonCode.AdministrativeAction, "disconnected by an administrator");
-        _wake.Writer.TryComplete();
-        _transport.Input.CancelPendingRead();
-    }
+    public void Kick() => CloseFromOutside(MqttDisconnectReasonCode.AdministrativeAction, "disconnected by an administrator");
 
     /// <summary>Broker shutdown: v5 reason 0x8B; no will (the client did nothing wrong, and mosquitto does the same on a clean stop).</summary>
     public void Shutdown()
     {
         _sendWill = false;
-        Disconnect(MqttDisconnectReasonCode.ServerShuttingDown, "server shutting down");
-        _wake.Writer.TryComplete();
-        _transport.Input.CancelPendingRead();
+        CloseFromOutside(MqttDisconnectReasonCode.ServerShuttingDown, "server shutting down");
     }
 
     /// <summary>Heartbeat check: no packet within 1.5 × keep-alive closes the connection [MQTT-3.1.2-24].</summary>
@@ -203,11 +194,19 @@ internal sealed partial class MqttConnection
     {
         if (_keepAliveSeconds > 0 && !_closing && nowTicks - Volatile.Read(ref _lastActivityMs) > _keepAliveSeconds * 1500L)
         {
-            _closeReason = "keep-alive timeout";
-            Disconnect(MqttDisconnectReasonCode.KeepAliveTimeout, "keep-alive timeout");
-            _wake.Writer.TryComplete();
-            _transport.Input.CancelPendingRead();
+            CloseFromOutside(MqttDisconnectReasonCode.KeepAliveTimeout, "keep-alive timeout");
         }
+    }
+
+    /// <summary>
+    /// A close decided away from the receive loop: the writer sends the v5 DISCONNECT and stops, and the
+    /// receive loop is woken to read only what has already arrived.
+    /// </summary>
+    void CloseFromOutside(MqttDisconnectReasonCode reason, string text)
+    {
+        Disconnect(reason, text);
+        _wake.Writer.TryComplete();
+        _transport.Input.CancelPendingRead();
     }
 
     async ValueTask<MqttPacket?> ReadPacketAsync(bool isFirst, CancellationToken cancellationToken)

@@ -185,7 +185,8 @@ internal sealed class Router(EngineContext engine)
         return durable;
     }
 
-    bool CanRead(Session session, string topic)
+    /// <summary>The read check of every delivery: the policy's answer, and a count when it says no.</summary>
+    public bool CanRead(Session session, string topic)
     {
         if (engine.Policy.CanRead(session.Principal, topic))
         {

@@ -89,9 +89,8 @@ internal sealed class OfflineMailbox(EngineContext engine)
             }
 
             // The read check of every delivery applies here too (rules may have changed since it arrived).
-            if (!engine.Policy.CanRead(session.Principal, message.Topic))
+            if (!engine.Router.CanRead(session, message.Topic))
             {
-                engine.Counters.ReadWasDenied();
                 Drop(session.ClientId, message, "not readable by this client");
                 continue;
             }

@@ -27,10 +27,7 @@ public static class BrokerConfiguration
         var errors = new List<string>();
         Collect(new EngineOptionsValidator().Validate(null, engine), errors);
         Collect(new ImsOptionsValidator().Validate(null, ims), errors);
-        if (!int.TryParse(configuration["Broker:Http:Port"] ?? "8080", out var httpPort) || httpPort is < 0 or > 65535)
-        {
-            errors.Add($"Broker:Http:Port must be between 0 and 65535 (was {configuration["Broker:Http:Port"]}).");
-        }
+        Port(configuration, "Broker:Http:Port", 8080, errors);
 
         if (!TimeSpan.TryParse(configuration["Broker:Sys:Interval"] ?? "00:00:10", System.Globalization.CultureInfo.InvariantCulture, out var sys)
             || (sys != TimeSpan.Zero && (sys < TimeSpan.FromSeconds(1) || sys > TimeSpan.FromHours(1))))
@@ -44,6 +41,23 @@ public static class BrokerConfiguration
         }
 
         return (engine, ims);
+    }
+
+    /// <summary>A port setting outside the options classes (host listeners): 0-65535, else an error naming the key.</summary>
+    internal static int Port(IConfiguration configuration, string key, int fallback, List<string> errors)
+    {
+        var text = configuration[key];
+        if (text is null)
+        {
+            return fallback;
+        }
+
+        if (!int.TryParse(text, out var port) || port is < 0 or > 65535)
+        {
+            errors.Add($"{key} must be between 0 and 65535 (was {text}).");
+        }
+
+        return port;
     }
 
     static void Collect(ValidateOptionsResult result, List<string> errors)

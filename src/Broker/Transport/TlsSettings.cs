@@ -21,8 +21,8 @@ public sealed record TlsSettings(X509Certificate2 Certificate, int MqttPort, int
         }
 
         var errors = new List<string>();
-        var mqttPort = Port(configuration, "Broker:Mqtt:TlsPort", 8883, errors);
-        var httpPort = Port(configuration, "Broker:Http:TlsPort", 8443, errors);
+        var mqttPort = BrokerConfiguration.Port(configuration, "Broker:Mqtt:TlsPort", 8883, errors);
+        var httpPort = BrokerConfiguration.Port(configuration, "Broker:Http:TlsPort", 8443, errors);
         X509Certificate2? certificate = null;
         try
         {
@@ -47,21 +47,5 @@ public sealed record TlsSettings(X509Certificate2 Certificate, int MqttPort, int
         }
 
         return new TlsSettings(certificate!, mqttPort, httpPort);
-    }
-
-    static int Port(IConfiguration configuration, string key, int fallback, List<string> errors)
-    {
-        var text = configuration[key];
-        if (text is null)
-        {
-            return fallback;
-        }
-
-        if (!int.TryParse(text, out var port) || port is < 0 or > 65535)
-        {
-            errors.Add($"{key} must be between 0 and 65535 (was {text}).");
-        }
-
-        return port;
     }
 }
