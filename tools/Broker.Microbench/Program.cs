@@ -1,0 +1,12 @@
+using BenchmarkDotNet.Running;
+
+namespace Broker.Microbench;
+
+/// <summary>
+/// Runs the microbenchmarks: <c>dotnet run -c Release --project tools/Broker.Microbench -- --filter '*' --job short</c>.
+/// Every class has [MemoryDiagnoser], so the summary has bytes allocated per operation.
+/// </summary>
+public static class Program
+{
+    public static void Main(string[] args) => BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+}
