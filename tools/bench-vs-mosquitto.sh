@@ -12,6 +12,7 @@
 #   CONNECTIONS=20000     idle connections for the connect scenario
 #   ONLY="names"          run only these rows (names as printed in the table)
 #   OUT=dir               where logs and JSON lines go (default: a new temp dir)
+#   IMS_ENV="K=v ..."     extra environment for our broker only (A/B runs of runtime settings)
 #
 # Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
 set -euo pipefail
@@ -101,6 +102,9 @@ ENV=(
   Broker__Groups__0__Id=benchgrp
 )
 [ -n "${SYNC:-}" ] && ENV+=(Broker__Store__Synchronous="$SYNC")
+# IMS_ENV="NAME=value ..." adds environment variables to our broker only (A/B experiments).
+# shellcheck disable=SC2206
+[ -n "${IMS_ENV:-}" ] && ENV+=($IMS_ENV)
 for ((i = 0; i < USERS; i++)); do
   ENV+=("Broker__Users__${i}__Name=bench$i" "Broker__Users__${i}__PasswordHash=$HASH" "Broker__Users__${i}__Role=user"
         "Broker__Groups__0__Members__${i}=bench$i")
@@ -160,6 +164,9 @@ for row in "${ROWS[@]}"; do
   n=$((n + 1))
 done
 log "runs took $((SECONDS - START)) s; raw results in $RESULTS"
+# The broker's own counters for the whole session (store commits, changes written and elided, drops).
+curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$OUT/ims-metrics.txt" 2>/dev/null || true
+grep -E '^ims_broker_store_(commits|operations|elided)' "$OUT/ims-metrics.txt" >&2 || true
 
 python3 - "$RESULTS" "$STORE" <<'EOF'
 import json, sys

@@ -24,15 +24,19 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     readonly ConcurrentDictionary<string, string> _owners = new(StringComparer.Ordinal);
     readonly SqliteConnection _connection;
     readonly Statements _sql;
+    readonly BatchElision _elision = new();
     readonly ILogger _logger;
     readonly Task _writer;
+    readonly TimeSpan _commitDelay;
     long _batches;
     long _operationsWritten;
+    long _operationsElided;
     long _commitTicks;
 
-    SqliteBrokerStore(string path, SqliteConnection connection, ILogger logger)
+    SqliteBrokerStore(string path, SqliteConnection connection, ILogger logger, TimeSpan commitDelay)
     {
         FilePath = path;
+        _commitDelay = commitDelay;
         _connection = connection;
         _logger = logger;
         _sql = new Statements(connection);
@@ -47,11 +51,14 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
 
     public long OperationsWritten => Interlocked.Read(ref _operationsWritten);
 
+    /// <summary>Changes that cancelled out within their batch and were never written (see <see cref="BatchElision"/>).</summary>
+    public long OperationsElided => Interlocked.Read(ref _operationsElided);
+
     /// <summary>Mean commit time in milliseconds.</summary>
     public double MeanCommitMilliseconds => Batches == 0 ? 0 : Interlocked.Read(ref _commitTicks) * 1000.0 / Stopwatch.Frequency / Batches;
 
     /// <summary>Opens (or creates) <c>{dataPath}/broker.db</c>; a file that cannot be read fails here, naming it.</summary>
-    public static SqliteBrokerStore Open(string dataPath, bool fullSync, ILogger logger)
+    public static SqliteBrokerStore Open(string dataPath, bool fullSync, ILogger logger, TimeSpan commitDelay = default)
     {
         var path = Path.GetFullPath(Path.Combine(dataPath, FileName));
         SqliteConnection? connection = null;
@@ -64,7 +71,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
             Execute(connection, $"PRAGMA journal_mode = WAL; PRAGMA synchronous = {(fullSync ? "FULL" : "NORMAL")}; PRAGMA busy_timeout = 5000;");
             Execute(connection, Schema.Create);
             CheckVersion(connection);
-            var store = new SqliteBrokerStore(path, connection, logger);
+            var store = new SqliteBrokerStore(path, connection, logger, commitDelay);
             store.LoadOwners();
             LogOpened(logger, path, fullSync ? "full" : "normal");
             return store;
@@ -188,6 +195,12 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
         var reader = _operations.Reader;
         while (await reader.WaitToReadAsync())
         {
+            if (_commitDelay > TimeSpan.Zero)
+            {
+                // Let the batch gather: acknowledgements that arrive meanwhile cancel their deliveries.
+                await Task.Delay(_commitDelay);
+            }
+
             batch.Clear();
             while (batch.Count < MaxBatch && reader.TryRead(out var operation))
             {
@@ -229,11 +242,16 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
             }
             else
             {
+                _elision.Plan(batch);
+                Interlocked.Add(ref _operationsElided, _elision.Elided);
                 using var transaction = _connection.BeginTransaction();
                 _sql.Use(transaction);
-                foreach (var operation in batch)
+                for (var i = 0; i < batch.Count; i++)
                 {
-                    Apply(operation);
+                    if (!_elision.Skips(i))
+                    {
+                        Apply(batch[i], i);
+                    }
                 }
 
                 transaction.Commit();
@@ -263,15 +281,32 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     }
 
     /// <summary>One switch on the kind of change.</summary>
-    void Apply(StoreOperation operation)
+    void Apply(StoreOperation operation, int index)
     {
         switch (operation)
         {
             case StoreOperation.Append a:
-                _sql.AddMessage(a.Message, a.Deliveries.Count);
+                var kept = 0;
                 foreach (var d in a.Deliveries)
                 {
-                    _sql.InsertDelivery(d);
+                    if (!_elision.Skips(index, d.ClientId))
+                    {
+                        kept++;
+                    }
+                }
+
+                if (kept == 0)
+                {
+                    break;
+                }
+
+                _sql.AddMessage(a.Message, kept);
+                foreach (var d in a.Deliveries)
+                {
+                    if (!_elision.Skips(index, d.ClientId))
+                    {
+                        _sql.InsertDelivery(d);
+                    }
                 }
 
                 break;

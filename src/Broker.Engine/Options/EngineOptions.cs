@@ -37,6 +37,13 @@ public sealed class StoreOptions
     /// process crash (kill -9) but not a power cut, for more throughput (SQLite PRAGMA synchronous).
     /// </summary>
     public string Synchronous { get; set; } = "full";
+
+    /// <summary>
+    /// How long the writer lets changes gather before it commits (0 to 100 ms). A subscriber's PUBACK
+    /// that arrives within it cancels the delivery it acknowledges, so neither is written; the price is
+    /// up to this much more before the publisher's own PUBACK (as PostgreSQL's commit_delay).
+    /// </summary>
+    public TimeSpan CommitDelay { get; set; } = TimeSpan.FromMilliseconds(2);
 }
 
 public sealed class MqttListenerOptions

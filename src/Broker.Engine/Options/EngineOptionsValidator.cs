@@ -45,6 +45,7 @@ public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
             errors.Add($"Broker:Store:Synchronous must be full or normal (was \"{o.Store.Synchronous}\").");
         }
 
+        Range("Broker:Store:CommitDelay (milliseconds)", (long)o.Store.CommitDelay.TotalMilliseconds, 0, 100);
         if (o.Mqtt.Host != "*" && !System.Net.IPAddress.TryParse(o.Mqtt.Host, out _))
         {
             errors.Add($"Broker:Mqtt:Host must be \"*\" or an IP address such as 127.0.0.1 (was \"{o.Mqtt.Host}\").");

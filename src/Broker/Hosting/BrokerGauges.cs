@@ -19,7 +19,8 @@ public static class BrokerGauges
         if (store is SqliteBrokerStore sqlite)
         {
             meter.CreateObservableCounter("store.commits", () => sqlite.Batches, "{commit}", "Store transactions committed (group commits)");
-            meter.CreateObservableCounter("store.operations", () => sqlite.OperationsWritten, "{operation}", "Store changes written");
+            meter.CreateObservableCounter("store.operations", () => sqlite.OperationsWritten, "{operation}", "Store changes committed (including those elided)");
+            meter.CreateObservableCounter("store.elided", () => sqlite.OperationsElided, "{operation}", "Store changes that cancelled out within their batch and were not written (a delivery acknowledged before its commit)");
             meter.CreateObservableGauge("store.commit.duration", () => sqlite.MeanCommitMilliseconds, "ms", "Mean time of a store commit");
         }
     }

@@ -1,0 +1,110 @@
+using Broker.Engine.Routing;
+using Broker.Engine.Store;
+using Broker.Store.Sqlite;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging.Abstractions;
+using MQTTnet.Protocol;
+
+namespace Broker.IntegrationTests.Durability;
+
+/// <summary>
+/// Changes that cancel out within one batch are not written (a delivery acknowledged before its
+/// commit), and what is on disk afterwards is what writing them would have left.
+/// </summary>
+public sealed class BatchElisionTests : IDisposable
+{
+    readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ims-elision-");
+
+    public void Dispose()
+    {
+        SqliteConnection.ClearAllPools();
+        _dir.Delete(recursive: true);
+    }
+
+    static BrokerMessage Message(long id) => new() { Id = id, Topic = "IMS/bob/Inbox/Msg/alice", Payload = new byte[] { 1, 2, 3 }, Qos = MqttQualityOfServiceLevel.AtLeastOnce };
+
+    static StoredDelivery Delivery(string client, long message) => new(client, message, MqttQualityOfServiceLevel.AtLeastOnce, false, null);
+
+    [Fact]
+    public void AppendUpdateRemove_OfOneDelivery_CancelOut_OthersOfTheSameMessageStay()
+    {
+        var elision = new BatchElision();
+        List<StoreOperation> batch =
+        [
+            new StoreOperation.Append(Message(1), [Delivery("a", 1), Delivery("b", 1)]),
+            new StoreOperation.UpdateDelivery("a", 1, 7, DeliveryState.AwaitingAck),
+            new StoreOperation.UpdateDelivery("b", 1, 8, DeliveryState.AwaitingAck),
+            new StoreOperation.RemoveDelivery("a", 1),
+        ];
+
+        elision.Plan(batch);
+
+        Assert.False(elision.Skips(0)); // the message itself: b still needs it
+        Assert.True(elision.Skips(0, "a"));
+        Assert.False(elision.Skips(0, "b"));
+        Assert.True(elision.Skips(1));
+        Assert.False(elision.Skips(2));
+        Assert.True(elision.Skips(3));
+        Assert.Equal(3, elision.Elided);
+    }
+
+    [Fact]
+    public void RemoveOfADeliveryFromAnEarlierBatch_IsWritten()
+    {
+        var elision = new BatchElision();
+        List<StoreOperation> batch =
+        [
+            new StoreOperation.RemoveDelivery("a", 1),
+            new StoreOperation.Append(Message(1), [Delivery("a", 1)]), // appended again after the removal: stays
+        ];
+
+        elision.Plan(batch);
+
+        Assert.False(elision.Skips(0));
+        Assert.False(elision.Skips(1, "a"));
+        Assert.Equal(0, elision.Elided);
+    }
+
+    [Fact]
+    public void MailboxAddAndTake_AndQos2MarkAndRelease_CancelOut()
+    {
+        var elision = new BatchElision();
+        List<StoreOperation> batch =
+        [
+            new StoreOperation.MailboxAdd("GID_IMS@@@carol", Message(2), 0),
+            new StoreOperation.InboundQos2("GID_IMS@@@alice", 5, true),
+            new StoreOperation.MailboxRemove("GID_IMS@@@carol", 2),
+            new StoreOperation.InboundQos2("GID_IMS@@@alice", 5, false),
+            new StoreOperation.InboundQos2("GID_IMS@@@alice", 6, true),
+        ];
+
+        elision.Plan(batch);
+
+        Assert.True(elision.Skips(0) && elision.Skips(1) && elision.Skips(2) && elision.Skips(3));
+        Assert.False(elision.Skips(4));
+    }
+
+    [Fact]
+    public async Task OnDisk_AnAcknowledgedDeliveryLeavesNothing_AnUnacknowledgedOneStays()
+    {
+        // Whether the writer takes these in one batch or several, the file must end the same.
+        await using (var store = SqliteBrokerStore.Open(_dir.FullName, fullSync: true, NullLogger.Instance))
+        {
+            var acked = store.AppendAsync(Message(1), [Delivery("GID_IMS@@@bob", 1)]);
+            store.UpdateDelivery("GID_IMS@@@bob", 1, 1, DeliveryState.AwaitingAck);
+            store.RemoveDelivery("GID_IMS@@@bob", 1);
+            var kept = store.AppendAsync(Message(2), [Delivery("GID_IMS@@@bob", 2), Delivery("GID_IMS@@@carol", 2)]);
+            store.UpdateDelivery("GID_IMS@@@bob", 2, 2, DeliveryState.AwaitingAck);
+            store.RemoveDelivery("GID_IMS@@@bob", 2);
+            await acked;
+            await kept;
+            await store.FlushAsync();
+        }
+
+        await using var reopened = SqliteBrokerStore.Open(_dir.FullName, fullSync: true, NullLogger.Instance);
+        var snapshot = await reopened.LoadAsync(CancellationToken.None);
+        var delivery = Assert.Single(snapshot.Deliveries);
+        Assert.Equal(("GID_IMS@@@carol", 2L), (delivery.ClientId, delivery.MessageId));
+        Assert.Equal([2L], snapshot.Messages.Keys);
+    }
+}
