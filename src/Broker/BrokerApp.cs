@@ -87,6 +87,14 @@ public static class BrokerApp
         var endpoints = new ListenerEndpoints();
         builder.Services.AddSingleton(endpoints);
         var httpPort = builder.Configuration.GetValue("Broker:Http:Port", 8080);
+        if (engineOptions.Mqtt.InlineIo)
+        {
+            // Read by the runtime when its first socket is created, so it is set before Kestrel binds
+            // (process-wide: it cannot be set per listener; see Broker:Mqtt:InlineIo).
+            Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
+        }
+
+        builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = engineOptions.Mqtt.InlineIo);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.Limits.MaxConcurrentConnections = engineOptions.Limits.MaxConnections;

@@ -30,7 +30,7 @@ internal sealed partial class MqttConnection
             {
                 // [MQTT-3.1.2-2]: answer with "unacceptable protocol version" and close. Sent as v3.1.1,
                 // which every client can read.
-                _encoder = new MqttPacketFormatterAdapter(MqttProtocolVersion.V311, new MqttBufferWriter(64, 64));
+                _version = MqttProtocolVersion.V311;
                 await WriteDirectAsync(new MqttConnAckPacket { ReturnCode = MqttConnectReturnCode.ConnectionRefusedUnacceptableProtocolVersion });
                 Reject($"unsupported protocol: {ex.Message}");
                 return false;
@@ -38,8 +38,6 @@ internal sealed partial class MqttConnection
             catch (MalformedPacketException ex) when (ex.Message.Contains("3.1.3-7", StringComparison.Ordinal))
             {
                 // v3.1.1: an empty client id needs clean session = 1 [MQTT-3.1.3-7, -8].
-                _version = _decoder.ProtocolVersion;
-                _encoder = new MqttPacketFormatterAdapter(_version, new MqttBufferWriter(64, 64));
                 await RefuseAsync(MqttConnectReasonCode.ClientIdentifierNotValid, "empty client id with clean session = 0", "", null);
                 return false;
             }
@@ -67,10 +65,6 @@ internal sealed partial class MqttConnection
 
     async Task<bool> HandleConnectAsync(MqttConnectPacket connect)
     {
-        _version = _decoder.ProtocolVersion;
-        // One formatter for both directions: decoding (receive loop) and encoding (writer loop) use
-        // disjoint parts of it, and an idle connection then holds one small header buffer, not two.
-        _encoder = _decoder;
         var options = _engine.Options;
 
         var clientId = connect.ClientId ?? "";
@@ -88,7 +82,7 @@ internal sealed partial class MqttConnection
             assigned = true;
         }
 
-        var auth = await _engine.Policy.AuthenticateAsync(new ConnectRequest
+        var request = new ConnectRequest
         {
             ClientId = clientId,
             ClientIdAssigned = assigned,
@@ -96,7 +90,11 @@ internal sealed partial class MqttConnection
             Password = connect.Password,
             ProtocolVersion = _version,
             RemoteEndPoint = _meta.RemoteEndPoint,
-        }, _cts.Token);
+        };
+
+        // Off the socket thread: a password hash takes milliseconds on purpose, and with Broker:Mqtt:InlineIo
+        // this thread serves other connections' packets.
+        var auth = await Task.Run(() => _engine.Policy.AuthenticateAsync(request, _cts.Token).AsTask(), _cts.Token);
         if (!auth.Succeeded)
         {
             await RefuseAsync(auth.ReasonCode, auth.ReasonText ?? "refused", clientId, connect.Username);
@@ -129,8 +127,7 @@ internal sealed partial class MqttConnection
 
         await TakeOverPreviousAsync(clientId);
         var (session, present) = _engine.Sessions.Open(this, principal, connect.CleanSession, expiry, sendQuota);
-        _session = session;
-        _control.Enqueue(new MqttConnAckPacket
+        _control.Add(new MqttConnAckPacket
         {
             ReturnCode = MqttConnectReturnCode.ConnectionAccepted,
             ReasonCode = MqttConnectReasonCode.Success,
@@ -146,6 +143,7 @@ internal sealed partial class MqttConnection
             SubscriptionIdentifiersAvailable = true,
             ServerKeepAlive = serverKeepAlive,
         });
+        _session = session; // after the CONNACK is queued: a DISCONNECT may follow it, never precede it
         if (session.IsPersistent)
         {
             _engine.Mailbox.DeliverTo(session);

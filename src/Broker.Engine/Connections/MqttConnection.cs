@@ -1,7 +1,5 @@
 using System.Buffers;
-using System.Collections.Concurrent;
 using System.IO.Pipelines;
-using System.Threading.Channels;
 using Broker.Engine.Diagnostics;
 using Broker.Engine.Policy;
 using Broker.Engine.Routing;
@@ -15,29 +13,21 @@ namespace Broker.Engine.Connections;
 
 /// <summary>
 /// One client connection: a receive loop that reads frames and dispatches them by packet type
-/// (handlers in the partial files next to this one), and a writer loop that is the only code to
-/// touch the output pipe. Acks go through a small control queue; publishes are pulled from the
-/// session's queue, so the session decides what may be sent and nothing piles up here.
+/// (handlers in the partial files next to this one), and a writer that is the only code to touch
+/// the output pipe. There is no writer task: whoever has something for this client (its own receive
+/// loop with an ack, a publisher's routing, a store commit) writes it, one at a time (see
+/// <see cref="SignalWrite"/>), so a message goes from the publisher's socket to the subscriber's
+/// without a thread hop, as in mosquitto. Acks go through a small control queue; publishes are pulled
+/// from the session's queue, so the session decides what may be sent and nothing piles up here.
 /// </summary>
 internal sealed partial class MqttConnection
 {
-    const int WriteBatch = 64;
-
     readonly EngineContext _engine;
     readonly IDuplexPipe _transport;
     readonly ConnectionMetadata _meta;
     readonly CancellationTokenSource _cts;
-    readonly ConcurrentQueue<MqttPacket> _control = new();
-    readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1)
-    {
-        FullMode = BoundedChannelFullMode.DropWrite,
-        SingleReader = true,
-    });
-
     readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    // Headers only (payloads are written from their own memory): 256 bytes grow on demand and shrink back after a batch.
-    readonly MqttPacketFormatterAdapter _decoder = new(new MqttBufferWriter(256, 4096));
-    MqttPacketFormatterAdapter? _encoder;
+    ControlQueue _control;
     MqttProtocolVersion _version;
     Session? _session;
     ClientPrincipal? _principal;
@@ -68,7 +58,6 @@ internal sealed partial class MqttConnection
 
     public async Task RunAsync()
     {
-        Task? writer = null;
         try
         {
             if (!await ConnectAsync())
@@ -76,7 +65,7 @@ internal sealed partial class MqttConnection
                 return;
             }
 
-            writer = WriteLoopAsync();
+            OpenWriter();
             while (true)
             {
                 var packet = await ReadPacketAsync(isFirst: false, _cts.Token);
@@ -117,7 +106,7 @@ internal sealed partial class MqttConnection
         }
         finally
         {
-            await CloseAsync(writer);
+            await CloseAsync();
         }
     }
 
@@ -141,12 +130,10 @@ internal sealed partial class MqttConnection
 
     bool Send(MqttPacket packet)
     {
-        _control.Enqueue(packet);
+        _control.Add(packet);
         SignalWrite();
         return true;
     }
-
-    public void SignalWrite() => _wake.Writer.TryWrite(true);
 
     /// <summary>Closes with a protocol error: v5 DISCONNECT 0x82, v3.1.1 just closes [MQTT-4.8.0-1].</summary>
     bool ProtocolError(string reason)
@@ -160,9 +147,9 @@ internal sealed partial class MqttConnection
     void Disconnect(MqttDisconnectReasonCode reason, string text)
     {
         _closeReason = text;
-        if (IsV5 && _encoder is not null)
+        if (IsV5 && _session is not null) // only after the CONNACK [MQTT-3.14.0-1]
         {
-            _control.Enqueue(new MqttDisconnectPacket { ReasonCode = reason });
+            _control.Add(new MqttDisconnectPacket { ReasonCode = reason });
         }
 
         _closing = true;
@@ -205,7 +192,6 @@ internal sealed partial class MqttConnection
     void CloseFromOutside(MqttDisconnectReasonCode reason, string text)
     {
         Disconnect(reason, text);
-        _wake.Writer.TryComplete();
         _transport.Input.CancelPendingRead();
     }
 
@@ -277,7 +263,7 @@ internal sealed partial class MqttConnection
 
             try
             {
-                _decoder.DetectProtocolVersion(received);
+                _version = PacketFormatters.Detect(received);
             }
             catch (Exception ex)
             {
@@ -288,7 +274,7 @@ internal sealed partial class MqttConnection
         MqttPacket packet;
         try
         {
-            packet = _decoder.Decode(received) ?? throw new MalformedPacketException("unknown packet type");
+            packet = PacketFormatters.For(_version).Decode(received) ?? throw new MalformedPacketException("unknown packet type");
         }
         catch (Exception ex) when (ex is not MalformedPacketException)
         {
@@ -324,82 +310,141 @@ internal sealed partial class MqttConnection
         }
     }
 
-    async Task WriteLoopAsync()
+    // ---- the writer ------------------------------------------------------------------------------
+    //
+    // _writeRequests counts calls to SignalWrite. The caller that raises it from 0 becomes the writer:
+    // it writes what is waiting, flushes, and subtracts the count it saw before writing; if more came
+    // meanwhile it goes round again. A flush that cannot complete at once (the client reads slowly)
+    // continues on its own task and keeps the writer role. It starts at 1, held by the connect phase
+    // until the CONNACK is queued (OpenWriter); a writer that stopped (closing, pipe completed) never
+    // gives the role back, so nothing is written after the end.
+
+    const int WriteBatch = 64;
+    [ThreadStatic] static List<MqttPacket>? t_batch;
+    int _writeRequests = 1;
+    Task? _pendingFlush;
+
+    /// <summary>Something is waiting for this client (in the control queue or the session): write it now, or make the writer go round again.</summary>
+    public void SignalWrite()
     {
-        var output = _transport.Output;
-        var batch = new List<MqttPacket>(WriteBatch);
-        var reader = _wake.Reader;
+        if (Interlocked.Increment(ref _writeRequests) == 1)
+        {
+            Drain();
+        }
+    }
+
+    void OpenWriter() => Drain();
+
+    void Drain()
+    {
         try
         {
             while (true)
             {
-                var more = WriteAvailable(output, batch);
-                _encoder?.Cleanup();
-                var flush = await output.FlushAsync(_cts.Token);
-                if (flush.IsCompleted || flush.IsCanceled)
+                var seen = Volatile.Read(ref _writeRequests);
+                var more = WriteAvailable(_transport.Output);
+                var flush = _transport.Output.FlushAsync(_cts.Token);
+                if (!flush.IsCompletedSuccessfully)
+                {
+                    _pendingFlush = DrainAfterFlushAsync(flush);
+                    return;
+                }
+
+                if (!Continue(flush.Result))
                 {
                     return;
                 }
 
-                if (_closing && _control.IsEmpty)
+                if (!more && Interlocked.Add(ref _writeRequests, -seen) == 0)
                 {
-                    break;
+                    return;
                 }
-
-                if (!more && !await reader.WaitToReadAsync(_cts.Token))
-                {
-                    // Completed by TakeOver/Shutdown: write what is left (the DISCONNECT) and stop.
-                    WriteAvailable(output, batch);
-                    await output.FlushAsync(_cts.Token);
-                    break;
-                }
-
-                reader.TryRead(out _);
             }
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or ObjectDisposedException or InvalidOperationException)
         {
-        }
-        finally
-        {
-            // A close we decided on (DISCONNECT sent, takeover, keep-alive): stop reading too. A peer that
-            // went away is left alone: the input completes by itself after the packets it sent last.
-            if (_closing)
-            {
-                _transport.Input.CancelPendingRead();
-            }
+            // The pipe is gone: the receive loop sees that too. The writer role is kept, so this was the last write.
         }
     }
 
-    /// <summary>Encodes control packets, then what the session lets us send. Returns true when more is waiting.</summary>
-    bool WriteAvailable(PipeWriter output, List<MqttPacket> batch)
+    async Task DrainAfterFlushAsync(ValueTask<FlushResult> flush)
     {
-        while (_control.TryDequeue(out var packet))
+        try
         {
-            WritePacket(output, packet);
+            if (!Continue(await flush))
+            {
+                return;
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or ObjectDisposedException or InvalidOperationException)
+        {
+            return;
         }
 
-        if (_session is null || _closing)
+        Drain(); // still the writer: what was signalled meanwhile is counted in _writeRequests
+    }
+
+    /// <summary>After a flush: false when the writer stops for good (client gone, or a close we decided on).</summary>
+    bool Continue(FlushResult flush)
+    {
+        if (flush.IsCompleted || flush.IsCanceled)
         {
             return false;
         }
 
-        batch.Clear();
-        var more = _session.TakeOutbound(this, batch, WriteBatch, IsV5, _engine.NowUnixMs);
-        foreach (var packet in batch)
+        if (_closing && _control.IsEmpty)
         {
-            if (WritePacket(output, packet) && packet is MqttPublishPacket publish)
-            {
-                _engine.Counters.MessageSent(publish.QualityOfServiceLevel);
-            }
+            // The final DISCONNECT is out: stop reading too. A peer that went away is left alone: the
+            // input completes by itself after the packets it sent last.
+            _transport.Input.CancelPendingRead();
+            return false;
         }
 
-        return more;
+        return true;
+    }
+
+    /// <summary>Encodes control packets, then what the session lets us send. Returns true when more is waiting.</summary>
+    bool WriteAvailable(PipeWriter output)
+    {
+        var formatter = PacketFormatters.For(_version);
+        try
+        {
+            for (var node = _control.TakeAll(); node is not null; node = node.Next)
+            {
+                WritePacket(output, node.Packet);
+            }
+
+            if (_session is null || _closing)
+            {
+                return false;
+            }
+
+            // One list per thread; taken while in use, in case a write on this thread leads to another.
+            var batch = t_batch ?? new List<MqttPacket>(WriteBatch);
+            t_batch = null;
+            batch.Clear();
+            var more = _session.TakeOutbound(this, batch, WriteBatch, IsV5, _engine.NowUnixMs);
+            foreach (var packet in batch)
+            {
+                if (WritePacket(output, packet) && packet is MqttPublishPacket publish)
+                {
+                    _engine.Counters.MessageSent(publish.QualityOfServiceLevel);
+                }
+            }
+
+            batch.Clear();
+            t_batch = batch;
+            return more;
+        }
+        finally
+        {
+            formatter.Cleanup();
+        }
     }
 
     bool WritePacket(PipeWriter output, MqttPacket packet)
     {
-        var buffer = _encoder!.Encode(packet);
+        var buffer = PacketFormatters.For(_version).Encode(packet);
         if ((uint)buffer.Length > _clientMaxPacketSize)
         {
             // The client said it cannot take it: discard, as if delivered [MQTT-3.1.2-25].
@@ -421,7 +466,7 @@ internal sealed partial class MqttConnection
         return true;
     }
 
-    /// <summary>Writes one packet straight to the pipe, before the writer loop exists (CONNACK refusals).</summary>
+    /// <summary>Writes one packet straight to the pipe while the connect phase holds the writer role (CONNACK refusals).</summary>
     async Task WriteDirectAsync(MqttPacket packet)
     {
         try
@@ -434,15 +479,15 @@ internal sealed partial class MqttConnection
         }
     }
 
-    async Task CloseAsync(Task? writer)
+    async Task CloseAsync()
     {
         _closing = true;
         _acks?.Writer.TryComplete(); // the ack pump ends once the commits it waits for are done
-        _wake.Writer.TryComplete();
-        if (writer is not null)
+        SignalWrite(); // writes a final DISCONNECT if one is queued, then the writer stops
+        if (_pendingFlush is { IsCompleted: false } flushing)
         {
-            // Let the writer flush a final DISCONNECT; a stuck client gets two seconds.
-            await Task.WhenAny(writer, Task.Delay(2000));
+            // A stuck client gets two seconds to take it.
+            await Task.WhenAny(flushing, Task.Delay(2000));
         }
 
         await _cts.CancelAsync();

@@ -71,6 +71,15 @@ public sealed class MqttListenerOptions
 
     /// <summary>Largest keep-alive a client may ask for; 0 means no cap. v5 clients are told through Server Keep Alive.</summary>
     public int MaxKeepAliveSeconds { get; set; } = 0;
+
+    /// <summary>
+    /// Run each packet to completion on the socket thread that received it (read, route, write to the
+    /// subscribers' sockets), as mosquitto's event loop does, instead of handing it through the thread
+    /// pool at each step: Kestrel's UnsafePreferInlineScheduling plus inline socket completions. Work that
+    /// may block (password hashing, JWT checks) is moved off that thread by the engine. Set false to go
+    /// back to Kestrel's defaults.
+    /// </summary>
+    public bool InlineIo { get; set; } = true;
 }
 
 public sealed class LimitsOptions
