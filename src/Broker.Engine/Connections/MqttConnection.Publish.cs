@@ -3,7 +3,6 @@ using Broker.Engine.Policy;
 using Broker.Engine.Routing;
 using Broker.Engine.Store;
 using MQTTnet.Packets;
-using System.Threading.Channels;
 using MQTTnet.Protocol;
 
 namespace Broker.Engine.Connections;
@@ -90,58 +89,93 @@ internal sealed partial class MqttConnection
     //
     // A QoS 1/2 publish is acknowledged only once the store has it [engine invariant 1], and acks go
     // out in the order the publishes came [MQTT-4.6.0-2]. Waiting for each commit before reading the
-    // next packet would cap a publisher at one message per fsync, so the receive loop goes on and a
-    // per-connection pump sends each ack when its commit is done. At most Receive Maximum acks wait;
-    // a client beyond that is simply not read until one completes.
+    // next packet would cap a publisher at one message per fsync, so the receive loop goes on: acks
+    // whose commit is pending wait in _pendingAcks, and the commit's completion (on the store's thread)
+    // sends every ack at the head of the line that is durable now. No task or channel per connection.
+    // With Receive Maximum acks waiting, the receive loop stops reading until one goes out.
 
-    Channel<PendingAck>? _acks;
-    SemaphoreSlim? _ackSlots;
-    int _acksWaiting;
+    Queue<PendingAck>? _pendingAcks;
+    TaskCompletionSource? _ackRoom;
+    Action? _sendDurableAcks;
 
     async ValueTask<bool> AcknowledgeAsync(ValueTask? durable, MqttPacket ack, MqttQualityOfServiceLevel qos, ushort id, string topic)
     {
-        if (Volatile.Read(ref _acksWaiting) == 0 && (durable is null || durable.Value.IsCompletedSuccessfully))
+        var queue = _pendingAcks;
+        if ((queue is null || Volatile.Read(ref _pendingAckCount) == 0) && (durable is null || durable.Value.IsCompletedSuccessfully))
         {
             // Nothing pending ahead of it, and already durable (memory store, or no persistent recipient).
             durable?.GetAwaiter().GetResult();
             return Send(ack);
         }
 
-        if (_acks is null)
+        queue ??= _pendingAcks = new Queue<PendingAck>();
+        var commit = durable?.AsTask();
+        Task? room = null;
+        lock (queue)
         {
-            _acks = Channel.CreateUnbounded<PendingAck>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-            _ackSlots = new SemaphoreSlim(_engine.Options.Mqtt.ReceiveMaximum);
-            _ = PumpAcksAsync(_acks.Reader);
+            queue.Enqueue(new PendingAck(commit, ack, qos, id, topic));
+            _pendingAckCount = queue.Count;
+            if (queue.Count >= _engine.Options.Mqtt.ReceiveMaximum)
+            {
+                _ackRoom = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                room = _ackRoom.Task;
+            }
         }
 
-        await _ackSlots!.WaitAsync(_cts.Token);
-        Interlocked.Increment(ref _acksWaiting);
-        _acks.Writer.TryWrite(new PendingAck(durable?.AsTask(), ack, qos, id, topic));
+        if (commit is { IsCompleted: false })
+        {
+            commit.GetAwaiter().UnsafeOnCompleted(_sendDurableAcks ??= SendDurableAcks);
+        }
+        else
+        {
+            SendDurableAcks();
+        }
+
+        if (room is not null)
+        {
+            await room.WaitAsync(_cts.Token);
+        }
+
         return true;
     }
 
-    async Task PumpAcksAsync(ChannelReader<PendingAck> reader)
-    {
-        await foreach (var pending in reader.ReadAllAsync())
-        {
-            try
-            {
-                if (pending.Durable is { } durable)
-                {
-                    await durable;
-                }
+    int _pendingAckCount;
 
-                Send(pending.Ack);
-            }
-            catch (Exception ex)
+    /// <summary>Sends the acks at the head of the line whose commit is done, in order; stops at the first still pending.</summary>
+    void SendDurableAcks()
+    {
+        var queue = _pendingAcks!;
+        var sent = false;
+        TaskCompletionSource? room = null;
+        lock (queue)
+        {
+            // Under the lock, so two threads finishing commits cannot reorder acks; the control queue keeps the order.
+            while (queue.TryPeek(out var head) && head.Durable is null or { IsCompleted: true })
             {
-                StoreFailed(pending, ex);
+                queue.Dequeue();
+                if (head.Durable is { IsCompletedSuccessfully: false } failed)
+                {
+                    StoreFailed(head, failed.Exception?.InnerException ?? new OperationCanceledException());
+                }
+                else
+                {
+                    _control.Add(head.Ack);
+                    sent = true;
+                }
             }
-            finally
+
+            _pendingAckCount = queue.Count;
+            if (_ackRoom is not null && queue.Count < _engine.Options.Mqtt.ReceiveMaximum)
             {
-                Interlocked.Decrement(ref _acksWaiting);
-                _ackSlots!.Release();
+                room = _ackRoom;
+                _ackRoom = null;
             }
+        }
+
+        room?.TrySetResult();
+        if (sent)
+        {
+            SignalWrite();
         }
     }
 

@@ -482,7 +482,6 @@ internal sealed partial class MqttConnection
     async Task CloseAsync()
     {
         _closing = true;
-        _acks?.Writer.TryComplete(); // the ack pump ends once the commits it waits for are done
         SignalWrite(); // writes a final DISCONNECT if one is queued, then the writer stops
         if (_pendingFlush is { IsCompleted: false } flushing)
         {
