@@ -19,7 +19,7 @@ internal sealed partial class MqttConnection
             timeout.CancelAfter(_engine.Options.Mqtt.ConnectTimeout);
             try
             {
-                first = await ReadPacketAsync(isFirst: true, timeout.Token);
+                first = await ReadFirstPacketAsync(timeout.Token);
             }
             catch (OperationCanceledException) when (!_cts.IsCancellationRequested)
             {

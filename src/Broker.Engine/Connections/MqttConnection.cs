@@ -66,12 +66,29 @@ internal sealed partial class MqttConnection
             }
 
             OpenWriter();
+            var input = _transport.Input;
             while (true)
             {
-                var packet = await ReadPacketAsync(isFirst: false, _cts.Token);
-                if (packet is null)
+                // Awaited here, not in a helper: an idle connection then waits in one state machine.
+                // No cancellation token (it would cost a registration per connection): closes use CancelPendingRead.
+                ReadResult result;
+                if (!_closing)
                 {
-                    break;
+                    result = await input.ReadAsync();
+                }
+                else if (!input.TryRead(out result))
+                {
+                    break; // once closing, only packets already received are read
+                }
+
+                if (!TryTakePacket(input, result, isFirst: false, out var packet))
+                {
+                    if (result.IsCompleted || result.IsCanceled || _closing)
+                    {
+                        break;
+                    }
+
+                    continue;
                 }
 
                 Volatile.Write(ref _lastActivityMs, Environment.TickCount64);
@@ -195,60 +212,61 @@ internal sealed partial class MqttConnection
         _transport.Input.CancelPendingRead();
     }
 
-    async ValueTask<MqttPacket?> ReadPacketAsync(bool isFirst, CancellationToken cancellationToken)
+    /// <summary>The CONNECT: read with the connect timeout's token; after it the receive loop reads in <see cref="RunAsync"/>.</summary>
+    async ValueTask<MqttPacket?> ReadFirstPacketAsync(CancellationToken cancellationToken)
     {
         var input = _transport.Input;
         while (true)
         {
-            // Once closing (takeover, keep-alive, shutdown), only packets already received are read:
-            // acks a client sent just before it reconnected still count.
-            ReadResult result;
-            if (_closing)
+            var result = await input.ReadAsync(cancellationToken);
+            if (TryTakePacket(input, result, isFirst: true, out var packet))
             {
-                if (!input.TryRead(out result))
+                return packet;
+            }
+
+            if (result.IsCompleted || result.IsCanceled)
+            {
+                return null;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Takes one packet from what has been read, and consumes it; false (nothing consumed) when the
+    /// packet is not complete yet. Too large or malformed throws.
+    /// </summary>
+    bool TryTakePacket(PipeReader input, in ReadResult result, bool isFirst, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out MqttPacket? packet)
+    {
+        packet = null;
+        var buffer = result.Buffer;
+        var status = FrameReader.TryRead(buffer, _engine.Options.Mqtt.MaxPacketSize, out var header, out var body, out var size);
+        switch (status)
+        {
+            case FrameStatus.Complete:
+                var length = (int)body.Length;
+                var rented = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
+                try
                 {
-                    return null;
+                    body.CopyTo(rented);
+                    input.AdvanceTo(body.End);
+                    packet = Decode(new ReceivedMqttPacket(header, new ArraySegment<byte>(rented, 0, length), (int)size), isFirst);
+                    return true;
                 }
-            }
-            else
-            {
-                result = await input.ReadAsync(cancellationToken);
-            }
+                finally
+                {
+                    // The decoder copies what it keeps (payload, strings, binary properties).
+                    ArrayPool<byte>.Shared.Return(rented);
+                }
 
-            var buffer = result.Buffer;
-            var status = FrameReader.TryRead(buffer, _engine.Options.Mqtt.MaxPacketSize, out var header, out var body, out var size);
-            switch (status)
-            {
-                case FrameStatus.Complete:
-                    var length = (int)body.Length;
-                    var rented = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
-                    try
-                    {
-                        body.CopyTo(rented);
-                        input.AdvanceTo(body.End);
-                        return Decode(new ReceivedMqttPacket(header, new ArraySegment<byte>(rented, 0, length), (int)size), isFirst);
-                    }
-                    finally
-                    {
-                        // The decoder copies what it keeps (payload, strings, binary properties).
-                        ArrayPool<byte>.Shared.Return(rented);
-                    }
-
-                case FrameStatus.Incomplete:
-                    input.AdvanceTo(buffer.Start, buffer.End);
-                    if (result.IsCompleted || result.IsCanceled || _closing)
-                    {
-                        return null;
-                    }
-
-                    continue;
-                case FrameStatus.TooLarge:
-                    input.AdvanceTo(buffer.Start, buffer.End);
-                    throw new PacketTooLargeException(size);
-                default:
-                    input.AdvanceTo(buffer.Start, buffer.End);
-                    throw new MalformedPacketException("Remaining Length longer than four bytes [MQTT-1.5.5-1]");
-            }
+            case FrameStatus.Incomplete:
+                input.AdvanceTo(buffer.Start, buffer.End);
+                return false;
+            case FrameStatus.TooLarge:
+                input.AdvanceTo(buffer.Start, buffer.End);
+                throw new PacketTooLargeException(size);
+            default:
+                input.AdvanceTo(buffer.Start, buffer.End);
+                throw new MalformedPacketException("Remaining Length longer than four bytes [MQTT-1.5.5-1]");
         }
     }
 
