@@ -3,7 +3,8 @@ namespace Broker.Store.Sqlite;
 /// <summary>
 /// Finds the changes in one batch that cancel out before the batch is written: a delivery appended
 /// and removed again (the subscriber acknowledged it while the commit before was on its way to the
-/// disk), a mailbox entry added and taken, a QoS 2 packet id marked and released. Neither half needs
+/// disk), a mailbox entry added and taken, a QoS 2 packet id marked and released, and a delivery's
+/// in-flight mark when the delivery is removed later in the same batch. Neither half needs
 /// to reach the file: what is on disk after the commit is the same, and the publisher's
 /// acknowledgement still waits for the commit. At a steady rate most QoS 1 messages are acknowledged
 /// by their subscriber within one commit, so most never touch SQLite (one type, one job: the writer
@@ -13,7 +14,7 @@ internal sealed class BatchElision
 {
     // Reused from batch to batch: the writer is single-threaded.
     readonly Dictionary<(string Client, long Message), int> _appended = new();
-    readonly Dictionary<(string Client, long Message), List<int>> _updates = new();
+    readonly Dictionary<(string Client, long Message), int> _lastRemoval = new();
     readonly Dictionary<(string Client, long Message), int> _mailbox = new();
     readonly Dictionary<(string Client, ushort PacketId), int> _inbound = new();
     readonly HashSet<int> _skippedOperations = [];
@@ -25,7 +26,7 @@ internal sealed class BatchElision
     public void Plan(List<StoreOperation> batch)
     {
         _appended.Clear();
-        _updates.Clear();
+        _lastRemoval.Clear();
         _mailbox.Clear();
         _inbound.Clear();
         _skippedOperations.Clear();
@@ -41,20 +42,12 @@ internal sealed class BatchElision
                     }
 
                     break;
-                case StoreOperation.UpdateDelivery u when _appended.ContainsKey((u.ClientId, u.MessageId)):
-                    if (!_updates.TryGetValue((u.ClientId, u.MessageId), out var pending))
+                case StoreOperation.RemoveDelivery r:
+                    _lastRemoval[(r.ClientId, r.MessageId)] = i;
+                    if (_appended.Remove((r.ClientId, r.MessageId), out var appendedAt))
                     {
-                        _updates[(u.ClientId, u.MessageId)] = pending = [];
-                    }
-
-                    pending.Add(i);
-                    break;
-                case StoreOperation.RemoveDelivery r when _appended.Remove((r.ClientId, r.MessageId), out var appendedAt):
-                    _skippedDeliveries.Add((appendedAt, r.ClientId));
-                    _skippedOperations.Add(i);
-                    if (_updates.Remove((r.ClientId, r.MessageId), out var updates))
-                    {
-                        _skippedOperations.UnionWith(updates);
+                        _skippedDeliveries.Add((appendedAt, r.ClientId));
+                        _skippedOperations.Add(i);
                     }
 
                     break;
@@ -72,6 +65,16 @@ internal sealed class BatchElision
                     _skippedOperations.Add(markedAt);
                     _skippedOperations.Add(i);
                     break;
+            }
+        }
+
+        // An in-flight mark is pointless when the row is deleted later in the batch (whether the
+        // deletion itself is written or cancelled with its append).
+        for (var i = 0; i < batch.Count; i++)
+        {
+            if (batch[i] is StoreOperation.UpdateDelivery u && _lastRemoval.TryGetValue((u.ClientId, u.MessageId), out var removedAt) && removedAt > i)
+            {
+                _skippedOperations.Add(i);
             }
         }
     }

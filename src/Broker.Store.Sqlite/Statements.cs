@@ -49,7 +49,7 @@ internal sealed class Statements : IDisposable
             ON CONFLICT (id) DO UPDATE SET refs = refs + excluded.refs
             """,
             "$id", "$topic", "$payload", "$qos", "$retain", "$props", "$expires", "$sc", "$su", "$refs");
-        _releaseMessage = Prepare("UPDATE messages SET refs = refs - 1 WHERE id = $id", "$id");
+        _releaseMessage = Prepare("UPDATE messages SET refs = refs - $n WHERE id = $id", "$n", "$id");
         _deleteUnreferenced = Prepare("DELETE FROM messages WHERE id = $id AND refs <= 0", "$id");
         _insertDelivery = Prepare(
             "INSERT OR REPLACE INTO deliveries (client_id, message_id, qos, retain, subscription_ids, packet_id, state) VALUES ($c, $m, $qos, $retain, $ids, $pid, $state)",
@@ -85,9 +85,10 @@ internal sealed class Statements : IDisposable
     public void AddMessage(BrokerMessage m, int references) => Run(_addMessage,
         m.Id, m.Topic, m.Payload.ToArray(), (int)m.Qos, m.Retain, MessageCodec.EncodeProperties(m), m.ExpiresAtUnixMs, m.SenderClientId, m.SenderUserId, references);
 
-    public void ReleaseMessage(long id)
+    /// <summary>Drops <paramref name="count"/> references; the message goes when none is left.</summary>
+    public void ReleaseMessage(long id, int count)
     {
-        Run(_releaseMessage, id);
+        Run(_releaseMessage, count, id);
         Run(_deleteUnreferenced, id);
     }
 

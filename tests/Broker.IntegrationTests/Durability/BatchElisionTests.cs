@@ -66,6 +66,26 @@ public sealed class BatchElisionTests : IDisposable
     }
 
     [Fact]
+    public void InFlightMark_OfADeliveryRemovedLaterInTheBatch_IsNotWritten_TheRemovalIs()
+    {
+        var elision = new BatchElision();
+        List<StoreOperation> batch =
+        [
+            new StoreOperation.UpdateDelivery("a", 1, 7, DeliveryState.AwaitingAck), // appended in an earlier batch
+            new StoreOperation.UpdateDelivery("b", 1, 8, DeliveryState.AwaitingAck), // stays in flight
+            new StoreOperation.RemoveDelivery("a", 1),
+            new StoreOperation.UpdateDelivery("a", 1, 9, DeliveryState.AwaitingAck), // after the removal: written
+        ];
+
+        elision.Plan(batch);
+
+        Assert.True(elision.Skips(0));
+        Assert.False(elision.Skips(1));
+        Assert.False(elision.Skips(2));
+        Assert.False(elision.Skips(3));
+    }
+
+    [Fact]
     public void MailboxAddAndTake_AndQos2MarkAndRelease_CancelOut()
     {
         var elision = new BatchElision();
@@ -98,6 +118,12 @@ public sealed class BatchElisionTests : IDisposable
             store.RemoveDelivery("GID_IMS@@@bob", 2);
             await acked;
             await kept;
+
+            // A group message whose members all acknowledge after its commit: released in one go.
+            await store.AppendAsync(Message(3), [Delivery("GID_IMS@@@m1", 3), Delivery("GID_IMS@@@m2", 3), Delivery("GID_IMS@@@m3", 3)]);
+            store.RemoveDelivery("GID_IMS@@@m1", 3);
+            store.RemoveDelivery("GID_IMS@@@m2", 3);
+            store.RemoveDelivery("GID_IMS@@@m3", 3);
             await store.FlushAsync();
         }
 
