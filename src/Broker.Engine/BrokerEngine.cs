@@ -21,7 +21,6 @@ namespace Broker.Engine;
 public sealed class BrokerEngine : IAsyncDisposable
 {
     readonly EngineContext _engine;
-    readonly ConcurrentDictionary<MqttConnection, byte> _connections = new();
     readonly CancellationTokenSource _stopping = new();
     Task? _heartbeat;
 
@@ -136,32 +135,21 @@ public sealed class BrokerEngine : IAsyncDisposable
     }
 
     /// <summary>Serves one connection until it closes.</summary>
-    public async Task HandleConnectionAsync(IDuplexPipe transport, ConnectionMetadata metadata, CancellationToken connectionClosed)
-    {
-        var connection = new MqttConnection(_engine, transport, metadata, connectionClosed);
-        _connections.TryAdd(connection, 0);
-        try
-        {
-            await connection.RunAsync();
-        }
-        finally
-        {
-            _connections.TryRemove(connection, out _);
-        }
-    }
+    public Task HandleConnectionAsync(IDuplexPipe transport, ConnectionMetadata metadata, CancellationToken connectionClosed) =>
+        new MqttConnection(_engine, transport, metadata, connectionClosed).RunAsync();
 
     /// <summary>Tells every client the server is going away (v5 0x8B) and stops the heartbeat.</summary>
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         await _stopping.CancelAsync();
-        foreach (var connection in _connections.Keys)
+        foreach (var connection in _engine.Connections.Keys)
         {
             connection.Shutdown();
         }
 
         // Give connections a moment to flush their DISCONNECT.
         var deadline = Environment.TickCount64 + 2000;
-        while (!_connections.IsEmpty && Environment.TickCount64 < deadline && !cancellationToken.IsCancellationRequested)
+        while (!_engine.Connections.IsEmpty && Environment.TickCount64 < deadline && !cancellationToken.IsCancellationRequested)
         {
             await Task.Delay(20, CancellationToken.None);
         }
@@ -181,7 +169,7 @@ public sealed class BrokerEngine : IAsyncDisposable
             while (await timer.WaitForNextTickAsync(stopping))
             {
                 var ticks = Environment.TickCount64;
-                foreach (var connection in _connections.Keys)
+                foreach (var connection in _engine.Connections.Keys)
                 {
                     connection.CheckKeepAlive(ticks);
                 }

@@ -51,6 +51,9 @@ internal sealed class EngineContext
 
     public Router Router { get; }
 
+    /// <summary>The live connections (each adds and removes itself): shutdown and the keep-alive heartbeat visit them.</summary>
+    public System.Collections.Concurrent.ConcurrentDictionary<Connections.MqttConnection, byte> Connections { get; } = new();
+
     public long NowUnixMs => Time.GetUtcNow().ToUnixTimeMilliseconds();
 
     /// <summary>A store write nobody waits on: its failure still gets a log line.</summary>

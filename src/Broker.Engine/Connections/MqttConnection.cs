@@ -58,6 +58,7 @@ internal sealed partial class MqttConnection
 
     public async Task RunAsync()
     {
+        _engine.Connections.TryAdd(this, 0);
         try
         {
             if (!await ConnectAsync())
@@ -124,6 +125,7 @@ internal sealed partial class MqttConnection
         finally
         {
             await CloseAsync();
+            _engine.Connections.TryRemove(this, out _);
         }
     }
 
