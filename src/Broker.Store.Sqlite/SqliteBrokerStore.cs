@@ -174,18 +174,19 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     public async ValueTask DisposeAsync()
     {
         _operations.Writer.TryComplete();
+        _wake.Set();
         await _writer;
         _sql.Dispose();
         Execute(_connection, "PRAGMA wal_checkpoint(TRUNCATE);");
         await _connection.DisposeAsync();
     }
 
-    void Enqueue(StoreOperation operation) => _operations.Writer.TryWrite(operation);
+    void Enqueue(StoreOperation operation) => Write(operation);
 
     ValueTask EnqueueAwaited(StoreOperation operation, TaskCreationOptions completion = TaskCreationOptions.RunContinuationsAsynchronously)
     {
         var done = new TaskCompletionSource(completion);
-        if (!_operations.Writer.TryWrite(operation with { Done = done }))
+        if (!Write(operation with { Done = done }))
         {
             return ValueTask.FromException(new ObjectDisposedException(nameof(SqliteBrokerStore)));
         }
@@ -194,12 +195,57 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     }
 
     // ---- the writer --------------------------------------------------------------------------------
+    //
+    // The writer thread sleeps on _wake when the queue is empty, and only then does a producer wake it:
+    // one futex call, no spinning (a blocking wait on a Task spins with sched_yield first, which on a
+    // small machine took CPU from the connections).
+
+    readonly ManualResetEventSlim _wake = new(false, spinCount: 0);
+    int _writerIdle;
+
+    bool Write(StoreOperation operation)
+    {
+        if (!_operations.Writer.TryWrite(operation))
+        {
+            return false;
+        }
+
+        if (Interlocked.CompareExchange(ref _writerIdle, 0, 1) == 1)
+        {
+            _wake.Set();
+        }
+
+        return true;
+    }
+
+    /// <summary>Blocks until something is queued; false once the store is disposed and the queue drained.</summary>
+    bool WaitForWork(ChannelReader<StoreOperation> reader)
+    {
+        while (!reader.TryPeek(out _))
+        {
+            if (reader.Completion.IsCompleted)
+            {
+                return false;
+            }
+
+            _wake.Reset();
+            Interlocked.Exchange(ref _writerIdle, 1); // then look again: a producer that saw 0 has queued already
+            if (!reader.TryPeek(out _) && !reader.Completion.IsCompleted)
+            {
+                _wake.Wait();
+            }
+
+            Volatile.Write(ref _writerIdle, 0);
+        }
+
+        return true;
+    }
 
     void WriteLoop()
     {
         var batch = new List<StoreOperation>(MaxBatch);
         var reader = _operations.Reader;
-        while (reader.TryPeek(out _) || reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+        while (WaitForWork(reader))
         {
             if (_commitDelay > TimeSpan.Zero)
             {
@@ -231,7 +277,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     async Task MaintainLoopAsync()
     {
         using var timer = new PeriodicTimer(MaintenanceInterval);
-        while (await timer.WaitForNextTickAsync() && _operations.Writer.TryWrite(new StoreOperation.Maintain()))
+        while (await timer.WaitForNextTickAsync() && Write(new StoreOperation.Maintain()))
         {
         }
     }
