@@ -323,7 +323,7 @@ public sealed class Session
             _inflightById.Remove(packetId);
             _inflight.Remove(node);
             messageId = node.Value.Delivery.Message.Id;
-            signal = _connection;
+            signal = _queue.Count > 0 ? _connection : null; // a freed in-flight slot matters only if something waits
         }
 
         if (IsPersistent)
