@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using Broker.Engine.Connections;
 using Broker.Engine.Diagnostics;

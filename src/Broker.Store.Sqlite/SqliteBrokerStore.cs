@@ -108,8 +108,9 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
 
     public void DeleteSession(string clientId) => Enqueue(new StoreOperation.DeleteSession(clientId));
 
-    // Completed on the writer thread: what waits on it is a connection's ack pump, which only queues
-    // PUBACK/PUBREC and writes them, so running it here saves a thread hop per publisher per commit.
+    // Completed on the writer thread: what waits on it is a connection's line of pending acks
+    // (MqttConnection.SendDurableAcks), which only queues PUBACK/PUBREC and writes them, so running it
+    // here saves a thread hop per publisher per commit.
     public ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries) =>
         deliveries.Count == 0 ? ValueTask.CompletedTask : EnqueueAwaited(new StoreOperation.Append(message, deliveries), TaskCreationOptions.None);
 
@@ -181,12 +182,10 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
         await _connection.DisposeAsync();
     }
 
-    void Enqueue(StoreOperation operation) => Write(operation);
-
     ValueTask EnqueueAwaited(StoreOperation operation, TaskCreationOptions completion = TaskCreationOptions.RunContinuationsAsynchronously)
     {
         var done = new TaskCompletionSource(completion);
-        if (!Write(operation with { Done = done }))
+        if (!Enqueue(operation with { Done = done }))
         {
             return ValueTask.FromException(new ObjectDisposedException(nameof(SqliteBrokerStore)));
         }
@@ -203,7 +202,8 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     readonly ManualResetEventSlim _wake = new(false, spinCount: 0);
     int _writerIdle;
 
-    bool Write(StoreOperation operation)
+    /// <summary>Queues a change in order; false once the store is disposed.</summary>
+    bool Enqueue(StoreOperation operation)
     {
         if (!_operations.Writer.TryWrite(operation))
         {
@@ -277,7 +277,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     async Task MaintainLoopAsync()
     {
         using var timer = new PeriodicTimer(MaintenanceInterval);
-        while (await timer.WaitForNextTickAsync() && Write(new StoreOperation.Maintain()))
+        while (await timer.WaitForNextTickAsync() && Enqueue(new StoreOperation.Maintain()))
         {
         }
     }

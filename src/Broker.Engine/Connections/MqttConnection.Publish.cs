@@ -95,6 +95,7 @@ internal sealed partial class MqttConnection
     // With Receive Maximum acks waiting, the receive loop stops reading until one goes out.
 
     Queue<PendingAck>? _pendingAcks;
+    int _pendingAckCount; // _pendingAcks.Count as of the last change under its lock, for the lock-free fast path
     TaskCompletionSource? _ackRoom;
     Action? _sendDurableAcks;
 
@@ -138,8 +139,6 @@ internal sealed partial class MqttConnection
 
         return true;
     }
-
-    int _pendingAckCount;
 
     /// <summary>Sends the acks at the head of the line whose commit is done, in order; stops at the first still pending.</summary>
     void SendDurableAcks()

@@ -381,9 +381,9 @@ internal sealed partial class MqttConnection
                 }
             }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or ObjectDisposedException or InvalidOperationException)
+        catch (Exception ex) when (PipeGone(ex))
         {
-            // The pipe is gone: the receive loop sees that too. The writer role is kept, so this was the last write.
+            // The receive loop sees that too. The writer role is kept, so this was the last write.
         }
     }
 
@@ -396,13 +396,16 @@ internal sealed partial class MqttConnection
                 return;
             }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or ObjectDisposedException or InvalidOperationException)
+        catch (Exception ex) when (PipeGone(ex))
         {
             return;
         }
 
         Drain(); // still the writer: what was signalled meanwhile is counted in _writeRequests
     }
+
+    /// <summary>What writing to or flushing a pipe throws once the connection is closing or gone.</summary>
+    static bool PipeGone(Exception ex) => ex is OperationCanceledException or IOException or ObjectDisposedException or InvalidOperationException;
 
     /// <summary>After a flush: false when the writer stops for good (client gone, or a close we decided on).</summary>
     bool Continue(FlushResult flush)
