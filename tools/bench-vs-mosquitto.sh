@@ -53,7 +53,8 @@ dotnet build -c Release tools/Broker.Bench -v q -nologo >"$OUT/build-bench.log" 
 BROKER_DLL="$ROOT/src/Broker/bin/Release/net10.0/Broker.dll"
 BENCH=(dotnet "$ROOT/tools/Broker.Bench/bin/Release/net10.0/Broker.Bench.dll")
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# shellcheck source=tools/lib.sh
+source "$ROOT/tools/lib.sh"
 
 wait_port() { # port seconds
   local i
@@ -113,12 +114,7 @@ ENV+=("Broker__Users__${USERS}__Name=bench-svc" "Broker__Users__${USERS}__Passwo
 env "${ENV[@]}" dotnet "$BROKER_DLL" >"$OUT/ims.log" 2>&1 &
 IMS_PID=$!
 PIDS+=("$IMS_PID")
-for ((i = 0; i < 300; i++)); do
-  grep -q "Listening for MQTT over TCP" "$OUT/ims.log" 2>/dev/null && break
-  kill -0 "$IMS_PID" 2>/dev/null || { cat "$OUT/ims.log"; log "IMS Broker exited"; exit 1; }
-  sleep 0.1
-done
-grep -q "Listening for MQTT over TCP" "$OUT/ims.log" || { cat "$OUT/ims.log"; log "IMS Broker did not start"; exit 1; }
+wait_listening "$OUT/ims.log" "$IMS_PID" 30 || exit 1
 log "IMS Broker pid $IMS_PID on 127.0.0.1:$IMS_PORT (store $STORE, data $DATA)"
 
 # --- runs --------------------------------------------------------------------------------------

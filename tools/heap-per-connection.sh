@@ -21,7 +21,8 @@ dotnet build -c Release src/Broker -v q -nologo >"$OUT/build.log" 2>&1 || { cat 
 dotnet build -c Release tools/Broker.HeapStat -v q -nologo >>"$OUT/build.log" 2>&1 || { cat "$OUT/build.log"; exit 1; }
 BROKER_DLL="$ROOT/src/Broker/bin/Release/net10.0/Broker.dll"
 HEAPSTAT=(dotnet "$ROOT/tools/Broker.HeapStat/bin/Release/net10.0/Broker.HeapStat.dll")
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# shellcheck source=tools/lib.sh
+source "$ROOT/tools/lib.sh"
 PORT="$(free_port)"
 HASH="$(printf 'bench-pass\n' | dotnet "$BROKER_DLL" hash-password | tail -1)"
 ENV=(ASPNETCORE_ENVIRONMENT=Production DOTNET_ENVIRONMENT=Production Broker__Mqtt__Host=127.0.0.1 Broker__Mqtt__Port="$PORT"
@@ -34,7 +35,7 @@ trap cleanup EXIT
 env "${ENV[@]}" dotnet "$BROKER_DLL" >"$OUT/broker.log" 2>&1 &
 BROKER=$!
 PIDS+=("$BROKER")
-for _ in $(seq 1 300); do grep -q "Listening for MQTT over TCP" "$OUT/broker.log" && break; sleep 0.1; done
+wait_listening "$OUT/broker.log" "$BROKER" 30
 sleep 2
 rss() { awk '/VmRSS/{print $2}' "/proc/$BROKER/status"; }
 "${HEAPSTAT[@]}" "$BROKER" "$OUT/before.tsv" >/dev/null

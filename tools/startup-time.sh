@@ -14,7 +14,8 @@ cd "$ROOT"
 N="${1:-100000}"
 DATA="$(mktemp -d /tmp/ims-startup.XXXXXX)"
 dotnet build -c Release src/Broker -v q -nologo >"$DATA/build.log" 2>&1 || { cat "$DATA/build.log"; exit 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# shellcheck source=tools/lib.sh
+source "$ROOT/tools/lib.sh"
 
 PID=
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; true' EXIT
