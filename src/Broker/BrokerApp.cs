@@ -78,6 +78,11 @@ public static class BrokerApp
         builder.Services.AddSingleton<IBrokerPolicy, ImsPolicy>();
         builder.Services.AddSingleton<BrokerEngine>();
         builder.Services.AddHostedService<EngineService>();
+        if (engineOptions.Mqtt.Transport == "sockets")
+        {
+            builder.Services.AddHostedService<SocketListener>(); // after the engine: it accepts once the store is restored
+        }
+
         builder.Services.AddHostedService<SysTopicsService>();
         builder.Services.AddSingleton<AdminAuthentication>();
         builder.Services.AddOpenApi();
@@ -100,11 +105,15 @@ public static class BrokerApp
             kestrel.Limits.MaxConcurrentConnections = engineOptions.Limits.MaxConnections;
             kestrel.Limits.MaxConcurrentUpgradedConnections = engineOptions.Limits.MaxConnections;
             var address = engineOptions.Mqtt.Host == "*" ? IPAddress.Any : IPAddress.Parse(engineOptions.Mqtt.Host);
-            kestrel.Listen(address, engineOptions.Mqtt.Port, listen =>
+            if (engineOptions.Mqtt.Transport == "kestrel")
             {
-                listen.UseConnectionHandler<BrokerConnectionHandler>();
-                endpoints.Mqtt = listen;
-            });
+                kestrel.Listen(address, engineOptions.Mqtt.Port, listen =>
+                {
+                    listen.UseConnectionHandler<BrokerConnectionHandler>();
+                    endpoints.Mqtt = listen;
+                });
+            }
+
             kestrel.Listen(address, httpPort, listen => endpoints.Http = listen);
             if (tls is not null)
             {

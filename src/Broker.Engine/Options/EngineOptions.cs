@@ -80,6 +80,13 @@ public sealed class MqttListenerOptions
     /// back to Kestrel's defaults.
     /// </summary>
     public bool InlineIo { get; set; } = true;
+
+    /// <summary>
+    /// What serves MQTT over plain TCP: "kestrel" (default, Kestrel's socket transport, as TLS and
+    /// WebSocket) or "sockets" (the broker's own listener: a socket and pipes over it, about 1.8 kB less
+    /// per idle connection; Broker:Limits:MaxConnections then counts these connections on their own).
+    /// </summary>
+    public string Transport { get; set; } = "kestrel";
 }
 
 public sealed class LimitsOptions

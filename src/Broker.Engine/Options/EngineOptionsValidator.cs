@@ -45,6 +45,11 @@ public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
             errors.Add($"Broker:Store:Synchronous must be full or normal (was \"{o.Store.Synchronous}\").");
         }
 
+        if (o.Mqtt.Transport is not "kestrel" and not "sockets")
+        {
+            errors.Add($"Broker:Mqtt:Transport must be kestrel or sockets (was \"{o.Mqtt.Transport}\").");
+        }
+
         Range("Broker:Store:CommitDelay (milliseconds)", (long)o.Store.CommitDelay.TotalMilliseconds, 0, 100);
         if (o.Mqtt.Host != "*" && !System.Net.IPAddress.TryParse(o.Mqtt.Host, out _))
         {

@@ -17,7 +17,7 @@ public sealed partial class EngineService(BrokerEngine engine, DirectoryPersiste
         await engine.StartAsync(cancellationToken);
         lifetime.ApplicationStarted.Register(() =>
         {
-            LogListening(logger, "MQTT over TCP", $"mqtt://{endpoints.Mqtt?.EndPoint}");
+            LogListening(logger, "MQTT over TCP", $"mqtt://{endpoints.MqttEndPoint}");
             LogListening(logger, "MQTT over WebSocket", $"ws://{endpoints.Http?.EndPoint}/mqtt");
             LogListening(logger, "HTTP health", $"http://{endpoints.Http?.EndPoint}/healthz");
             if (endpoints.MqttTls is not null)

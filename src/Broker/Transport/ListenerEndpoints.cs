@@ -8,13 +8,19 @@ public sealed class ListenerEndpoints
 {
     public ListenOptions? Mqtt { get; set; }
 
+    /// <summary>Where MQTT over TCP listens when Broker:Mqtt:Transport is "sockets" (not Kestrel).</summary>
+    public EndPoint? MqttSockets { get; set; }
+
+    /// <summary>MQTT over plain TCP, whichever transport serves it.</summary>
+    public EndPoint? MqttEndPoint => MqttSockets ?? Mqtt?.EndPoint;
+
     public ListenOptions? Http { get; set; }
 
     public ListenOptions? MqttTls { get; set; }
 
     public ListenOptions? HttpTls { get; set; }
 
-    public int MqttPort => Port(Mqtt);
+    public int MqttPort => (MqttEndPoint as IPEndPoint)?.Port ?? 0;
 
     public int HttpPort => Port(Http);
 

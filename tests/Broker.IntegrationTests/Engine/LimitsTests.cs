@@ -72,6 +72,42 @@ public sealed class LimitsTests
         await bystanders.StillWorkAsync("after oversized");
     }
 
+    [Theory]
+    [InlineData("kestrel")]
+    [InlineData("sockets")]
+    public async Task ConnectionsAboveMaxConnections_AreClosedAtOnce_OthersKeepWorking(string transport)
+    {
+        // Broker:Limits:MaxConnections: a connection over the limit is closed before any MQTT is read (no
+        // CONNACK), on either TCP transport; the open ones are not disturbed, and a freed place is reusable.
+        await using var broker = await TestBroker.StartPlainAsync(s =>
+        {
+            s["Broker:Limits:MaxConnections"] = "2";
+            s["Broker:Mqtt:Transport"] = transport;
+        });
+        await using (var bystanders = await Bystanders.StartAsync(broker))
+        {
+            await using var third = await RawClient.OpenAsync(broker.MqttPort);
+            await third.SendAsync(Raw.Connect("third"));
+            Assert.Empty(await third.ReadUntilClosedAsync());
+            await bystanders.StillWorkAsync("while the third was refused");
+        }
+
+        // The place is free once the broker has seen a bystander go; until then a new connection is still refused.
+        var deadline = DateTime.UtcNow + TestClient.Timeout;
+        while (true)
+        {
+            await using var next = await RawClient.OpenAsync(broker.MqttPort);
+            await next.SendAsync(Raw.Connect("next"));
+            if (await next.ReceiveAsync() is MqttConnAckPacket ack)
+            {
+                Assert.Equal(MqttConnectReturnCode.ConnectionAccepted, ack.ReturnCode);
+                break;
+            }
+
+            Assert.True(DateTime.UtcNow < deadline, "no connection was accepted after the bystanders left");
+        }
+    }
+
     [Fact]
     public async Task PacketAboveMaxPacketSize_RefusedFromFixedHeaderBeforeBody()
     {

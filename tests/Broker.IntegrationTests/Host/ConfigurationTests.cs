@@ -20,6 +20,7 @@ public sealed class ConfigurationTests
     [InlineData("Broker:GroupIds:0", "IMS", "Broker:GroupIds:0")]
     [InlineData("Broker:OfflineP2PTtl", "-01:00:00", "Broker:OfflineP2PTtl")]
     [InlineData("Broker:Store:CommitDelay", "00:00:01", "Broker:Store:CommitDelay")]
+    [InlineData("Broker:Mqtt:Transport", "libuv", "Broker:Mqtt:Transport must be kestrel or sockets")]
     [InlineData("Broker:Conventions:Enabled", "maybe", "Broker:Conventions:Enabled")]
     [InlineData("Broker:Acl:0:Topic", "%p/%x/#", "Broker:Acl:0:Topic")]
     [InlineData("Broker:Acl:0:Roles:0", "root", "Broker:Acl:0:Roles")]

@@ -113,6 +113,20 @@ public sealed class TestBroker : IAsyncDisposable
     static readonly Lazy<Dictionary<string, string>> Hashes = new(() =>
         DemoUsers.ToDictionary(u => u.Name, u => PasswordVerifier.Hash(u.Name + "-pass")));
 
+    /// <summary>
+    /// Until the broker has detached the client's session: a client's DISCONNECT returns before the broker
+    /// has read it, and what a test publishes next must find the session offline.
+    /// </summary>
+    public async Task WaitOfflineAsync(string clientId)
+    {
+        var deadline = DateTime.UtcNow + TestClient.Timeout;
+        while (Engine.FindSession(clientId) is { IsConnected: true })
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"{clientId} is still connected");
+            await Task.Delay(10);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         await _app.StopAsync();
