@@ -1,7 +1,6 @@
 using Broker.IntegrationTests.Infrastructure;
 using MQTTnet;
 using MQTTnet.Formatter;
-using MQTTnet.Protocol;
 
 namespace Broker.IntegrationTests.Host;
 
@@ -20,15 +19,7 @@ public sealed class SocketTransportTests
     public async Task QoS1And2_AreDeliveredAndAcknowledged(MqttProtocolVersion version)
     {
         await using var broker = await StartAsync();
-        await using var bob = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob", version: version);
-        await bob.SubscribeOkAsync("IMS/bob/Inbox/#", MqttQualityOfServiceLevel.ExactlyOnce);
-        await using var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice", version: version);
-
-        await Expect.PublishAcceptedAsync(alice, "IMS/bob/Inbox/Msg/alice", "one", MqttQualityOfServiceLevel.AtLeastOnce);
-        await Expect.PublishAcceptedAsync(alice, "IMS/bob/Inbox/Msg/alice", "two", MqttQualityOfServiceLevel.ExactlyOnce);
-
-        await bob.ExpectOnlyAsync("IMS/bob/Inbox/Msg/alice", "one");
-        await bob.ExpectOnlyAsync("IMS/bob/Inbox/Msg/alice", "two");
+        await Expect.InboxQoS1And2DeliveredAsync(broker, version);
     }
 
     [Fact]

@@ -4,7 +4,7 @@ using MQTTnet.Protocol;
 
 namespace Broker.IntegrationTests.Infrastructure;
 
-/// <summary>Assertions for the contract's "refused" cases, which differ by protocol version.</summary>
+/// <summary>Assertions for the contract's "refused" cases, which differ by protocol version, and for the basic delivery promise.</summary>
 public static class Expect
 {
     /// <summary>
@@ -24,6 +24,23 @@ public static class Expect
     {
         var result = await publisher.PublishAsync(topic, payload, qos);
         Assert.Equal(MqttClientPublishReasonCode.Success, result.ReasonCode);
+    }
+
+    /// <summary>
+    /// alice sends bob's inbox one QoS 1 and one QoS 2 message; both are acknowledged and arrive once, in
+    /// order: the basic promise, for tests that change how the broker does I/O.
+    /// </summary>
+    public static async Task InboxQoS1And2DeliveredAsync(TestBroker broker, MqttProtocolVersion version)
+    {
+        await using var bob = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob", version: version);
+        await bob.SubscribeOkAsync("IMS/bob/Inbox/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice", version: version);
+
+        await PublishAcceptedAsync(alice, "IMS/bob/Inbox/Msg/alice", "one", MqttQualityOfServiceLevel.AtLeastOnce);
+        await PublishAcceptedAsync(alice, "IMS/bob/Inbox/Msg/alice", "two", MqttQualityOfServiceLevel.ExactlyOnce);
+
+        await bob.ExpectOnlyAsync("IMS/bob/Inbox/Msg/alice", "one");
+        await bob.ExpectOnlyAsync("IMS/bob/Inbox/Msg/alice", "two");
     }
 
     /// <summary>SUBACK failure for one filter: 0x80 in v3.1.1, the given code in v5 [MQTT-3.9.3-2].</summary>
