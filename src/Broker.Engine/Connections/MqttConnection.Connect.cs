@@ -14,14 +14,13 @@ internal sealed partial class MqttConnection
     async Task<bool> ConnectAsync()
     {
         MqttPacket? first;
-        using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(_cts.Token))
+        using (var timeout = new CancellationTokenSource(_engine.Options.Mqtt.ConnectTimeout))
         {
-            timeout.CancelAfter(_engine.Options.Mqtt.ConnectTimeout);
             try
             {
                 first = await ReadFirstPacketAsync(timeout.Token);
             }
-            catch (OperationCanceledException) when (!_cts.IsCancellationRequested)
+            catch (OperationCanceledException)
             {
                 Reject("no CONNECT within Broker:Mqtt:ConnectTimeout");
                 return false;
@@ -94,7 +93,7 @@ internal sealed partial class MqttConnection
 
         // Off the socket thread: a password hash takes milliseconds on purpose, and with Broker:Mqtt:InlineIo
         // this thread serves other connections' packets.
-        var auth = await Task.Run(() => _engine.Policy.AuthenticateAsync(request, _cts.Token).AsTask(), _cts.Token);
+        var auth = await Task.Run(() => _engine.Policy.AuthenticateAsync(request, CancellationToken.None).AsTask());
         if (!auth.Succeeded)
         {
             await RefuseAsync(auth.ReasonCode, auth.ReasonText ?? "refused", clientId, connect.Username);
@@ -167,7 +166,7 @@ internal sealed partial class MqttConnection
         if (_engine.Sessions.Get(clientId)?.Connection is { } previous && !ReferenceEquals(previous, this))
         {
             previous.TakeOver();
-            await Task.WhenAny(previous.Closed, Task.Delay(TimeSpan.FromSeconds(2), _cts.Token));
+            await Task.WhenAny(previous.Closed, Task.Delay(TimeSpan.FromSeconds(2)));
         }
     }
 

@@ -134,7 +134,7 @@ internal sealed partial class MqttConnection
 
         if (room is not null)
         {
-            await room.WaitAsync(_cts.Token);
+            await room;
         }
 
         return true;

@@ -25,7 +25,6 @@ internal sealed partial class MqttConnection
     readonly EngineContext _engine;
     readonly IDuplexPipe _transport;
     readonly ConnectionMetadata _meta;
-    readonly CancellationTokenSource _cts;
     readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     ControlQueue _control;
     MqttProtocolVersion _version;
@@ -44,9 +43,10 @@ internal sealed partial class MqttConnection
         _engine = engine;
         _transport = transport;
         _meta = meta;
-        // Not linked to connectionClosed: when a client writes PUBACKs then DISCONNECT and closes at once,
+        // connectionClosed is not used: when a client writes PUBACKs then DISCONNECT and closes at once,
         // those packets are still in the pipe and must be read; the pipe reports completion after them.
-        _cts = new CancellationTokenSource();
+        // Nor is a token source of our own: a close wakes the reader with CancelPendingRead and a stuck
+        // flush with CancelPendingFlush, so an idle connection holds no registrations.
         _ = connectionClosed;
     }
 
@@ -363,7 +363,7 @@ internal sealed partial class MqttConnection
             {
                 var seen = Volatile.Read(ref _writeRequests);
                 var more = WriteAvailable(_transport.Output);
-                var flush = _transport.Output.FlushAsync(_cts.Token);
+                var flush = _transport.Output.FlushAsync();
                 if (!flush.IsCompletedSuccessfully)
                 {
                     _pendingFlush = DrainAfterFlushAsync(flush);
@@ -495,7 +495,7 @@ internal sealed partial class MqttConnection
         try
         {
             WritePacket(_transport.Output, packet);
-            await _transport.Output.FlushAsync(_cts.Token);
+            await _transport.Output.FlushAsync();
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
         {
@@ -512,7 +512,7 @@ internal sealed partial class MqttConnection
             await Task.WhenAny(flushing, Task.Delay(2000));
         }
 
-        await _cts.CancelAsync();
+        _transport.Output.CancelPendingFlush(); // a flush still waiting after that ends now
         if (_session is null || _principal is null)
         {
             _closed.TrySetResult();
