@@ -23,7 +23,7 @@ public sealed class Session
     readonly Queue<Delivery> _queue = new();
     readonly LinkedList<Inflight> _inflight = new();
     readonly Dictionary<ushort, LinkedListNode<Inflight>> _inflightById = [];
-    readonly HashSet<ushort> _inboundQos2 = [];
+    HashSet<ushort>? _inboundQos2; // created by the first inbound QoS 2 publish: most chat clients never send one
     MqttConnection? _connection;
     ushort _lastPacketId;
     int _sendQuota = 20;
@@ -142,7 +142,7 @@ public sealed class Session
             _queue.Clear();
             _inflight.Clear();
             _inflightById.Clear();
-            _inboundQos2.Clear();
+            _inboundQos2?.Clear();
         }
 
         foreach (var s in subscriptions)
@@ -387,7 +387,7 @@ public sealed class Session
         bool changed;
         lock (_gate)
         {
-            changed = pending ? _inboundQos2.Add(packetId) : _inboundQos2.Remove(packetId);
+            changed = pending ? (_inboundQos2 ??= []).Add(packetId) : _inboundQos2?.Remove(packetId) == true;
         }
 
         if (changed && IsPersistent)
@@ -404,7 +404,7 @@ public sealed class Session
         {
             lock (_gate)
             {
-                return _inboundQos2.Count;
+                return _inboundQos2?.Count ?? 0;
             }
         }
     }
@@ -436,7 +436,7 @@ public sealed class Session
     {
         lock (_gate)
         {
-            _inboundQos2.Add(packetId);
+            (_inboundQos2 ??= []).Add(packetId);
         }
     }
 
