@@ -143,9 +143,16 @@ public sealed partial class SocketListener(
                 return true;
             }
 
-            if (socket.Available == 0)
+            try
             {
-                return false;
+                if (socket.Available == 0)
+                {
+                    return false;
+                }
+            }
+            catch (SocketException)
+            {
+                return false; // reset by the peer: nothing more to read
             }
 
             // Data is waiting, so the socket read completes at once; never left pending on a closing connection.
