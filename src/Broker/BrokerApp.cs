@@ -1,4 +1,3 @@
-using System.Net;
 using Broker.Configuration;
 using Broker.Engine;
 using Broker.Engine.Diagnostics;
@@ -104,7 +103,7 @@ public static class BrokerApp
         {
             kestrel.Limits.MaxConcurrentConnections = engineOptions.Limits.MaxConnections;
             kestrel.Limits.MaxConcurrentUpgradedConnections = engineOptions.Limits.MaxConnections;
-            var address = engineOptions.Mqtt.Host == "*" ? IPAddress.Any : IPAddress.Parse(engineOptions.Mqtt.Host);
+            var address = engineOptions.Mqtt.BindAddress();
             if (engineOptions.Mqtt.Transport == "kestrel")
             {
                 kestrel.Listen(address, engineOptions.Mqtt.Port, listen =>

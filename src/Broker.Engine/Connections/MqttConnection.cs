@@ -497,7 +497,7 @@ internal sealed partial class MqttConnection
             WritePacket(_transport.Output, packet);
             await _transport.Output.FlushAsync();
         }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
+        catch (Exception ex) when (PipeGone(ex))
         {
         }
     }

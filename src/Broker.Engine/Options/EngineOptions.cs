@@ -54,6 +54,9 @@ public sealed class MqttListenerOptions
     /// <summary>Interface to bind; "*" for all, "127.0.0.1" for loopback only.</summary>
     public string Host { get; set; } = "*";
 
+    /// <summary>The address <see cref="Host"/> names, for every listener: "*" is all IPv4 interfaces (Kestrel's IPAddress.Any).</summary>
+    public System.Net.IPAddress BindAddress() => Host == "*" ? System.Net.IPAddress.Any : System.Net.IPAddress.Parse(Host);
+
     /// <summary>Largest packet accepted, checked on the fixed header before buffering (MQTT 5 Maximum Packet Size; mosquitto: max_packet_size).</summary>
     public int MaxPacketSize { get; set; } = 256 * 1024;
 

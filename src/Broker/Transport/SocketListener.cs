@@ -32,7 +32,7 @@ public sealed partial class SocketListener(
     public Task StartAsync(CancellationToken cancellationToken)
     {
         var mqtt = options.Value.Mqtt;
-        var address = mqtt.Host == "*" ? IPAddress.Any : IPAddress.Parse(mqtt.Host); // "*" is IPv4, as with Kestrel
+        var address = mqtt.BindAddress();
         _listener = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         _listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true); // restart while old connections sit in TIME_WAIT
         _listener.Bind(new IPEndPoint(address, mqtt.Port));
