@@ -86,4 +86,12 @@ internal sealed class EngineContext
             _lastMessageId = id;
         }
     }
+
+    /// <summary>
+    /// Message ids never repeat, across restarts too: after the store's highest id, each start also
+    /// begins at the clock in milliseconds × 2^20, past every id an earlier run could have given
+    /// unless it averaged over a million messages per millisecond. That covers ids the store no longer
+    /// shows (a message whose rows were all deleted), which a new message must never collide with.
+    /// </summary>
+    public void SeedMessageIds() => RestoreMessageId(NowUnixMs << 20);
 }

@@ -221,7 +221,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     /// <summary>Blocks until something is queued; false once the store is disposed and the queue drained.</summary>
     bool WaitForWork(ChannelReader<StoreOperation> reader)
     {
-        while (!reader.TryPeek(out _))
+        while (_carriedOver.Count == 0 && !reader.TryPeek(out _))
         {
             if (reader.Completion.IsCompleted)
             {
@@ -254,6 +254,8 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
             }
 
             batch.Clear();
+            batch.AddRange(_carriedOver); // first: they were made before anything still queued
+            _carriedOver.Clear();
             while (batch.Count < MaxBatch && reader.TryRead(out var operation))
             {
                 if (operation is StoreOperation.Maintain && batch.Count > 0)
@@ -315,9 +317,10 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
                 transaction.Commit();
             }
         }
-        catch (Exception ex) when (ex is SqliteException or IOException or InvalidOperationException)
+        catch (Exception ex)
         {
-            // Disk full, I/O error: nothing in this batch is on disk, so nobody is told it is.
+            // Disk full, I/O error, or a bug: nothing in this batch is on disk, so nobody is told it is.
+            // Any exception: the writer thread is the only one, and every acknowledgement waits on it.
             failure = ex;
             LogCommitFailed(_logger, FilePath, batch.Count, ex);
         }
@@ -325,18 +328,37 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
         Interlocked.Increment(ref _batches);
         Interlocked.Add(ref _operationsWritten, batch.Count);
         Interlocked.Add(ref _commitTicks, Stopwatch.GetTimestamp() - started);
+        var lost = 0;
         foreach (var operation in batch)
         {
             if (failure is null)
             {
                 operation.Done?.TrySetResult();
             }
+            else if (operation.Done is not null)
+            {
+                // Someone waits (a publish's ack, a CONNACK): it hears of the failure and answers its client.
+                operation.Done.TrySetException(new StoreWriteException(FilePath, failure));
+            }
+            else if (!operation.Retried && operation is not StoreOperation.Maintain)
+            {
+                // Nobody waits (a binding, a removal, an in-flight mark): tried again in the next commit,
+                // ahead of everything queued since, so a passing fault costs nothing.
+                _carriedOver.Add(operation with { Retried = true });
+            }
             else
             {
-                operation.Done?.TrySetException(new StoreWriteException(FilePath, failure));
+                lost++;
             }
         }
+
+        if (lost > 0)
+        {
+            LogChangesLost(_logger, FilePath, lost);
+        }
     }
+
+    readonly List<StoreOperation> _carriedOver = [];
 
     /// <summary>One switch on the kind of change.</summary>
     void Apply(StoreOperation operation, int index)
@@ -456,6 +478,9 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
 
     [LoggerMessage(4004, LogLevel.Information, "Store {Path} open (synchronous {Synchronous})")]
     static partial void LogOpened(ILogger logger, string path, string synchronous);
+
+    [LoggerMessage(4005, LogLevel.Critical, "Store {Path}: {Count} changes failed twice and are lost; the broker's memory and the file disagree until the next restart")]
+    static partial void LogChangesLost(ILogger logger, string path, int count);
 
     [LoggerMessage(4003, LogLevel.Error, "Store {Path}: a commit of {Count} changes failed; the publishes in it were not acknowledged")]
     static partial void LogCommitFailed(ILogger logger, string path, int count, Exception exception);

@@ -11,6 +11,9 @@ internal abstract record StoreOperation
 {
     public TaskCompletionSource? Done { get; init; }
 
+    /// <summary>A change nobody awaits that was in a failed commit and is tried once more (see the store's writer).</summary>
+    public bool Retried { get; init; }
+
     public sealed record UpsertSession(SessionRecord Session) : StoreOperation;
 
     public sealed record DeleteSession(string ClientId) : StoreOperation;

@@ -68,9 +68,14 @@ internal sealed partial class MqttConnection
 
         var message = BuildMessage(packet, topic);
         ValueTask durable;
+        HeldRoute? held = null;
         try
         {
-            durable = _engine.Router.RouteAsync(message);
+            // QoS 2 reaches no queue before it is durable, and for a persistent session not before the
+            // packet id recorded above is either: a re-send after a crash is then answered, not routed again.
+            durable = qos == MqttQualityOfServiceLevel.ExactlyOnce
+                ? _engine.Router.RouteHeld(message, session.IsPersistent, out held)
+                : _engine.Router.RouteAsync(message);
         }
         catch (Exception ex)
         {
@@ -80,7 +85,7 @@ internal sealed partial class MqttConnection
         return qos switch
         {
             MqttQualityOfServiceLevel.AtLeastOnce => await AcknowledgeAsync(durable, new MqttPubAckPacket { PacketIdentifier = id }, qos, id, topic),
-            MqttQualityOfServiceLevel.ExactlyOnce => await AcknowledgeAsync(durable, new MqttPubRecPacket { PacketIdentifier = id }, qos, id, topic),
+            MqttQualityOfServiceLevel.ExactlyOnce => await AcknowledgeAsync(durable, new MqttPubRecPacket { PacketIdentifier = id }, qos, id, topic, held),
             _ => Observe(durable, topic),
         };
     }
@@ -99,7 +104,7 @@ internal sealed partial class MqttConnection
     TaskCompletionSource? _ackRoom;
     Action? _sendDurableAcks;
 
-    async ValueTask<bool> AcknowledgeAsync(ValueTask? durable, MqttPacket ack, MqttQualityOfServiceLevel qos, ushort id, string topic)
+    async ValueTask<bool> AcknowledgeAsync(ValueTask? durable, MqttPacket ack, MqttQualityOfServiceLevel qos, ushort id, string topic, HeldRoute? held = null)
     {
         var queue = _pendingAcks;
         if ((queue is null || Volatile.Read(ref _pendingAckCount) == 0) && (durable is null || durable.Value.IsCompletedSuccessfully))
@@ -114,7 +119,7 @@ internal sealed partial class MqttConnection
         Task? room = null;
         lock (queue)
         {
-            queue.Enqueue(new PendingAck(commit, ack, qos, id, topic));
+            queue.Enqueue(new PendingAck(commit, ack, qos, id, topic, held));
             _pendingAckCount = queue.Count;
             if (queue.Count >= _engine.Options.Mqtt.ReceiveMaximum)
             {
@@ -140,15 +145,33 @@ internal sealed partial class MqttConnection
         return true;
     }
 
-    /// <summary>Sends the acks at the head of the line whose commit is done, in order; stops at the first still pending.</summary>
+    /// <summary>
+    /// Sends the acks at the head of the line whose commit is done, in order; stops at the first still
+    /// pending. Runs on whichever thread completed a commit (the store's), so it must never throw: a
+    /// fault closes this connection and stays here.
+    /// </summary>
     void SendDurableAcks()
+    {
+        try
+        {
+            SendDurableAcksCore();
+        }
+        catch (Exception ex)
+        {
+            EngineLog.ConnectionFailed(_engine.ConnectionLogger, Name, ex);
+            CloseFromOutside(MqttDisconnectReasonCode.UnspecifiedError, "internal error");
+        }
+    }
+
+    void SendDurableAcksCore()
     {
         var queue = _pendingAcks!;
         var sent = false;
         TaskCompletionSource? room = null;
         lock (queue)
         {
-            // Under the lock, so two threads finishing commits cannot reorder acks; the control queue keeps the order.
+            // Under the lock, so two threads finishing commits cannot reorder acks (nor held QoS 2
+            // deliveries); the control queue keeps the order.
             while (queue.TryPeek(out var head) && head.Durable is null or { IsCompleted: true })
             {
                 queue.Dequeue();
@@ -158,6 +181,7 @@ internal sealed partial class MqttConnection
                 }
                 else
                 {
+                    head.Held?.Release();
                     _control.Add(head.Ack);
                     sent = true;
                 }
@@ -178,10 +202,20 @@ internal sealed partial class MqttConnection
         }
     }
 
-    /// <summary>Not recorded means not acknowledged: v5 hears why (0x97), v3.1.1 loses the connection and re-sends.</summary>
+    /// <summary>
+    /// Not recorded means not acknowledged: v5 hears why (0x97), v3.1.1 loses the connection and re-sends.
+    /// A PUBREL or PUBCOMP whose state change did not reach the disk is not sent either: the connection
+    /// closes and the client resumes the exchange from what it last saw.
+    /// </summary>
     void StoreFailed(in PendingAck pending, Exception ex)
     {
         EngineLog.StoreFailed(_engine.Logger, pending.Topic, ex);
+        if (pending.Ack is MqttPubRelPacket or MqttPubCompPacket)
+        {
+            CloseFromOutside(MqttDisconnectReasonCode.UnspecifiedError, "store unavailable");
+            return;
+        }
+
         if (pending.Qos == MqttQualityOfServiceLevel.ExactlyOnce)
         {
             _session?.EndInboundQos2(pending.PacketId);
@@ -204,7 +238,7 @@ internal sealed partial class MqttConnection
         return true;
     }
 
-    readonly record struct PendingAck(Task? Durable, MqttPacket Ack, MqttQualityOfServiceLevel Qos, ushort PacketId, string Topic);
+    readonly record struct PendingAck(Task? Durable, MqttPacket Ack, MqttQualityOfServiceLevel Qos, ushort PacketId, string Topic, HeldRoute? Held);
 
     /// <summary>Inbound topic aliases [MQTT-3.3.2-7 .. -12]: a v5 client may send a topic once and an alias after.</summary>
     bool TryResolveTopic(MqttPublishPacket packet, out string topic)
@@ -277,32 +311,51 @@ internal sealed partial class MqttConnection
         return true;
     }
 
-    bool HandlePubRec(MqttPubRecPacket packet)
+    ValueTask<bool> HandlePubRecAsync(MqttPubRecPacket packet)
     {
         var id = packet.PacketIdentifier;
         if (IsV5 && (int)packet.ReasonCode >= 0x80)
         {
             // The receiver refused it: the exchange ends here, no PUBREL [MQTT-4.3.3-4 v5].
             _session!.Complete(id, DeliveryState.AwaitingAck);
-            return true;
+            return ValueTask.FromResult(true);
         }
 
+        // PUBREL only once "released pending" is durable: after a crash the session resumes with PUBREL,
+        // never with a second PUBLISH of a message the client has already taken [engine invariant 2].
         var known = _session!.Released(id);
-        return Send(new MqttPubRelPacket
+        var pubRel = new MqttPubRelPacket
         {
             PacketIdentifier = id,
             ReasonCode = known ? MqttPubRelReasonCode.Success : MqttPubRelReasonCode.PacketIdentifierNotFound,
-        });
+        };
+        if (!known)
+        {
+            return ValueTask.FromResult(Send(pubRel));
+        }
+
+        ValueTask? committed = new ValueTask(_session.Committed());
+        return AcknowledgeAsync(committed, pubRel, MqttQualityOfServiceLevel.ExactlyOnce, id, "");
     }
 
-    bool HandlePubRel(MqttPubRelPacket packet)
+    ValueTask<bool> HandlePubRelAsync(MqttPubRelPacket packet)
     {
-        var known = _session!.EndInboundQos2(packet.PacketIdentifier);
-        return Send(new MqttPubCompPacket
+        // PUBCOMP only once the packet id's release is durable: otherwise a crash brings the id back as
+        // pending, and the client's next QoS 2 PUBLISH with that id would be answered and never routed.
+        var id = packet.PacketIdentifier;
+        var known = _session!.EndInboundQos2(id);
+        var pubComp = new MqttPubCompPacket
         {
-            PacketIdentifier = packet.PacketIdentifier,
+            PacketIdentifier = id,
             ReasonCode = known ? MqttPubCompReasonCode.Success : MqttPubCompReasonCode.PacketIdentifierNotFound,
-        });
+        };
+        if (!known)
+        {
+            return ValueTask.FromResult(Send(pubComp));
+        }
+
+        ValueTask? committed = new ValueTask(_session.Committed());
+        return AcknowledgeAsync(committed, pubComp, MqttQualityOfServiceLevel.ExactlyOnce, id, "");
     }
 
     bool HandlePubComp(MqttPubCompPacket packet)

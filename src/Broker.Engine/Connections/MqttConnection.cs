@@ -132,12 +132,24 @@ internal sealed partial class MqttConnection
     string Name => _clientId.Length > 0 ? _clientId : _meta.ConnectionId;
 
     /// <summary>One switch on packet type, as mosquitto's handle__packet.</summary>
-    ValueTask<bool> DispatchAsync(MqttPacket packet) => packet switch
+    ValueTask<bool> DispatchAsync(MqttPacket packet)
+    {
+        // A packet id is never 0 where the packet has one [MQTT-2.3.1-1]; a QoS 0 PUBLISH has none.
+        // Checked before any handler: an acknowledgement for id 0 cannot even be encoded.
+        if (packet is MqttPacketWithIdentifier { PacketIdentifier: 0 } and not MqttPublishPacket { QualityOfServiceLevel: MqttQualityOfServiceLevel.AtMostOnce })
+        {
+            return ValueTask.FromResult(ProtocolError($"{packet.GetType().Name} with packet identifier 0 [MQTT-2.3.1-1]"));
+        }
+
+        return Handle(packet);
+    }
+
+    ValueTask<bool> Handle(MqttPacket packet) => packet switch
     {
         MqttPublishPacket publish => HandlePublishAsync(publish),
         MqttPubAckPacket ack => ValueTask.FromResult(HandlePubAck(ack)),
-        MqttPubRecPacket rec => ValueTask.FromResult(HandlePubRec(rec)),
-        MqttPubRelPacket rel => ValueTask.FromResult(HandlePubRel(rel)),
+        MqttPubRecPacket rec => HandlePubRecAsync(rec),
+        MqttPubRelPacket rel => HandlePubRelAsync(rel),
         MqttPubCompPacket comp => ValueTask.FromResult(HandlePubComp(comp)),
         MqttSubscribePacket subscribe => HandleSubscribeAsync(subscribe),
         MqttUnsubscribePacket unsubscribe => ValueTask.FromResult(HandleUnsubscribe(unsubscribe)),
@@ -381,9 +393,9 @@ internal sealed partial class MqttConnection
                 }
             }
         }
-        catch (Exception ex) when (PipeGone(ex))
+        catch (Exception ex)
         {
-            // The receive loop sees that too. The writer role is kept, so this was the last write.
+            WriterStopped(ex);
         }
     }
 
@@ -396,8 +408,9 @@ internal sealed partial class MqttConnection
                 return;
             }
         }
-        catch (Exception ex) when (PipeGone(ex))
+        catch (Exception ex)
         {
+            WriterStopped(ex);
             return;
         }
 
@@ -406,6 +419,32 @@ internal sealed partial class MqttConnection
 
     /// <summary>What writing to or flushing a pipe throws once the connection is closing or gone.</summary>
     static bool PipeGone(Exception ex) => ex is OperationCanceledException or IOException or ObjectDisposedException or InvalidOperationException;
+
+    /// <summary>
+    /// The writer failed: this connection closes, and nothing else notices. Whoever was writing (a
+    /// publisher's routing, the store's commit, another connection's thread) goes on with its other
+    /// recipients, so one connection's fault never reaches another or the process. A transport that
+    /// is gone is normal; anything else (a packet that cannot be encoded) is a bug worth a log line.
+    /// The writer role is kept, so nothing more is written.
+    /// </summary>
+    void WriterStopped(Exception ex)
+    {
+        if (!(PipeGone(ex) && (_closing || ex is not InvalidOperationException)))
+        {
+            EngineLog.WriterFailed(_engine.ConnectionLogger, Name, ex);
+            _closeReason = "write failed";
+        }
+
+        _closing = true;
+        try
+        {
+            _transport.Input.CancelPendingRead(); // the receive loop ends and lets go of the session
+        }
+        catch (Exception)
+        {
+            // The transport is already gone: its receive loop ends by itself.
+        }
+    }
 
     /// <summary>After a flush: false when the writer stops for good (client gone, or a close we decided on).</summary>
     bool Continue(FlushResult flush)

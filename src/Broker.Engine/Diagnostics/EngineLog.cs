@@ -32,6 +32,9 @@ internal static partial class EngineLog
     [LoggerMessage(1008, LogLevel.Error, "Connection {ConnectionId} failed")]
     public static partial void ConnectionFailed(ILogger logger, string connectionId, Exception exception);
 
+    [LoggerMessage(1009, LogLevel.Error, "Client {ClientId}: writing to the connection failed; the connection is closed")]
+    public static partial void WriterFailed(ILogger logger, string clientId, Exception exception);
+
     [LoggerMessage(2001, LogLevel.Warning, "CONNECT refused for client {ClientId} user {UserName} from {RemoteEndPoint}: {ReasonCode} {Reason}")]
     public static partial void ConnectRefused(ILogger logger, string clientId, string? userName, string? remoteEndPoint, string reasonCode, string reason);
 

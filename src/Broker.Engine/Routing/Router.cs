@@ -18,8 +18,21 @@ internal sealed class Router(EngineContext engine)
     static Scratch? t_scratch;
 
     /// <summary>Routes a publish. The task completes when the message is durable for every persistent recipient.</summary>
-    public ValueTask RouteAsync(BrokerMessage message)
+    public ValueTask RouteAsync(BrokerMessage message) => Route(message, HoldFor.Nothing, out _);
+
+    /// <summary>
+    /// Routes a QoS 2 publish for exactly once at every crash point [engine invariant 2]: no recipient's
+    /// queue sees it before its rows are durable (and, with <paramref name="afterPriorWrites"/>, before
+    /// the publisher's inbound packet id is), or a re-send after a crash would be routed a second time.
+    /// When the task is not complete, <paramref name="held"/> holds the recipients: the caller releases
+    /// them once the task succeeds, and never when it fails (not stored means neither acked nor delivered).
+    /// </summary>
+    public ValueTask RouteHeld(BrokerMessage message, bool afterPriorWrites, out HeldRoute? held) =>
+        Route(message, afterPriorWrites ? HoldFor.PriorWrites : HoldFor.OwnRows, out held);
+
+    ValueTask Route(BrokerMessage message, HoldFor hold, out HeldRoute? held)
     {
+        held = null;
         var scratch = t_scratch ??= new Scratch();
         scratch.Clear();
         try
@@ -50,7 +63,7 @@ internal sealed class Router(EngineContext engine)
                 CollectSubscribers(message, scratch);
             }
 
-            var durable = Deliver(message, scratch.Recipients);
+            var durable = Deliver(message, scratch.Recipients, hold, out held);
             return retained.IsCompletedSuccessfully ? durable : BothAsync(retained, durable);
         }
         finally
@@ -164,8 +177,9 @@ internal sealed class Router(EngineContext engine)
         }
     }
 
-    ValueTask Deliver(BrokerMessage message, List<Recipient> recipients)
+    ValueTask Deliver(BrokerMessage message, List<Recipient> recipients, HoldFor hold, out HeldRoute? held)
     {
+        held = null;
         List<StoredDelivery>? rows = null;
         foreach (var r in recipients)
         {
@@ -176,10 +190,19 @@ internal sealed class Router(EngineContext engine)
         }
 
         // Handed to the store before any queue: its rows precede every later state change.
-        var durable = rows is null ? ValueTask.CompletedTask : engine.Store.AppendAsync(message, rows);
+        var durable = rows is not null ? engine.Store.AppendAsync(message, rows)
+            : hold == HoldFor.PriorWrites ? engine.Store.FlushAsync()
+            : ValueTask.CompletedTask;
+        if (hold != HoldFor.Nothing && !durable.IsCompletedSuccessfully)
+        {
+            // Failed already: nobody gets it. Pending: the caller releases the recipients after the commit.
+            held = durable.IsCompleted || recipients.Count == 0 ? null : new HeldRoute(message, [.. recipients]);
+            return durable;
+        }
+
         foreach (var r in recipients)
         {
-            r.Session.Enqueue(new Delivery(message, r.Qos, r.Retain, r.SubscriptionIds));
+            r.Enqueue(message);
         }
 
         return durable;
@@ -203,7 +226,22 @@ internal sealed class Router(EngineContext engine)
 
     static MqttQualityOfServiceLevel Max(MqttQualityOfServiceLevel a, MqttQualityOfServiceLevel b) => a > b ? a : b;
 
-    readonly record struct Recipient(Session Session, MqttQualityOfServiceLevel Qos, bool Retain, List<uint>? SubscriptionIds);
+    internal readonly record struct Recipient(Session Session, MqttQualityOfServiceLevel Qos, bool Retain, List<uint>? SubscriptionIds)
+    {
+        public void Enqueue(BrokerMessage message) => Session.Enqueue(new Delivery(message, Qos, Retain, SubscriptionIds));
+    }
+
+    enum HoldFor
+    {
+        /// <summary>QoS 0 and 1: queues see the message at once (a duplicate after a crash is allowed).</summary>
+        Nothing,
+
+        /// <summary>QoS 2 of a clean session: after the recipients' rows are durable.</summary>
+        OwnRows,
+
+        /// <summary>QoS 2 of a persistent session: also after the publisher's inbound packet id is durable.</summary>
+        PriorWrites,
+    }
 
     sealed class Scratch
     {
@@ -218,6 +256,19 @@ internal sealed class Router(EngineContext engine)
             SharedPicks.Clear();
             Recipients.Clear();
             IndexBySession.Clear();
+        }
+    }
+}
+
+/// <summary>A routed QoS 2 message whose recipients wait for its commit (see <see cref="Router.RouteHeld"/>).</summary>
+internal sealed class HeldRoute(BrokerMessage message, Router.Recipient[] recipients)
+{
+    /// <summary>The commit succeeded: every recipient's queue gets the message, in the order the publishes came.</summary>
+    public void Release()
+    {
+        foreach (var r in recipients)
+        {
+            r.Enqueue(message);
         }
     }
 }

@@ -28,6 +28,7 @@ public sealed class Session
     ushort _lastPacketId;
     int _sendQuota = 20;
     bool _resendInflight;
+    Task? _heldIdsDurable; // outbound QoS 2 packet ids on their way to the disk: their PUBLISH waits (see TakeOutbound)
     long _lastDropLogMs;
 
     internal Session(EngineContext engine, string clientId, ClientPrincipal principal)
@@ -246,6 +247,7 @@ public sealed class Session
     internal bool TakeOutbound(MqttConnection caller, List<MqttPacket> batch, int max, bool v5, long nowUnixMs)
     {
         List<Delivery>? expired = null;
+        Task? heldIdsDurable = null;
         lock (_gate)
         {
             if (!ReferenceEquals(_connection, caller))
@@ -253,11 +255,27 @@ public sealed class Session
                 return false; // taken over: the new connection sends from here on
             }
 
+            if (_heldIdsDurable is { } held)
+            {
+                if (!held.IsCompleted)
+                {
+                    return false; // its completion wakes the writer; nothing overtakes the held messages
+                }
+
+                _heldIdsDurable = null;
+                if (!_resendInflight)
+                {
+                    SendHeld(batch, v5, nowUnixMs);
+                }
+            }
+
             if (_resendInflight)
             {
                 _resendInflight = false;
-                foreach (var entry in _inflight)
+                for (var node = _inflight.First; node is not null; node = node.Next)
                 {
+                    var entry = node.Value;
+                    node.Value = entry with { Held = false };
                     batch.Add(entry.State == DeliveryState.AwaitingComp
                         ? new MqttPubRelPacket { PacketIdentifier = entry.PacketId }
                         : BuildPublish(entry.Delivery, entry.PacketId, dup: true, v5, nowUnixMs));
@@ -266,6 +284,11 @@ public sealed class Session
 
             while (batch.Count < max && _queue.TryPeek(out var next))
             {
+                if (heldIdsDurable is not null && next.Qos != MqttQualityOfServiceLevel.ExactlyOnce)
+                {
+                    break; // keeps the order: what follows a held QoS 2 message waits with it
+                }
+
                 if (next.Message.IsExpired(nowUnixMs))
                 {
                     _queue.Dequeue();
@@ -287,16 +310,36 @@ public sealed class Session
 
                 _queue.Dequeue();
                 var id = NextPacketId();
-                var node = _inflight.AddLast(new Inflight(id, next, DeliveryState.AwaitingAck));
+
+                // Outbound QoS 2 of a persistent session: the packet id must be durable before the PUBLISH
+                // leaves, or after a crash the message would go out again under a new id (a duplicate) and
+                // the old id be reused while the client still holds it (a loss) [engine invariant 2].
+                var hold = IsPersistent && next.Qos == MqttQualityOfServiceLevel.ExactlyOnce;
+                var node = _inflight.AddLast(new Inflight(id, next, DeliveryState.AwaitingAck, hold));
                 _inflightById[id] = node;
-                batch.Add(BuildPublish(next, id, dup: false, v5, nowUnixMs));
                 if (IsPersistent)
                 {
                     _engine.Store.UpdateDelivery(ClientId, next.Message.Id, id, DeliveryState.AwaitingAck);
                 }
+
+                if (hold)
+                {
+                    heldIdsDurable = Task.CompletedTask; // the barrier is taken once, after the loop
+                }
+                else
+                {
+                    batch.Add(BuildPublish(next, id, dup: false, v5, nowUnixMs));
+                }
+            }
+
+            if (heldIdsDurable is not null)
+            {
+                // One commit covers every id handed out above: the store writes in order.
+                _heldIdsDurable = heldIdsDurable = _engine.Store.FlushAsync().AsTask();
             }
         }
 
+        heldIdsDurable?.ContinueWith(static (_, state) => ((Session)state!).Connection?.SignalWrite(), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         if (expired is not null)
         {
             foreach (var d in expired)
@@ -307,6 +350,22 @@ public sealed class Session
 
         return batch.Count >= max;
     }
+
+    /// <summary>The QoS 2 PUBLISHes whose packet ids are durable now (a failed commit was logged by the store; they go all the same).</summary>
+    void SendHeld(List<MqttPacket> batch, bool v5, long nowUnixMs)
+    {
+        for (var node = _inflight.First; node is not null; node = node.Next)
+        {
+            if (node.Value.Held)
+            {
+                node.Value = node.Value with { Held = false };
+                batch.Add(BuildPublish(node.Value.Delivery, node.Value.PacketId, dup: false, v5, nowUnixMs));
+            }
+        }
+    }
+
+    /// <summary>Completes when every change this session has handed to the store so far is durable (at once when it is not persistent).</summary>
+    internal Task Committed() => IsPersistent ? _engine.Store.FlushAsync().AsTask() : Task.CompletedTask;
 
     /// <summary>PUBACK (QoS 1) or PUBCOMP (QoS 2): the message is done. False for an unknown id.</summary>
     internal bool Complete(ushort packetId, DeliveryState expected)
@@ -528,5 +587,6 @@ public sealed class Session
         }
     }
 
-    readonly record struct Inflight(ushort PacketId, Delivery Delivery, DeliveryState State);
+    /// <summary>A message in flight; <paramref name="Held"/>: its packet id is not durable yet, so its PUBLISH has not been sent.</summary>
+    readonly record struct Inflight(ushort PacketId, Delivery Delivery, DeliveryState State, bool Held = false);
 }

@@ -14,6 +14,12 @@ internal static class StoreRestore
     public static async Task<(int Sessions, int Messages, int Retained)> RestoreAsync(EngineContext engine, CancellationToken cancellationToken)
     {
         var snapshot = await engine.Store.LoadAsync(cancellationToken);
+        foreach (var id in snapshot.Messages.Keys)
+        {
+            engine.RestoreMessageId(id); // orphans too: a new message must never take an id still on disk
+        }
+
+        engine.SeedMessageIds();
         foreach (var retained in snapshot.Retained)
         {
             engine.Retained.Set(retained);

@@ -54,47 +54,11 @@ public sealed class StoreFailureTests
         TestBroker.StartAsync(s => TestBroker.AddDemoUsers(s), configureServices: services => services.AddSingleton<IBrokerStore>(store));
 
     /// <summary>The in-memory store, with writes that fail on demand, as a full disk would make them.</summary>
-    sealed class FailingStore : IBrokerStore
+    sealed class FailingStore : DelegatingStore
     {
-        readonly InMemoryBrokerStore _inner = new();
-
         public volatile bool Failing;
 
-        public ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries) =>
-            Failing ? ValueTask.FromException(new IOException("No space left on device")) : _inner.AppendAsync(message, deliveries);
-
-        public ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken) => _inner.LoadAsync(cancellationToken);
-
-        public ValueTask FlushAsync() => _inner.FlushAsync();
-
-        public void UpsertSession(SessionRecord session) => _inner.UpsertSession(session);
-
-        public void DeleteSession(string clientId) => _inner.DeleteSession(clientId);
-
-        public void UpdateDelivery(string clientId, long messageId, ushort packetId, DeliveryState state) => _inner.UpdateDelivery(clientId, messageId, packetId, state);
-
-        public void RemoveDelivery(string clientId, long messageId) => _inner.RemoveDelivery(clientId, messageId);
-
-        public void SetInboundQos2(string clientId, ushort packetId, bool pending) => _inner.SetInboundQos2(clientId, packetId, pending);
-
-        public ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs) => _inner.AddToMailboxAsync(clientId, message, expiresAtUnixMs);
-
-        public void RemoveFromMailbox(string clientId, long messageId) => _inner.RemoveFromMailbox(clientId, messageId);
-
-        public ValueTask SetRetainedAsync(BrokerMessage message) => _inner.SetRetainedAsync(message);
-
-        public ValueTask DeleteRetainedAsync(string topic) => _inner.DeleteRetainedAsync(topic);
-
-        public IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind) => _inner.LoadRecords(kind);
-
-        public ValueTask SaveRecordAsync(string kind, string key, byte[]? value) => _inner.SaveRecordAsync(kind, key, value);
-
-        public string? GetClientOwner(string clientId) => _inner.GetClientOwner(clientId);
-
-        public string BindClientOwner(string clientId, string userId) => _inner.BindClientOwner(clientId, userId);
-
-        public bool ReleaseClientOwner(string clientId) => _inner.ReleaseClientOwner(clientId);
-
-        public ValueTask DisposeAsync() => _inner.DisposeAsync();
+        public override ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries) =>
+            Failing ? ValueTask.FromException(new IOException("No space left on device")) : Inner.AppendAsync(message, deliveries);
     }
 }

@@ -1,0 +1,131 @@
+using Broker.IntegrationTests.Engine;
+using Broker.IntegrationTests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using MQTTnet.Formatter;
+using MQTTnet.Packets;
+using MQTTnet.Protocol;
+
+namespace Broker.IntegrationTests.Durability;
+
+/// <summary>
+/// QoS 2 is exactly once at every crash point only if each durable write happens before the packet
+/// that reveals it (engine invariant 2). A crash is a moment when a commit has not finished, so these
+/// tests hold the store's commit open (<see cref="GatedStore"/>) and check that nothing that depends on
+/// it has left the broker: a PINGREQ's PINGRESP (which waits for no commit) comes first, and the held
+/// packet only after the commit. Each test fails if its packet is sent before the commit.
+/// </summary>
+public sealed class CommitOrderTests
+{
+    const string Payload = "exactly once";
+
+    [Theory]
+    [InlineData(MqttProtocolVersion.V311)]
+    [InlineData(MqttProtocolVersion.V500)]
+    public async Task InboundQos2_ReachesNoSubscriberBeforeItsPacketIdIsDurable(MqttProtocolVersion version)
+    {
+        // v3.1.1 [MQTT-4.3.3-2] method B: store the packet id, then initiate onward delivery. Were the message
+        // delivered first, a crash before the commit would route the publisher's DUP re-send a second time.
+        var store = new GatedStore();
+        await using var broker = await StartAsync(store);
+        await using var bob = await Raw.ConnectAsync(broker.MqttPort, "bob", version, cleanSession: false, sessionExpiry: 3600);
+        await bob.SubscribeAsync("chat/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using var alice = await Raw.ConnectAsync(broker.MqttPort, "alice", version, cleanSession: false, sessionExpiry: 3600);
+
+        store.Hold = true;
+        await alice.SendAsync(Raw.Publish("chat/1", Payload, MqttQualityOfServiceLevel.ExactlyOnce, packetId: 7));
+        await store.CommitHeld;
+        await PingAsync(alice); // the publish has been handled; its PUBREC waits for the commit
+        await PingAsync(bob); // and nothing reached bob ahead of it
+
+        store.Release();
+        Assert.Equal(7, (await alice.ExpectAsync<MqttPubRecPacket>()).PacketIdentifier);
+        Assert.Equal(Payload, Raw.Text(await bob.ExpectAsync<MqttPublishPacket>()));
+    }
+
+    [Theory]
+    [InlineData(MqttProtocolVersion.V311)]
+    [InlineData(MqttProtocolVersion.V500)]
+    public async Task PubComp_WaitsUntilThePacketIdsReleaseIsDurable(MqttProtocolVersion version)
+    {
+        // [MQTT-4.3.3-11 v3.1.1 / MQTT-4.3.3-13 v5]: PUBCOMP ends the exchange. Sent before the release is on disk,
+        // a crash brings the id back as pending and the client's next PUBLISH with that id is never routed.
+        var store = new GatedStore();
+        await using var broker = await StartAsync(store);
+        await using var alice = await Raw.ConnectAsync(broker.MqttPort, "alice", version, cleanSession: false, sessionExpiry: 3600);
+        await alice.SendAsync(Raw.Publish("chat/1", Payload, MqttQualityOfServiceLevel.ExactlyOnce, packetId: 9));
+        await alice.ExpectAsync<MqttPubRecPacket>();
+
+        store.Hold = true;
+        await alice.SendAsync(new MqttPubRelPacket { PacketIdentifier = 9 });
+        await store.CommitHeld;
+        await PingAsync(alice);
+
+        store.Release();
+        Assert.Equal(9, (await alice.ExpectAsync<MqttPubCompPacket>()).PacketIdentifier);
+    }
+
+    [Theory]
+    [InlineData(MqttProtocolVersion.V311)]
+    [InlineData(MqttProtocolVersion.V500)]
+    public async Task PubRel_WaitsUntilReleasedPendingIsDurable(MqttProtocolVersion version)
+    {
+        // [MQTT-4.4.0-1]: a resumed session re-sends PUBREL, not PUBLISH, for a message the client has taken.
+        // That needs "released pending" on disk before the PUBREL leaves.
+        var store = new GatedStore();
+        await using var broker = await StartAsync(store);
+        await using var bob = await Raw.ConnectAsync(broker.MqttPort, "bob", version, cleanSession: false, sessionExpiry: 3600);
+        await bob.SubscribeAsync("chat/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using var alice = await Raw.ConnectAsync(broker.MqttPort, "alice", version);
+        await alice.SendAsync(Raw.Publish("chat/1", Payload, MqttQualityOfServiceLevel.ExactlyOnce, packetId: 1));
+        var delivered = await bob.ExpectAsync<MqttPublishPacket>();
+
+        store.Hold = true;
+        await bob.SendAsync(new MqttPubRecPacket { PacketIdentifier = delivered.PacketIdentifier });
+        await store.CommitHeld;
+        await PingAsync(bob);
+
+        store.Release();
+        Assert.Equal(delivered.PacketIdentifier, (await bob.ExpectAsync<MqttPubRelPacket>()).PacketIdentifier);
+    }
+
+    [Theory]
+    [InlineData(MqttProtocolVersion.V311)]
+    [InlineData(MqttProtocolVersion.V500)]
+    public async Task OutboundQos2_PublishWaitsUntilItsPacketIdIsDurable(MqttProtocolVersion version)
+    {
+        // [MQTT-4.3.3-1 / v5 MQTT-4.3.3-3]: the id is held by the client from PUBLISH to PUBREL. Sent before the id
+        // is on disk, a crash would resend the message under a new id (a duplicate) and reuse the old one
+        // while the client still holds it (a loss).
+        var store = new GatedStore { FlushesOnly = true };
+        await using var broker = await StartAsync(store);
+        await using var bob = await Raw.ConnectAsync(broker.MqttPort, "bob", version, cleanSession: false, sessionExpiry: 3600);
+        await bob.SubscribeAsync("chat/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using var alice = await Raw.ConnectAsync(broker.MqttPort, "alice", version);
+
+        store.Hold = true;
+        await alice.SendAsync(Raw.Publish("chat/1", Payload, MqttQualityOfServiceLevel.ExactlyOnce, packetId: 1));
+        await alice.ExpectAsync<MqttPubRecPacket>(); // bob's row is stored (appends are not held here)
+        await store.CommitHeld;
+        await PingAsync(bob);
+
+        store.Release();
+        var delivered = await bob.ExpectAsync<MqttPublishPacket>();
+        Assert.Equal(Payload, Raw.Text(delivered));
+        Assert.Equal(MqttQualityOfServiceLevel.ExactlyOnce, delivered.QualityOfServiceLevel);
+    }
+
+    /// <summary>PINGREQ → PINGRESP, which waits for no commit: the next packet must be that PINGRESP.</summary>
+    static async Task PingAsync(RawClient client)
+    {
+        await client.SendAsync(new MqttPingReqPacket());
+        await client.ExpectAsync<MqttPingRespPacket>();
+    }
+
+    static Task<TestBroker> StartAsync(GatedStore store) => TestBroker.StartAsync(
+        settings =>
+        {
+            settings["Broker:Conventions:Enabled"] = "false";
+            settings["Broker:AllowAnonymous"] = "true";
+        },
+        configureServices: services => services.AddSingleton<Broker.Engine.Store.IBrokerStore>(store));
+}

@@ -1,0 +1,123 @@
+using Broker.Engine.Routing;
+using Broker.Engine.Store;
+
+namespace Broker.IntegrationTests.Infrastructure;
+
+/// <summary>
+/// The in-memory store behind a seam tests can bend: a subclass overrides the calls whose timing or
+/// outcome it controls (a full disk, a commit that has not finished yet) and inherits the rest.
+/// </summary>
+public abstract class DelegatingStore : IBrokerStore
+{
+    protected InMemoryBrokerStore Inner { get; } = new();
+
+    public virtual ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries) => Inner.AppendAsync(message, deliveries);
+
+    public virtual ValueTask FlushAsync() => Inner.FlushAsync();
+
+    public ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken) => Inner.LoadAsync(cancellationToken);
+
+    public void UpsertSession(SessionRecord session) => Inner.UpsertSession(session);
+
+    public void DeleteSession(string clientId) => Inner.DeleteSession(clientId);
+
+    public void UpdateDelivery(string clientId, long messageId, ushort packetId, DeliveryState state) => Inner.UpdateDelivery(clientId, messageId, packetId, state);
+
+    public void RemoveDelivery(string clientId, long messageId) => Inner.RemoveDelivery(clientId, messageId);
+
+    public void SetInboundQos2(string clientId, ushort packetId, bool pending) => Inner.SetInboundQos2(clientId, packetId, pending);
+
+    public ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs) => Inner.AddToMailboxAsync(clientId, message, expiresAtUnixMs);
+
+    public void RemoveFromMailbox(string clientId, long messageId) => Inner.RemoveFromMailbox(clientId, messageId);
+
+    public ValueTask SetRetainedAsync(BrokerMessage message) => Inner.SetRetainedAsync(message);
+
+    public ValueTask DeleteRetainedAsync(string topic) => Inner.DeleteRetainedAsync(topic);
+
+    public IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind) => Inner.LoadRecords(kind);
+
+    public ValueTask SaveRecordAsync(string kind, string key, byte[]? value) => Inner.SaveRecordAsync(kind, key, value);
+
+    public string? GetClientOwner(string clientId) => Inner.GetClientOwner(clientId);
+
+    public string BindClientOwner(string clientId, string userId) => Inner.BindClientOwner(clientId, userId);
+
+    public bool ReleaseClientOwner(string clientId) => Inner.ReleaseClientOwner(clientId);
+
+    public ValueTask DisposeAsync() => Inner.DisposeAsync();
+}
+
+/// <summary>
+/// A store whose commits can be held open, as a slow disk holds them: while <see cref="Hold"/> is on,
+/// every awaited write (appends and flushes, or flushes only) completes when <see cref="Release"/> is
+/// called, in order. Tests use it to check what the broker does (and must not do) before a commit.
+/// </summary>
+public sealed class GatedStore : DelegatingStore
+{
+    readonly object _gate = new();
+    TaskCompletionSource _released = NewGate();
+    TaskCompletionSource _held = NewGate();
+
+    /// <summary>Commits wait for <see cref="Release"/>.</summary>
+    public bool Hold { get; set; }
+
+    /// <summary>Appends are not held, only flushes (the barrier the engine takes for packet-id and state changes).</summary>
+    public bool FlushesOnly { get; set; }
+
+    /// <summary>Completes when the first held commit has been asked for since the last <see cref="Release"/>; fails after the test timeout.</summary>
+    public Task CommitHeld
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _held.Task.WaitAsync(TestClient.Timeout);
+            }
+        }
+    }
+
+    public void Release()
+    {
+        TaskCompletionSource released;
+        lock (_gate)
+        {
+            Hold = false;
+            released = _released;
+            _released = NewGate();
+            _held = NewGate();
+        }
+
+        released.TrySetResult();
+    }
+
+    public override ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries) =>
+        FlushesOnly ? Inner.AppendAsync(message, deliveries) : Gated(Inner.AppendAsync(message, deliveries));
+
+    public override ValueTask FlushAsync() => Gated(Inner.FlushAsync());
+
+    ValueTask Gated(ValueTask inner)
+    {
+        Task released;
+        lock (_gate)
+        {
+            if (!Hold)
+            {
+                return inner;
+            }
+
+            released = _released.Task;
+            _held.TrySetResult();
+        }
+
+        return AfterAsync(released, inner);
+    }
+
+    static async ValueTask AfterAsync(Task released, ValueTask inner)
+    {
+        await inner;
+        await released;
+    }
+
+    static TaskCompletionSource NewGate() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+}
