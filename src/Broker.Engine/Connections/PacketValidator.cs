@@ -125,10 +125,15 @@ internal static class PacketValidator
         var willRetain = (connectFlags & 0x20) != 0;
         var password = (connectFlags & 0x40) != 0;
         var userName = (connectFlags & 0x80) != 0;
-        if (!will && (willQos != 0 || willRetain))
+        // Will Flag 0: Will QoS and Will Retain are 0 [MQTT-3.1.2-11, -13, -15] (v5 [MQTT-3.1.2-11, -13]).
+        if (!will && willQos != 0)
         {
-            // Will Flag 0: Will QoS and Will Retain are 0 [MQTT-3.1.2-11, -13, -15] (v5 [MQTT-3.1.2-11, -13]).
-            return Fail(Malformed, "CONNECT Will QoS or Will Retain without Will Flag [MQTT-3.1.2-13, -15]", out violation);
+            return Fail(Malformed, "CONNECT Will QoS without Will Flag [MQTT-3.1.2-13]", out violation);
+        }
+
+        if (!will && willRetain)
+        {
+            return Fail(Malformed, "CONNECT Will Retain without Will Flag [MQTT-3.1.2-15]", out violation);
         }
 
         if (willQos == 3)
