@@ -89,6 +89,10 @@ public class FrameBenchmarks
         return body.Length + size;
     }
 
+    /// <summary>The wire grammar check <c>MqttConnection</c> runs on every packet before MQTTnet decodes it (<see cref="PacketValidator"/>).</summary>
+    [Benchmark]
+    public bool PacketValidatorPublish() => PacketValidator.TryValidate(_fixedHeader, new ReadOnlySequence<byte>(_body), MqttProtocolVersion.V311, out _);
+
     /// <summary>MQTTnet's decode of the body (the <see cref="MqttPublishPacket"/>, its topic string and payload copy).</summary>
     [Benchmark]
     public MqttPacket MqttNetDecode() => _decoder.Decode(new ReceivedMqttPacket(_fixedHeader, new ArraySegment<byte>(_body), _packetSize));

@@ -112,7 +112,7 @@ internal sealed partial class MqttConnection
         {
             _engine.Counters.MalformedPacket();
             EngineLog.MalformedPacket(_engine.ConnectionLogger, Name, ex.Message);
-            Disconnect(MqttDisconnectReasonCode.MalformedPacket, "malformed packet");
+            Disconnect(ex.Reason, ex.Reason == MqttDisconnectReasonCode.MalformedPacket ? "malformed packet" : "protocol error");
         }
         catch (Exception ex) when (ex is IOException or ObjectDisposedException or InvalidOperationException || ex.GetType().Name == "ConnectionResetException")
         {
@@ -303,42 +303,19 @@ internal sealed partial class MqttConnection
             }
         }
 
-        MqttPacket packet;
+        // The wire grammar first: MQTTnet's decoder is lenient (ill-formed UTF-8, duplicate properties, reserved bits).
+        if (!PacketValidator.TryValidate(received.FixedHeader, new ReadOnlySequence<byte>(received.Body), _version, out var violation))
+        {
+            throw new MalformedPacketException(violation.Text, violation.Reason);
+        }
+
         try
         {
-            packet = PacketFormatters.For(_version).Decode(received) ?? throw new MalformedPacketException("unknown packet type");
+            return PacketFormatters.For(_version).Decode(received) ?? throw new MalformedPacketException("unknown packet type");
         }
         catch (Exception ex) when (ex is not MalformedPacketException)
         {
             throw new MalformedPacketException(ex.Message);
-        }
-
-        ThrowIfMalformed(packet);
-        return packet;
-    }
-
-    /// <summary>What MQTTnet's decoder lets through but the specification calls malformed: the connection closes.</summary>
-    static void ThrowIfMalformed(MqttPacket packet)
-    {
-        switch (packet)
-        {
-            case MqttPublishPacket { QualityOfServiceLevel: > MqttQualityOfServiceLevel.ExactlyOnce }:
-                throw new MalformedPacketException("PUBLISH with both QoS bits set [MQTT-3.3.1-4]");
-            case MqttSubscribePacket { TopicFilters.Count: 0 }:
-                throw new MalformedPacketException("SUBSCRIBE without a topic filter [MQTT-3.8.3-3]");
-            case MqttSubscribePacket subscribe:
-                foreach (var filter in subscribe.TopicFilters)
-                {
-                    // v3.1.1 decodes the whole options byte as the QoS, so reserved bits show up here too.
-                    if (filter.QualityOfServiceLevel > MqttQualityOfServiceLevel.ExactlyOnce || (int)filter.RetainHandling > 2)
-                    {
-                        throw new MalformedPacketException("SUBSCRIBE options with QoS 3, Retain Handling 3 or reserved bits [MQTT-3.8.3-4]");
-                    }
-                }
-
-                break;
-            case MqttUnsubscribePacket { TopicFilters.Count: 0 }:
-                throw new MalformedPacketException("UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]");
         }
     }
 
@@ -575,7 +552,11 @@ internal sealed partial class MqttConnection
         public long Size { get; } = size;
     }
 
-    sealed class MalformedPacketException(string message) : Exception(message);
+    /// <summary>The packet breaks the wire grammar: v5 is told <see cref="Reason"/> (0x81 Malformed Packet or 0x82 Protocol Error), then the connection closes.</summary>
+    sealed class MalformedPacketException(string message, MqttDisconnectReasonCode reason = MqttDisconnectReasonCode.MalformedPacket) : Exception(message)
+    {
+        public MqttDisconnectReasonCode Reason { get; } = reason;
+    }
 
     sealed class UnsupportedProtocolException(string message) : Exception(message);
 }
