@@ -175,6 +175,7 @@ public sealed class BrokerEngine : IAsyncDisposable
 
                 _engine.Sessions.Sweep(_engine.NowUnixMs);
                 _engine.Mailbox.Sweep(_engine.NowUnixMs);
+                _engine.Logins.Sweep();
             }
         }
         catch (OperationCanceledException)

@@ -25,6 +25,7 @@ internal sealed class EngineContext
         Sessions = new SessionManager(this);
         Mailbox = new OfflineMailbox(this);
         Router = new Router(this);
+        Logins = new Admission.LoginThrottle(options.Limits, counters, loggerFactory.CreateLogger<Admission.LoginThrottle>());
     }
 
     public EngineOptions Options { get; }
@@ -50,6 +51,9 @@ internal sealed class EngineContext
     public OfflineMailbox Mailbox { get; }
 
     public Router Router { get; }
+
+    /// <summary>Failed-login penalties per source address and user name, around every credential check.</summary>
+    public Admission.LoginThrottle Logins { get; }
 
     /// <summary>The live connections (each adds and removes itself): shutdown and the keep-alive heartbeat visit them.</summary>
     public System.Collections.Concurrent.ConcurrentDictionary<Connections.MqttConnection, byte> Connections { get; } = new();

@@ -48,16 +48,16 @@ public sealed class ImsPolicy : IBrokerPolicy
         _sysOpen = !_conventions && _acl.Count == 0;
     }
 
-    public ValueTask<AuthenticationResult> AuthenticateAsync(ConnectRequest request, CancellationToken cancellationToken) =>
-        _jwt is not null && request.Password is { } password && JwtAuthenticator.LooksLikeJwt(password)
-            ? AuthenticateWithTokenAsync(request, _jwt, password)
-            : ValueTask.FromResult(Authenticate(request, null));
+    public async ValueTask<AuthenticationResult> AuthenticateAsync(ConnectRequest request, CancellationToken cancellationToken)
+    {
+        // The password is a JWT: the token, not the user store, says who this is.
+        var token = _jwt is not null && request.Password is { } password && JwtAuthenticator.LooksLikeJwt(password)
+            ? await _jwt.ValidateAsync(password, request.UserName).ConfigureAwait(false)
+            : (JwtIdentity?)null;
+        return await AuthenticateAsync(request, token, cancellationToken).ConfigureAwait(false);
+    }
 
-    /// <summary>The password is a JWT: the token, not the user store, says who this is.</summary>
-    async ValueTask<AuthenticationResult> AuthenticateWithTokenAsync(ConnectRequest request, JwtAuthenticator jwt, byte[] token) =>
-        Authenticate(request, await jwt.ValidateAsync(token, request.UserName).ConfigureAwait(false));
-
-    AuthenticationResult Authenticate(ConnectRequest request, JwtIdentity? token)
+    async ValueTask<AuthenticationResult> AuthenticateAsync(ConnectRequest request, JwtIdentity? token, CancellationToken cancellationToken)
     {
         var deviceId = request.ClientId;
         if (_conventions)
@@ -114,7 +114,16 @@ public sealed class ImsPolicy : IBrokerPolicy
                 return AuthenticationResult.Fail(MqttConnectReasonCode.BadUserNameOrPassword, "the user name is not a valid user id");
             }
 
-            if (!_users.TryGet(request.UserName, out var account) || !_passwords.Verify(account, request.Password ?? []))
+            var check = _users.TryGet(request.UserName, out var account)
+                ? await _passwords.VerifyAsync(account, request.Password ?? [], cancellationToken).ConfigureAwait(false)
+                : PasswordCheck.Invalid;
+            if (check == PasswordCheck.Busy)
+            {
+                // Says nothing about the password; the client may try again later (v5 0x89 Server busy, v3.1.1 0x03).
+                return AuthenticationResult.Fail(MqttConnectReasonCode.ServerBusy, "too many password checks at once (Broker:Limits:MaxConcurrentPasswordChecks)");
+            }
+
+            if (check != PasswordCheck.Valid)
             {
                 return AuthenticationResult.Fail(MqttConnectReasonCode.BadUserNameOrPassword, "unknown user or wrong password");
             }

@@ -1,5 +1,6 @@
 using Broker.Configuration;
 using Broker.Engine;
+using Broker.Engine.Admission;
 using Broker.Engine.Diagnostics;
 using Broker.Engine.Options;
 using Broker.Engine.Policy;
@@ -72,6 +73,8 @@ public static class BrokerApp
             : SqliteBrokerStore.Open(engineOptions.DataPath, engineOptions.Store.Synchronous == "full", services.GetRequiredService<ILogger<SqliteBrokerStore>>(), engineOptions.Store.CommitDelay));
         builder.Services.AddSingleton<IUserDirectory>(new UserDirectory(imsOptions.Users.Select(u => new UserAccount(u.Name, u.PasswordHash, u.Role))));
         builder.Services.AddSingleton<IGroupDirectory>(new GroupDirectory(imsOptions.Groups.Select(g => KeyValuePair.Create(g.Id, (IEnumerable<string>)g.Members))));
+        builder.Services.AddSingleton<ConnectionAdmission>();
+        builder.Services.AddSingleton<PasswordCheckGate>();
         builder.Services.AddSingleton<PasswordVerifier>();
         builder.Services.AddSingleton<DirectoryPersistence>();
         builder.Services.AddSingleton<IBrokerPolicy, ImsPolicy>();
@@ -101,29 +104,38 @@ public static class BrokerApp
         builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = engineOptions.Mqtt.InlineIo);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            kestrel.Limits.MaxConcurrentConnections = engineOptions.Limits.MaxConnections;
-            kestrel.Limits.MaxConcurrentUpgradedConnections = engineOptions.Limits.MaxConnections;
+            // Broker:Limits:MaxConnections is one count over every listener, Kestrel's and the own TCP
+            // listener's, kept by ConnectionAdmission; Kestrel's own limits would count only its share.
+            var admission = kestrel.ApplicationServices.GetRequiredService<ConnectionAdmission>();
             var address = engineOptions.Mqtt.BindAddress();
             if (engineOptions.Mqtt.Transport == "kestrel")
             {
                 kestrel.Listen(address, engineOptions.Mqtt.Port, listen =>
                 {
+                    listen.UseAdmission(admission);
                     listen.UseConnectionHandler<BrokerConnectionHandler>();
                     endpoints.Mqtt = listen;
                 });
             }
 
-            kestrel.Listen(address, httpPort, listen => endpoints.Http = listen);
+            kestrel.Listen(address, httpPort, listen =>
+            {
+                listen.UseAdmission(admission);
+                endpoints.Http = listen;
+            });
             if (tls is not null)
             {
+                // Admission before the TLS handshake: a refused connection costs no handshake.
                 kestrel.Listen(address, tls.MqttPort, listen =>
                 {
+                    listen.UseAdmission(admission);
                     listen.UseHttps(tls.Certificate);
                     listen.UseConnectionHandler<BrokerConnectionHandler>();
                     endpoints.MqttTls = listen;
                 });
                 kestrel.Listen(address, tls.HttpPort, listen =>
                 {
+                    listen.UseAdmission(admission);
                     listen.UseHttps(tls.Certificate);
                     endpoints.HttpTls = listen;
                 });

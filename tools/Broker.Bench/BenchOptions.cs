@@ -8,6 +8,8 @@ internal sealed class BenchOptions
 {
     public string Scenario { get; private set; } = "";
     public string Host { get; private set; } = "127.0.0.1";
+    /// <summary>Local address to connect from (another loopback address is another source to the broker's limits); empty: the OS picks.</summary>
+    public string From { get; private set; } = "";
     public int Port { get; private set; } = 1883;
     public MqttQualityOfServiceLevel Qos { get; private set; } = MqttQualityOfServiceLevel.AtMostOnce;
     public int Clients { get; private set; } = 10;
@@ -31,11 +33,15 @@ internal sealed class BenchOptions
     public string Label { get; private set; } = "";
 
     public const string Usage = """
-        usage: Broker.Bench <fanin|p2p|group|connect> [options]
+        usage: Broker.Bench <fanin|p2p|group|connect|guess> [options]
           --host H               broker address (default 127.0.0.1; loopback only)
           --port P               MQTT port (default 1883)
+          --from A               connect from this local loopback address, e.g. 127.0.0.2: another source
+                                 address to the broker's per-address limits (default: the OS picks)
           --qos 0|1|2            QoS of publishes and subscriptions (default 0)
-          --clients N            fanin: publishers; p2p: pairs; group: members; connect: connections (default 10)
+          --clients N            fanin: publishers; p2p: pairs; group: members; connect: connections;
+                                 guess: connections, each CONNECTing again and again with --password,
+                                 which should be wrong (a password-guessing attack, docs/reliability.md) (default 10)
           --rate R               total msgs/s (connect: conns/s); omitted or 0 = saturation
           --duration S           measured seconds (default 10)
           --warmup S             seconds before measuring (default 2)
@@ -67,7 +73,7 @@ internal sealed class BenchOptions
         }
 
         var o = new BenchOptions { Scenario = args[0] };
-        if (o.Scenario is not ("fanin" or "p2p" or "group" or "connect"))
+        if (o.Scenario is not ("fanin" or "p2p" or "group" or "connect" or "guess"))
         {
             throw new ArgumentException($"unknown scenario '{o.Scenario}'");
         }
@@ -82,6 +88,7 @@ internal sealed class BenchOptions
             {
                 case "--host": o.Host = Value(); break;
                 case "--port": o.Port = Int(); break;
+                case "--from": o.From = Value(); break;
                 case "--qos":
                     var q = Int();
                     o.Qos = q is >= 0 and <= 2 ? (MqttQualityOfServiceLevel)q : throw new ArgumentException("--qos must be 0, 1 or 2");

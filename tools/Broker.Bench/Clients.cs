@@ -52,6 +52,10 @@ internal static class Clients
             // as a broker writes in bursts; app clients on real networks run with the OS default.
             tcp.BufferSize = 256 * 1024;
             tcp.NoDelay = true;
+            if (o.From.Length > 0)
+            {
+                tcp.LocalEndpoint = new System.Net.IPEndPoint(System.Net.IPAddress.Parse(o.From), 0);
+            }
         }
 
         var result = await client.ConnectAsync(options);

@@ -30,12 +30,23 @@ if (!IPAddress.TryParse(o.Host, out var address) || !IPAddress.IsLoopback(addres
     return 2;
 }
 
+if (o.From.Length > 0 && (!IPAddress.TryParse(o.From, out var from) || !IPAddress.IsLoopback(from)))
+{
+    Console.Error.WriteLine($"--from must be a loopback address (was {o.From})");
+    return 2;
+}
+
 ThreadPool.GetMinThreads(out var workers, out var io);
 ThreadPool.SetMinThreads(Math.Max(workers, 16), io);
 
 try
 {
-    var result = o.Scenario == "connect" ? await Scenarios.ConnectAsync(o) : await Scenarios.MessagesAsync(o);
+    var result = o.Scenario switch
+    {
+        "connect" => await Scenarios.ConnectAsync(o),
+        "guess" => await Scenarios.GuessAsync(o),
+        _ => await Scenarios.MessagesAsync(o),
+    };
     result.Print(o);
     return result.Ok ? 0 : 1;
 }
@@ -329,6 +340,62 @@ namespace Broker.Bench
                 }
             });
             return result;
+        }
+
+        /// <summary>
+        /// guess: --clients loops, each CONNECTs with --password as the first user, waits for the refusal and
+        /// goes again, for --duration seconds. Reports refusals per second (msgs/s) and the broker's CPU.
+        /// </summary>
+        public static async Task<Result> GuessAsync(BenchOptions o)
+        {
+            var probe = new ProcessProbe(o.BrokerPid);
+            var m = new Measurements(1_000_000);
+            var refused = 0;
+            var accepted = 0;
+            var cpu0 = probe.CpuSeconds();
+            var start = Stopwatch.GetTimestamp();
+            var end = start + Ticks(o.Duration);
+            await Task.WhenAll(Enumerable.Range(0, o.Clients).Select(n => Task.Run(async () =>
+            {
+                while (Stopwatch.GetTimestamp() < end)
+                {
+                    var t0 = Stopwatch.GetTimestamp();
+                    try
+                    {
+                        using var c = await Clients.ConnectAsync(o, o.ClientId("guess", n), o.User(0), true, null, 0);
+                        Interlocked.Increment(ref accepted);
+                        await QuietDisconnect(c);
+                    }
+                    catch (Exception)
+                    {
+                        Interlocked.Increment(ref refused);
+                        m.AddLatency((Stopwatch.GetTimestamp() - t0) * 1_000_000 / Stopwatch.Frequency);
+                    }
+                }
+            })));
+            var elapsed = Seconds(Stopwatch.GetTimestamp() - start);
+            var cpu1 = probe.CpuSeconds();
+            var (p50, p99, max) = m.Percentiles();
+            return new Result
+            {
+                Scenario = "guess",
+                Qos = 0,
+                Clients = o.Clients,
+                Rate = 0,
+                Duration = elapsed,
+                Published = refused + accepted,
+                Failed = accepted,
+                Received = refused,
+                MsgsPerSecond = refused / elapsed,
+                P50 = p50,
+                P99 = p99,
+                Max = max,
+                CpuPercent = probe.Enabled ? (cpu1 - cpu0) / elapsed * 100 : double.NaN,
+                RssKiB = probe.RssKiB(),
+                BaselineRssKiB = 0,
+                BytesPerConnection = double.NaN,
+                Ok = accepted == 0,
+            };
         }
 
         static async Task ParallelConnect(int count, Func<int, Task<Publisher>> connect, List<Publisher> into)

@@ -1,3 +1,4 @@
+using Broker.Engine.Admission;
 using Broker.Engine.Diagnostics;
 using Broker.Engine.Policy;
 using Broker.Engine.Routing;
@@ -92,8 +93,9 @@ internal sealed partial class MqttConnection
         };
 
         // Off the socket thread: a password hash takes milliseconds on purpose, and with Broker:Mqtt:InlineIo
-        // this thread serves other connections' packets.
-        var auth = await Task.Run(() => _engine.Policy.AuthenticateAsync(request, CancellationToken.None).AsTask());
+        // this thread serves other connections' packets. Failed logins are throttled around it (Admission/).
+        var auth = await _engine.Logins.CheckAsync(request, SourceAddress.Of(_meta.RemoteEndPoint),
+            () => Task.Run(() => _engine.Policy.AuthenticateAsync(request, CancellationToken.None).AsTask()));
         if (!auth.Succeeded)
         {
             await RefuseAsync(auth.ReasonCode, auth.ReasonText ?? "refused", clientId, connect.Username);

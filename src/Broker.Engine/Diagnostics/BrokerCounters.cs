@@ -24,6 +24,11 @@ public sealed class BrokerCounters : IDisposable
     long _malformed;
     long _oversized;
     long _directUndeliverable;
+    long _overMaxConnections;
+    long _overSourceRate;
+    long _loginFailures;
+    long _loginsDelayed;
+    long _loginsBusy;
 
     public BrokerCounters()
     {
@@ -39,6 +44,14 @@ public sealed class BrokerCounters : IDisposable
         _meter.CreateObservableCounter("packets.malformed", () => Malformed, "{packet}", "Connections closed for a malformed packet");
         _meter.CreateObservableCounter("packets.oversized", () => Oversized, "{packet}", "Connections closed for a packet above the size limit");
         _meter.CreateObservableCounter("direct.undeliverable", () => DirectUndeliverable, "{message}", "Direct (P2P) messages for a client id with no session");
+        _meter.CreateObservableCounter("connections.limited", () => (Measurement<long>[])
+        [
+            new(OverMaxConnections, new KeyValuePair<string, object?>("reason", "max_connections")),
+            new(OverSourceRate, new KeyValuePair<string, object?>("reason", "source_rate")),
+        ], "{connection}", "Connections closed on accept, before any MQTT is read, by reason");
+        _meter.CreateObservableCounter("login.failures", () => LoginFailures, "{attempt}", "CONNECTs refused for a bad user name or password");
+        _meter.CreateObservableCounter("login.delayed", () => LoginsDelayed, "{attempt}", "Logins held back by a failed-login penalty");
+        _meter.CreateObservableCounter("login.busy", () => LoginsBusy, "{attempt}", "CONNECTs answered server busy: too many password checks at once");
     }
 
     /// <summary>The meter, for the host to add gauges that belong to other parts (sessions, store).</summary>
@@ -66,6 +79,18 @@ public sealed class BrokerCounters : IDisposable
 
     public long DirectUndeliverable => Interlocked.Read(ref _directUndeliverable);
 
+    /// <summary>Connections closed on accept because Broker:Limits:MaxConnections were open.</summary>
+    public long OverMaxConnections => Interlocked.Read(ref _overMaxConnections);
+
+    /// <summary>Connections closed on accept because their source address was over Broker:Limits:ConnectRatePerSource.</summary>
+    public long OverSourceRate => Interlocked.Read(ref _overSourceRate);
+
+    public long LoginFailures => Interlocked.Read(ref _loginFailures);
+
+    public long LoginsDelayed => Interlocked.Read(ref _loginsDelayed);
+
+    public long LoginsBusy => Interlocked.Read(ref _loginsBusy);
+
     internal void ConnectionOpened() => Interlocked.Increment(ref _connections);
 
     internal void ConnectionClosed() => Interlocked.Decrement(ref _connections);
@@ -89,6 +114,16 @@ public sealed class BrokerCounters : IDisposable
     internal void OversizedPacket() => Interlocked.Increment(ref _oversized);
 
     internal void DirectRouteUndeliverable() => Interlocked.Increment(ref _directUndeliverable);
+
+    internal long OverMaxConnectionsOnce() => Interlocked.Increment(ref _overMaxConnections);
+
+    internal long OverSourceRateOnce() => Interlocked.Increment(ref _overSourceRate);
+
+    internal long LoginFailed() => Interlocked.Increment(ref _loginFailures);
+
+    internal void LoginDelayed() => Interlocked.Increment(ref _loginsDelayed);
+
+    internal long LoginBusy() => Interlocked.Increment(ref _loginsBusy);
 
     public void Dispose() => _meter.Dispose();
 

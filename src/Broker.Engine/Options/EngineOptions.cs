@@ -87,14 +87,14 @@ public sealed class MqttListenerOptions
     /// <summary>
     /// What serves MQTT over plain TCP: "kestrel" (default, Kestrel's socket transport, as TLS and
     /// WebSocket) or "sockets" (the broker's own listener: a socket and pipes over it, about 1.8 kB less
-    /// per idle connection; Broker:Limits:MaxConnections then counts these connections on their own).
+    /// per idle connection).
     /// </summary>
     public string Transport { get; set; } = "kestrel";
 }
 
 public sealed class LimitsOptions
 {
-    /// <summary>Concurrent connections over all listeners (Kestrel's MaxConcurrentConnections).</summary>
+    /// <summary>Concurrent connections over all listeners together (TCP, TLS, WebSocket, HTTP), one shared count.</summary>
     public int MaxConnections { get; set; } = 100_000;
 
     /// <summary>Longest topic name or filter in UTF-16 characters; MQTT allows 65,535 bytes, chat topics are far shorter.</summary>
@@ -105,4 +105,31 @@ public sealed class LimitsOptions
 
     /// <summary>Client ids that may have offline P2P messages waiting at once: a sender cannot fill memory by inventing ids.</summary>
     public int MaxMailboxClientIds { get; set; } = 100_000;
+
+    /// <summary>
+    /// New connections per second from one source address (token bucket, refilled every second); 0 turns
+    /// the limit off. Far above what one NAT of phones opens, far below a connect flood.
+    /// </summary>
+    public int ConnectRatePerSource { get; set; } = 50;
+
+    /// <summary>Size of that bucket: connections one source may open at once before the rate applies.</summary>
+    public int ConnectBurstPerSource { get; set; } = 200;
+
+    /// <summary>
+    /// Password hashes (PBKDF2, slow on purpose) computed at once; more would only share the same cores.
+    /// A remembered (cached) password does not take a place.
+    /// </summary>
+    public int MaxConcurrentPasswordChecks { get; set; } = 2;
+
+    /// <summary>Password checks that may wait for a place; one more is answered "server busy".</summary>
+    public int MaxQueuedPasswordChecks { get; set; } = 100;
+
+    /// <summary>Delay after the first failed login of a source address or user name; it doubles with each further failure. 0 turns throttling off.</summary>
+    public TimeSpan LoginFailureDelay { get; set; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>Cap on that delay: what a client behind the same address as an attacker waits at most.</summary>
+    public TimeSpan LoginMaxDelay { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>A source address or user name without a failed login for this long starts again from no delay.</summary>
+    public TimeSpan LoginFailureReset { get; set; } = TimeSpan.FromMinutes(10);
 }

@@ -27,6 +27,18 @@ public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
         Range("Broker:Limits:MaxTopicLength", o.Limits.MaxTopicLength, 1, 65535);
         Range("Broker:Limits:MaxTopicLevels", o.Limits.MaxTopicLevels, 1, 1000);
         Range("Broker:Limits:MaxMailboxClientIds", o.Limits.MaxMailboxClientIds, 0, 100_000_000);
+        Range("Broker:Limits:ConnectRatePerSource", o.Limits.ConnectRatePerSource, 0, 1_000_000);
+        Range("Broker:Limits:ConnectBurstPerSource", o.Limits.ConnectBurstPerSource, 1, 1_000_000);
+        Range("Broker:Limits:MaxConcurrentPasswordChecks", o.Limits.MaxConcurrentPasswordChecks, 1, 1024);
+        Range("Broker:Limits:MaxQueuedPasswordChecks", o.Limits.MaxQueuedPasswordChecks, 0, 1_000_000);
+        Range("Broker:Limits:LoginFailureDelay (milliseconds)", (long)o.Limits.LoginFailureDelay.TotalMilliseconds, 0, 60_000);
+        Range("Broker:Limits:LoginMaxDelay (milliseconds)", (long)o.Limits.LoginMaxDelay.TotalMilliseconds, 0, 300_000);
+        if (o.Limits.LoginMaxDelay < o.Limits.LoginFailureDelay)
+        {
+            errors.Add($"Broker:Limits:LoginMaxDelay must not be below Broker:Limits:LoginFailureDelay (was {o.Limits.LoginMaxDelay} < {o.Limits.LoginFailureDelay}).");
+        }
+
+        Range("Broker:Limits:LoginFailureReset (seconds)", (long)o.Limits.LoginFailureReset.TotalSeconds, 1, 86_400);
         Range("Broker:MaxQueuedMessages", o.MaxQueuedMessages, 1, 10_000_000);
         Range("Broker:DefaultSessionExpiry (seconds)", (long)o.DefaultSessionExpiry.TotalSeconds, 0, uint.MaxValue);
         if (string.IsNullOrWhiteSpace(o.DataPath))

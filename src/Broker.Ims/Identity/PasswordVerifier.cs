@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
+using Broker.Engine.Admission;
 using Microsoft.AspNetCore.Identity;
 
 namespace Broker.Ims.Identity;
@@ -10,8 +11,9 @@ namespace Broker.Ims.Identity;
 /// random salt): slow on purpose. A client that reconnects often would pay that on every CONNECT,
 /// so a successful check is remembered as an HMAC of the password under a key that lives only in
 /// this process, tied to the stored hash (a password change forgets it). Failures are never cached.
+/// The hash of a CONNECT runs under the engine's <see cref="PasswordCheckGate"/>; a remembered password never does.
 /// </summary>
-public sealed class PasswordVerifier
+public sealed class PasswordVerifier(PasswordCheckGate? gate = null)
 {
     static readonly PasswordHasher<string> Hasher = new();
     readonly byte[] _cacheKey = RandomNumberGenerator.GetBytes(32);
@@ -26,14 +28,45 @@ public sealed class PasswordVerifier
         return Convert.TryFromBase64String(value, bytes, out var written) && written > 13 && bytes[0] == 0x01;
     }
 
+    /// <summary>Checks at once, without the gate (the admin API; tests).</summary>
     public bool Verify(UserAccount user, ReadOnlySpan<byte> password)
     {
         var mac = HMACSHA256.HashData(_cacheKey, password);
-        if (_verified.TryGetValue(user.Name, out var known) && known.Hash == user.PasswordHash && CryptographicOperations.FixedTimeEquals(known.Mac, mac))
+        return IsRemembered(user, mac) || CheckHash(user, password, mac);
+    }
+
+    /// <summary>
+    /// A CONNECT's check: a remembered password answers at once; a hash waits for a place at the
+    /// <see cref="PasswordCheckGate"/> and is <see cref="PasswordCheck.Busy"/> when there is none.
+    /// </summary>
+    public async ValueTask<PasswordCheck> VerifyAsync(UserAccount user, ReadOnlyMemory<byte> password, CancellationToken cancellationToken)
+    {
+        var mac = HMACSHA256.HashData(_cacheKey, password.Span);
+        if (IsRemembered(user, mac))
         {
-            return true;
+            return PasswordCheck.Valid;
         }
 
+        if (gate is null)
+        {
+            return CheckHash(user, password.Span, mac) ? PasswordCheck.Valid : PasswordCheck.Invalid;
+        }
+
+        using var lease = await gate.EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (!lease.IsAcquired)
+        {
+            return PasswordCheck.Busy;
+        }
+
+        // Another connection of the same user may have been checked while this one waited.
+        return IsRemembered(user, mac) || CheckHash(user, password.Span, mac) ? PasswordCheck.Valid : PasswordCheck.Invalid;
+    }
+
+    bool IsRemembered(UserAccount user, byte[] mac) =>
+        _verified.TryGetValue(user.Name, out var known) && known.Hash == user.PasswordHash && CryptographicOperations.FixedTimeEquals(known.Mac, mac);
+
+    bool CheckHash(UserAccount user, ReadOnlySpan<byte> password, byte[] mac)
+    {
         var ok = Hasher.VerifyHashedPassword("", user.PasswordHash, Encoding.UTF8.GetString(password)) != PasswordVerificationResult.Failed;
         if (ok)
         {
@@ -42,4 +75,14 @@ public sealed class PasswordVerifier
 
         return ok;
     }
+}
+
+/// <summary>What a CONNECT's password check found.</summary>
+public enum PasswordCheck
+{
+    Valid,
+    Invalid,
+
+    /// <summary>Not checked: too many checks at once (<c>Broker:Limits:MaxConcurrentPasswordChecks</c>).</summary>
+    Busy,
 }

@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using Broker.Engine;
+using Broker.Engine.Admission;
 using Broker.Engine.Connections;
 using Broker.Engine.Options;
 using Microsoft.Extensions.Options;
@@ -16,7 +17,7 @@ namespace Broker.Transport;
 /// connection (docs/performance.md). TLS and WebSocket stay on Kestrel.
 /// </summary>
 public sealed partial class SocketListener(
-    BrokerEngine engine, IOptions<EngineOptions> options, ListenerEndpoints endpoints, ILogger<SocketListener> logger) : IHostedService
+    BrokerEngine engine, ConnectionAdmission admission, IOptions<EngineOptions> options, ListenerEndpoints endpoints, ILogger<SocketListener> logger) : IHostedService
 {
     // Kestrel's defaults: a read buffer taken only while data is there, 512-byte minimum write chunks.
     static readonly StreamPipeReaderOptions ReaderOptions = new(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true);
@@ -25,9 +26,6 @@ public sealed partial class SocketListener(
     Socket? _listener;
     Task _accepting = Task.CompletedTask;
     long _nextId;
-    int _open;
-    long _rejected;
-    long _lastRejectLogMs = long.MinValue;
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
@@ -51,7 +49,6 @@ public sealed partial class SocketListener(
 
     async Task AcceptAsync(Socket listener)
     {
-        var limit = options.Value.Limits.MaxConnections;
         while (true)
         {
             Socket socket;
@@ -69,12 +66,11 @@ public sealed partial class SocketListener(
                 continue;
             }
 
-            if (Interlocked.Increment(ref _open) > limit)
+            // The same front door as Kestrel's listeners (MaxConnections counted over all of them, the
+            // per-source connect rate): refused means closed at once, before any MQTT is read.
+            if (!admission.TryAdmit(socket.RemoteEndPoint))
             {
-                // As Kestrel's MaxConcurrentConnections: closed at once, before any MQTT is read.
-                Interlocked.Decrement(ref _open);
                 socket.Dispose();
-                Rejected(limit);
                 continue;
             }
 
@@ -112,20 +108,8 @@ public sealed partial class SocketListener(
             finally
             {
                 await stream.DisposeAsync();
-                Interlocked.Decrement(ref _open);
+                admission.Release();
             }
-        }
-    }
-
-    /// <summary>One log line per second at most, with the count, so that a connection storm does not flood the log.</summary>
-    void Rejected(int limit)
-    {
-        _rejected++; // only the accept loop gets here
-        var now = Environment.TickCount64;
-        if (now - _lastRejectLogMs >= 1000)
-        {
-            _lastRejectLogMs = now;
-            LogRejected(logger, _rejected, limit);
         }
     }
 
@@ -179,9 +163,6 @@ public sealed partial class SocketListener(
 
         public PipeWriter Output { get; } = output;
     }
-
-    [LoggerMessage(1100, LogLevel.Warning, "TCP connection refused: {Limit} connections are open (Broker:Limits:MaxConnections); {Total} refused so far")]
-    static partial void LogRejected(ILogger logger, long total, int limit);
 
     [LoggerMessage(1101, LogLevel.Warning, "Accepting a TCP connection failed: {Error}")]
     static partial void LogAcceptFailed(ILogger logger, SocketError error);

@@ -138,6 +138,21 @@ public sealed class ConnectTests
     }
 
     [Fact]
+    public async Task Connect_HalfAConnectWithinConnectTimeout_SocketClosed()
+    {
+        // A half-open CONNECT (slow loris) is held to the same Broker:Mqtt:ConnectTimeout as no CONNECT at all.
+        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Mqtt:ConnectTimeout"] = "00:00:01");
+        await using var raw = await RawClient.OpenAsync(broker.MqttPort);
+        var clock = Stopwatch.StartNew();
+
+        // CONNECT, Remaining Length 32, then only "MQTT" and the level: the rest never comes.
+        await raw.SendBytesAsync([0x10, 0x20, 0x00, 0x04, (byte)'M', (byte)'Q', (byte)'T', (byte)'T', 0x04]);
+
+        Assert.Empty(await raw.ReadUntilClosedAsync());
+        Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(0.8), TimeSpan.FromSeconds(8));
+    }
+
+    [Fact]
     public async Task KeepAlive_SilentClient_DisconnectedAfterOneAndAHalfTimes()
     {
         // [MQTT-3.1.2-24]: no packet within 1.5 × Keep Alive → the server disconnects. Real time: the keep-alive is 1 s.

@@ -32,6 +32,15 @@ public sealed class ConfigurationTests
     [InlineData("Broker:Users:0:Role", "root", "Broker:Users:0:Role")]
     [InlineData("Broker:Groups:0:Id", "alice", "Broker:Groups:0:Id")] // a user already has that id
     [InlineData("Broker:Groups:0:Members:0", "a b", "Broker:Groups:0:Members:0")]
+    [InlineData("Broker:Limits:ConnectRatePerSource", "-1", "Broker:Limits:ConnectRatePerSource must be between 0 and 1000000")]
+    [InlineData("Broker:Limits:ConnectBurstPerSource", "0", "Broker:Limits:ConnectBurstPerSource must be between 1 and 1000000")]
+    [InlineData("Broker:Limits:MaxConcurrentPasswordChecks", "0", "Broker:Limits:MaxConcurrentPasswordChecks must be between 1 and 1024")]
+    [InlineData("Broker:Limits:MaxQueuedPasswordChecks", "-1", "Broker:Limits:MaxQueuedPasswordChecks must be between 0 and 1000000")]
+    [InlineData("Broker:Limits:LoginFailureDelay", "00:02:00", "Broker:Limits:LoginFailureDelay (milliseconds) must be between 0 and 60000")]
+    [InlineData("Broker:Limits:LoginFailureDelay", "slow", "Broker:Limits:LoginFailureDelay")]
+    [InlineData("Broker:Limits:LoginMaxDelay", "01:00:00", "Broker:Limits:LoginMaxDelay (milliseconds) must be between 0 and 300000")]
+    [InlineData("Broker:Limits:LoginMaxDelay", "00:00:00.100", "Broker:Limits:LoginMaxDelay must not be below Broker:Limits:LoginFailureDelay")]
+    [InlineData("Broker:Limits:LoginFailureReset", "00:00:00", "Broker:Limits:LoginFailureReset (seconds) must be between 1 and 86400")]
     public void BadValue_FailsWithItsKey(string key, string value, string expected)
     {
         var settings = new Dictionary<string, string?>();
@@ -75,6 +84,15 @@ public sealed class ConfigurationTests
         Assert.Equal(TimeSpan.FromDays(3), ims.OfflineP2PTtl);
         Assert.Empty(ims.Users);
         Assert.NotEmpty(ims.Acl);
+
+        // docs/reliability.md: limits a normal user never meets.
+        Assert.Equal(50, engine.Limits.ConnectRatePerSource);
+        Assert.Equal(200, engine.Limits.ConnectBurstPerSource);
+        Assert.Equal(2, engine.Limits.MaxConcurrentPasswordChecks);
+        Assert.Equal(100, engine.Limits.MaxQueuedPasswordChecks);
+        Assert.Equal(TimeSpan.FromMilliseconds(500), engine.Limits.LoginFailureDelay);
+        Assert.Equal(TimeSpan.FromSeconds(10), engine.Limits.LoginMaxDelay);
+        Assert.Equal(TimeSpan.FromMinutes(10), engine.Limits.LoginFailureReset);
     }
 
     [Fact]

@@ -8,7 +8,7 @@ namespace Broker.IntegrationTests.Infrastructure;
 public static class Connect
 {
     /// <summary>The v3.1.1 CONNACK return code for a CONNECT, read from the wire.</summary>
-    public static async Task<MqttConnectReturnCode> V311ReturnCodeAsync(int port, string clientId, string? user, string? password = null, bool cleanSession = true, Action<MqttConnectPacket>? configure = null)
+    public static async Task<MqttConnectReturnCode> V311ReturnCodeAsync(int port, string clientId, string? user, string? password = null, bool cleanSession = true, Action<MqttConnectPacket>? configure = null, System.Net.IPAddress? from = null)
     {
         var connect = new MqttConnectPacket
         {
@@ -19,7 +19,7 @@ public static class Connect
             KeepAlivePeriod = 60,
         };
         configure?.Invoke(connect);
-        var (client, ack) = await RawClient.ConnectAsync(port, connect);
+        var (client, ack) = await RawClient.ConnectAsync(port, connect, from: from);
         await using (client)
         {
             if (ack.ReturnCode != MqttConnectReturnCode.ConnectionAccepted)

@@ -11,27 +11,29 @@ namespace Broker.IntegrationTests.Infrastructure;
 /// </summary>
 public sealed class RawClient : IAsyncDisposable
 {
-    readonly TcpClient _tcp = new();
+    readonly TcpClient _tcp;
     readonly MqttPacketFormatterAdapter _formatter;
     NetworkStream _stream = null!;
 
-    RawClient(MqttProtocolVersion version)
+    RawClient(MqttProtocolVersion version, System.Net.IPAddress? from)
     {
+        _tcp = from is null ? new TcpClient() : new TcpClient(new System.Net.IPEndPoint(from, 0));
         _formatter = new MqttPacketFormatterAdapter(version, new MqttBufferWriter(4096, 65536));
     }
 
-    public static async Task<RawClient> OpenAsync(int port, MqttProtocolVersion version = MqttProtocolVersion.V311)
+    /// <param name="from">The local address to connect from: another loopback address (127.0.0.2) is another source to the broker.</param>
+    public static async Task<RawClient> OpenAsync(int port, MqttProtocolVersion version = MqttProtocolVersion.V311, System.Net.IPAddress? from = null)
     {
-        var raw = new RawClient(version);
+        var raw = new RawClient(version, from);
         await raw._tcp.ConnectAsync("127.0.0.1", port);
         raw._stream = raw._tcp.GetStream();
         return raw;
     }
 
     /// <summary>Connects and returns the CONNACK.</summary>
-    public static async Task<(RawClient Client, MqttConnAckPacket ConnAck)> ConnectAsync(int port, MqttConnectPacket connect, MqttProtocolVersion version = MqttProtocolVersion.V311)
+    public static async Task<(RawClient Client, MqttConnAckPacket ConnAck)> ConnectAsync(int port, MqttConnectPacket connect, MqttProtocolVersion version = MqttProtocolVersion.V311, System.Net.IPAddress? from = null)
     {
-        var raw = await OpenAsync(port, version);
+        var raw = await OpenAsync(port, version, from);
         await raw.SendAsync(connect);
         var ack = Assert.IsType<MqttConnAckPacket>(await raw.ReceiveAsync());
         return (raw, ack);
