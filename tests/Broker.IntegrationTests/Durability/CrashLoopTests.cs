@@ -213,9 +213,17 @@ public sealed class CrashLoopTests(ITestOutputHelper output) : IDisposable
             output.WriteLine($"publisher {p.Name} ({p.Client.Version}, QoS {(int)p.Qos}): {p.Sent} published, {p.Client.AcknowledgedCount} acknowledged, {p.Client.Connections} connections");
         }
 
+        // Per kill: the online subscriber's connection k + 1 is the one after kill k, and so is each publisher's.
+        var online = subscribers[0].Client;
+        var twiceAfter = online.Deliveries.GroupBy(d => d.Payload).Where(g => g.Count() > 1 && byName.TryGetValue(PublisherOf(g.Key), out var p) && p.Qos == MqttQualityOfServiceLevel.ExactlyOnce)
+            .GroupBy(g => g.ElementAt(1).Connection - 1).ToDictionary(g => g.Key, g => g.Count());
+        var lostAt = subscribers.SelectMany(sub => sub.From.SelectMany(p => p.Client.Acknowledged).Where(a => !sub.Client.HasDelivered([a]))
+            .Select(a => byName[PublisherOf(a)].Client.Trace.First(t => t is { Direction: "in", Type: "PUBACK" or "PUBREC" } && t.Payload == a).Connection))
+            .GroupBy(c => c).ToDictionary(g => g.Key, g => g.Count());
         foreach (var kill in kills)
         {
-            output.WriteLine($"kill {kill.Number,2} at {kill.At.TotalSeconds,6:F2} s {kill.Trigger,-22}: {kill.Acknowledged,6} acknowledged, {kill.DeliveredOnline,6} delivered to bob-phone so far; restart took {kill.Restart.TotalSeconds:F2} s");
+            output.WriteLine($"kill {kill.Number,2} at {kill.At.TotalSeconds,6:F2} s {kill.Trigger,-22}: {kill.Acknowledged,6} acknowledged, {kill.DeliveredOnline,6} delivered to bob-phone so far; " +
+                $"restart took {kill.Restart.TotalSeconds:F2} s; then {twiceAfter.GetValueOrDefault(kill.Number)} QoS 2 duplicates at bob-phone, {lostAt.GetValueOrDefault(kill.Number)} of the messages acknowledged since the previous kill missing");
         }
 
         foreach (var sub in subscribers)
