@@ -623,7 +623,7 @@ public sealed class SessionClient : IAsyncDisposable
                     if (publish.QualityOfServiceLevel == MqttQualityOfServiceLevel.AtLeastOnce && _held.TryGetValue(id, out var holder))
                     {
                         // Delivered (QoS 1 has no receiver state), but the id is still in use by an open QoS 2 flow
-                        // [MQTT-2.2.1-3]: the broker forgot that flow.
+                        // [MQTT-2.3.1-4 / v5 MQTT-2.2.1-4]: the broker forgot that flow.
                         Error(connection, $"QoS 1 PUBLISH {id} '{payload}' reuses an id held for QoS 2 '{holder}'");
                     }
 
