@@ -81,7 +81,33 @@ internal sealed class EngineContext
         }
     }
 
-    public long NextMessageId() => Interlocked.Increment(ref _lastMessageId);
+    /// <summary>
+    /// Message ids never repeat, across restarts too, and tell when the message was made: the clock in
+    /// milliseconds × 2^20, or the last id + 1 when that is higher (more than a million in one
+    /// millisecond, or a clock that went back). A new run starts past every id an earlier one gave, so
+    /// an id the store no longer shows (a message whose rows were all deleted) is never reused either.
+    /// </summary>
+    public long NextMessageId()
+    {
+        var now = NowUnixMs << MessageIdTimeShift;
+        while (true)
+        {
+            var last = Volatile.Read(ref _lastMessageId);
+            var next = Math.Max(last + 1, now);
+            if (Interlocked.CompareExchange(ref _lastMessageId, next, last) == last)
+            {
+                return next;
+            }
+        }
+    }
+
+    const int MessageIdTimeShift = 20;
+
+    // Ids from before they carried the time (a store written by an older broker) have no age.
+    const long FirstTimedMessageId = 1_577_836_800_000L << MessageIdTimeShift; // 2020-01-01
+
+    /// <summary>When the message was made (Unix ms), read from its id; 0 when the id does not say.</summary>
+    public static long MessageTimeUnixMs(long id) => id < FirstTimedMessageId ? 0 : id >> MessageIdTimeShift;
 
     public void RestoreMessageId(long id)
     {
@@ -91,11 +117,4 @@ internal sealed class EngineContext
         }
     }
 
-    /// <summary>
-    /// Message ids never repeat, across restarts too: after the store's highest id, each start also
-    /// begins at the clock in milliseconds × 2^20, past every id an earlier run could have given
-    /// unless it averaged over a million messages per millisecond. That covers ids the store no longer
-    /// shows (a message whose rows were all deleted), which a new message must never collide with.
-    /// </summary>
-    public void SeedMessageIds() => RestoreMessageId(NowUnixMs << 20);
 }

@@ -121,6 +121,21 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
 
     public void SetInboundQos2(string clientId, ushort packetId, bool pending) => Enqueue(new StoreOperation.InboundQos2(clientId, packetId, pending));
 
+    public async ValueTask<IReadOnlyList<QueuedMessage>> ReadQueueAsync(string clientId, int maxMessages, long maxBytes)
+    {
+        // The completion is set here, not by EnqueueAwaited's copy, so the writer fills this very operation.
+        var read = new StoreOperation.ReadQueue(clientId, maxMessages, maxBytes) { Done = new(TaskCreationOptions.RunContinuationsAsynchronously) };
+        await EnqueueAwaited(read);
+        return read.Result;
+    }
+
+    public async ValueTask<(int Count, long Bytes)> DropOldestQueuedAsync(string clientId, int count, long bytes)
+    {
+        var drop = new StoreOperation.DropOldestQueued(clientId, count, bytes) { Done = new(TaskCreationOptions.RunContinuationsAsynchronously) };
+        await EnqueueAwaited(drop);
+        return drop.Result;
+    }
+
     public ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs) =>
         EnqueueAwaited(new StoreOperation.MailboxAdd(clientId, message, expiresAtUnixMs));
 
@@ -184,8 +199,8 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
 
     ValueTask EnqueueAwaited(StoreOperation operation, TaskCreationOptions completion = TaskCreationOptions.RunContinuationsAsynchronously)
     {
-        var done = new TaskCompletionSource(completion);
-        if (!Enqueue(operation with { Done = done }))
+        var done = operation.Done ?? new TaskCompletionSource(completion);
+        if (!Enqueue(operation.Done is null ? operation with { Done = done } : operation))
         {
             return ValueTask.FromException(new ObjectDisposedException(nameof(SqliteBrokerStore)));
         }
@@ -258,14 +273,16 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
             _carriedOver.Clear();
             while (batch.Count < MaxBatch && reader.TryRead(out var operation))
             {
-                if (operation is StoreOperation.Maintain && batch.Count > 0)
+                // Maintenance, reads and queue trims go alone: elision must not pair changes across a
+                // read, which has to see every change made before it.
+                if (operation.IsAlone && batch.Count > 0)
                 {
                     Commit(batch);
                     batch.Clear();
                 }
 
                 batch.Add(operation);
-                if (operation is StoreOperation.Maintain)
+                if (operation.IsAlone)
                 {
                     break;
                 }
@@ -440,6 +457,32 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
                 break;
             case StoreOperation.SaveRecord r:
                 _sql.SaveRecord(r.Kind, r.Key, r.Value);
+                break;
+            case StoreOperation.ReadQueue q:
+                long bytes = 0;
+                _sql.ReadOldestQueued(q.ClientId, q.MaxMessages, (row, message) =>
+                {
+                    q.Result.Add(new QueuedMessage(row, message));
+                    bytes += message.Payload.Length;
+                    return bytes < q.MaxBytes;
+                });
+                break;
+            case StoreOperation.DropOldestQueued d:
+                var gone = new List<(long Id, int Size)>();
+                long goneBytes = 0;
+                _sql.ReadOldestQueued(d.ClientId, int.MaxValue, (row, message) =>
+                {
+                    gone.Add((row.MessageId, message.Payload.Length));
+                    goneBytes += message.Payload.Length;
+                    return gone.Count < d.Count || goneBytes < d.Bytes;
+                });
+                foreach (var (id, _) in gone)
+                {
+                    _sql.DeleteDelivery(d.ClientId, id);
+                    Release(id);
+                }
+
+                d.Result = (gone.Count, goneBytes);
                 break;
         }
     }

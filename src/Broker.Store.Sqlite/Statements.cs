@@ -26,6 +26,7 @@ internal sealed class Statements : IDisposable
     readonly SqliteCommand _bindOwner;
     readonly SqliteCommand _releaseOwner;
     readonly SqliteCommand _saveRecord;
+    readonly SqliteCommand _oldestQueued;
 
     public Statements(SqliteConnection connection)
     {
@@ -72,6 +73,39 @@ internal sealed class Statements : IDisposable
         _bindOwner = Prepare("INSERT OR IGNORE INTO client_owners (client_id, user_id) VALUES ($c, $u)", "$c", "$u");
         _releaseOwner = Prepare("DELETE FROM client_owners WHERE client_id = $c", "$c");
         _saveRecord = Prepare("INSERT OR REPLACE INTO records (kind, key, value) VALUES ($k, $key, $v)", "$k", "$key", "$v");
+
+        // The primary key (client_id, message_id) makes this a range scan of one session's rows, oldest first.
+        _oldestQueued = Prepare(
+            """
+            SELECT d.message_id, d.qos, d.retain, d.subscription_ids,
+                   m.topic, m.payload, m.qos, m.retain, m.properties, m.expires_at, m.sender_client, m.sender_user
+            FROM deliveries d JOIN messages m ON m.id = d.message_id
+            WHERE d.client_id = $c AND d.state = 0
+            ORDER BY d.message_id LIMIT $n
+            """,
+            "$c", "$n");
+    }
+
+    /// <summary>
+    /// Reads a session's oldest queued rows with their messages, until <paramref name="keep"/> says
+    /// stop (it sees each payload's size first); the rows stay where they are.
+    /// </summary>
+    public void ReadOldestQueued(string clientId, int max, Func<StoredDelivery, BrokerMessage, bool> keep)
+    {
+        _oldestQueued.Parameters[0].Value = clientId;
+        _oldestQueued.Parameters[1].Value = max;
+        using var r = _oldestQueued.ExecuteReader();
+        while (r.Read())
+        {
+            var id = r.GetInt64(0);
+            var row = new StoredDelivery(clientId, id, (MQTTnet.Protocol.MqttQualityOfServiceLevel)r.GetInt32(1), r.GetBoolean(2), MessageCodec.DecodeIds(r.IsDBNull(3) ? null : (byte[])r[3]));
+            var message = MessageCodec.Decode(id, r.GetString(4), (byte[])r[5], r.GetInt32(6), r.GetBoolean(7),
+                r.IsDBNull(8) ? null : (byte[])r[8], r.GetInt64(9), r.IsDBNull(10) ? null : r.GetString(10), r.IsDBNull(11) ? null : r.GetString(11));
+            if (!keep(row, message))
+            {
+                return;
+            }
+        }
     }
 
     public void Use(SqliteTransaction transaction)

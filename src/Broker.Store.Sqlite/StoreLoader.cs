@@ -16,14 +16,25 @@ internal static class StoreLoader
                 r.GetString(0), r.GetString(1), r.GetString(2), (uint)r.GetInt64(3), r.GetInt64(4),
                 MessageCodec.DecodeSubscriptions(r.IsDBNull(5) ? null : (byte[])r[5]))));
 
-        Read(connection, "SELECT id, topic, payload, qos, retain, properties, expires_at, sender_client, sender_user FROM messages", r =>
+        // Queued rows stay on disk (a session pages them in when it connects): only their totals are read,
+        // and only the messages of in-flight rows and of the mailbox.
+        Read(connection, "SELECT d.client_id, COUNT(*), SUM(length(m.payload)) FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.state = 0 GROUP BY d.client_id", r =>
+            snapshot.QueuedTotals[r.GetString(0)] = (r.GetInt32(1), r.GetInt64(2)));
+
+        Read(connection, "SELECT MAX(id) FROM (SELECT MAX(id) AS id FROM messages UNION ALL SELECT MAX(id) FROM retained)", r =>
+            snapshot.MaxMessageId = r.IsDBNull(0) ? 0 : r.GetInt64(0));
+
+        Read(connection, """
+            SELECT id, topic, payload, qos, retain, properties, expires_at, sender_client, sender_user FROM messages
+            WHERE id IN (SELECT message_id FROM deliveries WHERE state <> 0 UNION SELECT message_id FROM mailbox)
+            """, r =>
         {
             var message = MessageCodec.Decode(r.GetInt64(0), r.GetString(1), (byte[])r[2], r.GetInt32(3), r.GetBoolean(4),
                 r.IsDBNull(5) ? null : (byte[])r[5], r.GetInt64(6), NullableString(r, 7), NullableString(r, 8));
             snapshot.Messages[message.Id] = message;
         });
 
-        Read(connection, "SELECT client_id, message_id, qos, retain, subscription_ids, packet_id, state FROM deliveries ORDER BY message_id", r =>
+        Read(connection, "SELECT client_id, message_id, qos, retain, subscription_ids, packet_id, state FROM deliveries WHERE state <> 0 ORDER BY message_id", r =>
             snapshot.Deliveries.Add(new StoredDelivery(
                 r.GetString(0), r.GetInt64(1), (MqttQualityOfServiceLevel)r.GetInt32(2), r.GetBoolean(3),
                 MessageCodec.DecodeIds(r.IsDBNull(4) ? null : (byte[])r[4]), (ushort)r.GetInt32(5), (DeliveryState)r.GetInt32(6))));

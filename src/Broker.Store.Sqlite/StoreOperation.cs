@@ -40,6 +40,21 @@ internal abstract record StoreOperation
 
     public sealed record SaveRecord(string Kind, string Key, byte[]? Value) : StoreOperation;
 
+    /// <summary>Reads a session's oldest queued rows; written alone in its batch, so no elision reaches across it.</summary>
+    public sealed record ReadQueue(string ClientId, int MaxMessages, long MaxBytes) : StoreOperation
+    {
+        public List<QueuedMessage> Result { get; } = [];
+    }
+
+    /// <summary>Deletes a session's oldest queued rows (its queue's limits); alone in its batch, as a read.</summary>
+    public sealed record DropOldestQueued(string ClientId, int Count, long Bytes) : StoreOperation
+    {
+        public (int Count, long Bytes) Result { get; set; }
+    }
+
+    /// <summary>Operations that are written in a batch of their own (see the writer).</summary>
+    public bool IsAlone => this is Maintain or ReadQueue or DropOldestQueued;
+
     /// <summary>Nothing to write: completes when everything queued before it is on disk.</summary>
     public sealed record Flush : StoreOperation;
 

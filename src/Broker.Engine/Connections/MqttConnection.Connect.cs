@@ -128,8 +128,11 @@ internal sealed partial class MqttConnection
 
         await TakeOverPreviousAsync(clientId);
         var (session, present) = _engine.Sessions.Open(this, principal, connect.CleanSession, expiry, sendQuota);
+        var dropped = session.TakeDroppedCount();
         _control.Add(new MqttConnAckPacket
         {
+            // Contract §6: what the offline queue's limits dropped since the client was last here.
+            UserProperties = dropped > 0 && IsV5 ? [new MqttUserProperty(DroppedProperty, System.Text.Encoding.UTF8.GetBytes(dropped.ToString(System.Globalization.CultureInfo.InvariantCulture)))] : null,
             ReturnCode = MqttConnectReturnCode.ConnectionAccepted,
             ReasonCode = MqttConnectReasonCode.Success,
             IsSessionPresent = present,
@@ -208,6 +211,9 @@ internal sealed partial class MqttConnection
         _willExpirySeconds = IsV5 ? connect.WillMessageExpiryInterval : 0;
         return true;
     }
+
+    /// <summary>The CONNACK user property that counts the messages dropped from a persistent session's queue while its client was away.</summary>
+    public const string DroppedProperty = "ims-dropped";
 
     BrokerMessage? _will;
     uint _willDelaySeconds;

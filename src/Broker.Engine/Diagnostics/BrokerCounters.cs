@@ -103,6 +103,8 @@ public sealed class BrokerCounters : IDisposable
 
     internal void MessageDropped() => Interlocked.Increment(ref _dropped);
 
+    internal void MessageDropped(int count) => Interlocked.Add(ref _dropped, count);
+
     internal void PublishWasRefused(Policy.PolicyDecision decision) => Interlocked.Increment(ref _publishRefused[(int)decision % 3]);
 
     internal void SubscribeWasRefused(Policy.PolicyDecision decision) => Interlocked.Increment(ref _subscribeRefused[(int)decision % 3]);

@@ -12,8 +12,18 @@ public sealed class EngineOptions
 
     public LimitsOptions Limits { get; set; } = new();
 
-    /// <summary>Messages kept per session before the oldest is dropped (mosquitto: max_queued_messages = 1000).</summary>
+    /// <summary>
+    /// Messages a session holds in memory (mosquitto: max_queued_messages = 1000): all of a clean
+    /// session's queue, beyond which the oldest is dropped; the window of a persistent session's queue,
+    /// beyond which the rest waits in the store (see <see cref="OfflineQueue"/>).
+    /// </summary>
     public int MaxQueuedMessages { get; set; } = 1000;
+
+    /// <summary>Payload bytes a session holds in memory, with <see cref="MaxQueuedMessages"/> (mosquitto: max_queued_bytes).</summary>
+    public long MaxQueuedBytes { get; set; } = 16L * 1024 * 1024;
+
+    /// <summary>The queue of a persistent session, which waits in the store (contract §6).</summary>
+    public OfflineQueueOptions OfflineQueue { get; set; } = new();
 
     /// <summary>Expiry of a v3.1.1 persistent session (clean session = 0), which cannot say its own. EMQX uses 2 h; chat apps want days.</summary>
     public TimeSpan DefaultSessionExpiry { get; set; } = TimeSpan.FromDays(7);
@@ -25,6 +35,18 @@ public sealed class EngineOptions
     public TimeSpan OfflineP2PTtl { get; set; } = TimeSpan.FromDays(3);
 
     public StoreOptions Store { get; set; } = new();
+}
+
+/// <summary>Limits per persistent session on the QoS 1/2 messages waiting in the store; beyond one the oldest are dropped.</summary>
+public sealed class OfflineQueueOptions
+{
+    public int MaxMessages { get; set; } = 100_000;
+
+    /// <summary>Payload bytes.</summary>
+    public long MaxBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>How long a message may wait, counted from when it was published (as offline P2P messages).</summary>
+    public TimeSpan Ttl { get; set; } = TimeSpan.FromDays(3);
 }
 
 public sealed class StoreOptions

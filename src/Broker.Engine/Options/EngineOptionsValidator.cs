@@ -40,6 +40,10 @@ public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
 
         Range("Broker:Limits:LoginFailureReset (seconds)", (long)o.Limits.LoginFailureReset.TotalSeconds, 1, 86_400);
         Range("Broker:MaxQueuedMessages", o.MaxQueuedMessages, 1, 10_000_000);
+        Range("Broker:MaxQueuedBytes", o.MaxQueuedBytes, 1024, 1L << 40);
+        Range("Broker:OfflineQueue:MaxMessages", o.OfflineQueue.MaxMessages, 1, 100_000_000);
+        Range("Broker:OfflineQueue:MaxBytes", o.OfflineQueue.MaxBytes, 1024, 1L << 40);
+        Range("Broker:OfflineQueue:Ttl (seconds)", (long)o.OfflineQueue.Ttl.TotalSeconds, 1, uint.MaxValue);
         Range("Broker:DefaultSessionExpiry (seconds)", (long)o.DefaultSessionExpiry.TotalSeconds, 0, uint.MaxValue);
         if (string.IsNullOrWhiteSpace(o.DataPath))
         {

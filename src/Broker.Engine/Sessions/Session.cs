@@ -20,7 +20,7 @@ public sealed class Session
     readonly object _gate = new();
     readonly EngineContext _engine;
     readonly Dictionary<string, Subscription> _subscriptions = new(StringComparer.Ordinal);
-    readonly Queue<Delivery> _queue = new();
+    readonly Queue<Delivery> _queue = new(); // all of a clean session's queue; the window of a persistent one's
     readonly LinkedList<Inflight> _inflight = new();
     readonly Dictionary<ushort, LinkedListNode<Inflight>> _inflightById = [];
     HashSet<ushort>? _inboundQos2; // created by the first inbound QoS 2 publish: most chat clients never send one
@@ -30,6 +30,16 @@ public sealed class Session
     bool _resendInflight;
     Task? _heldIdsDurable; // outbound QoS 2 packet ids on their way to the disk: their PUBLISH waits (see TakeOutbound)
     long _lastDropLogMs;
+
+    // A persistent session's QoS 1/2 queue waits in the store (contract §6); memory holds a window of
+    // it while the client is connected. These count all of it, for its limits.
+    long _queueBytes;
+    int _storedCount;
+    long _storedBytes;
+    bool _spilled; // rows wait in the store that are not in _queue: read back (paged in) when _queue runs dry
+    bool _paging; // a page is being read: what arrives meanwhile waits in the store behind it
+    bool _dropping; // the store is dropping the oldest rows (a limit was passed)
+    int _droppedSinceConnected; // told in the next v5 CONNACK (ims-dropped)
 
     internal Session(EngineContext engine, string clientId, ClientPrincipal principal)
     {
@@ -60,7 +70,20 @@ public sealed class Session
 
     internal bool IsDiscarded { get; private set; }
 
+    /// <summary>Messages waiting: a persistent session's QoS 1/2 queue in the store and in memory, a clean session's in memory.</summary>
     public int QueuedCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return IsPersistent ? _storedCount : _queue.Count;
+            }
+        }
+    }
+
+    /// <summary>Messages held in memory: the window of a persistent session's queue (nothing while it is offline), all of a clean one's.</summary>
+    public int WindowCount
     {
         get
         {
@@ -112,6 +135,17 @@ public sealed class Session
 
             _connection = null;
             DisconnectedAtUnixMs = nowUnixMs;
+            if (IsPersistent)
+            {
+                // Offline, the queue waits in the store only; memory keeps just what is in flight. QoS 0 is
+                // not kept for an offline client.
+                while (_queue.TryDequeue(out var d))
+                {
+                    _spilled |= IsStored(d);
+                }
+
+                _queueBytes = 0;
+            }
         }
 
         PersistRecord();
@@ -141,6 +175,8 @@ public sealed class Session
             subscriptions = [.. _subscriptions.Values];
             _subscriptions.Clear();
             _queue.Clear();
+            _queueBytes = _storedBytes = _storedCount = 0;
+            _spilled = false;
             _inflight.Clear();
             _inflightById.Clear();
             _inboundQos2?.Clear();
@@ -206,13 +242,16 @@ public sealed class Session
 
     /// <summary>
     /// Queues a message for this client. QoS 0 is not kept for an offline client (as mosquitto's
-    /// default). A full queue drops its oldest entry, which is counted, logged and never resent.
+    /// default). A clean session's full queue drops its oldest entry; a persistent session's QoS 1/2
+    /// message is already in the store (the router wrote its row first), so past the window it just
+    /// waits there, and only the offline queue's limits drop its oldest. Drops are counted, logged and
+    /// never resent.
     /// </summary>
     internal bool Enqueue(in Delivery delivery)
     {
-        MqttConnection? signal;
-        Delivery dropped = default;
-        var droppedOne = false;
+        MqttConnection? signal = null;
+        List<Delivery>? dropped = null;
+        var trimStore = false;
         lock (_gate)
         {
             if (IsDiscarded || (_connection is null && delivery.Qos == MqttQualityOfServiceLevel.AtMostOnce))
@@ -220,23 +259,247 @@ public sealed class Session
                 return false;
             }
 
-            if (_queue.Count >= _engine.Options.MaxQueuedMessages)
+            var size = SizeOf(delivery);
+            if (IsStored(delivery))
             {
-                dropped = _queue.Dequeue();
-                droppedOne = true;
-            }
+                _storedCount++;
+                _storedBytes += size;
+                if (_connection is null || _spilled || _paging || WindowFull(size))
+                {
+                    _spilled = true; // behind what waits in the store, in order
+                }
+                else
+                {
+                    Push(delivery, size);
+                    signal = _connection;
+                }
 
-            _queue.Enqueue(delivery);
-            signal = _connection;
+                trimStore = TrimStored(ref dropped);
+            }
+            else if (IsPersistent && WindowFull(size))
+            {
+                (dropped ??= []).Add(delivery); // QoS 0 to a persistent session with a full window: this one goes
+            }
+            else
+            {
+                while (WindowFull(size))
+                {
+                    (dropped ??= []).Add(Pop());
+                }
+
+                Push(delivery, size);
+                signal = _connection;
+            }
         }
 
-        if (droppedOne)
+        Dropped(dropped, "queue full");
+        if (trimStore)
         {
-            OnDropped(dropped, "queue full");
+            _ = DropStoredAsync();
         }
 
         signal?.SignalWrite();
         return true;
+    }
+
+    static long SizeOf(in Delivery d) => d.Message.Payload.Length;
+
+    /// <summary>A QoS 1/2 message of a persistent session: it has a row in the store, and counts towards the offline queue's limits.</summary>
+    bool IsStored(in Delivery d) => IsPersistent && d.Qos != MqttQualityOfServiceLevel.AtMostOnce;
+
+    bool WindowFull(long size) =>
+        _queue.Count > 0 && (_queue.Count >= _engine.Options.MaxQueuedMessages || _queueBytes + size > _engine.Options.MaxQueuedBytes);
+
+    void Push(in Delivery d, long size)
+    {
+        _queue.Enqueue(d);
+        _queueBytes += size;
+    }
+
+    /// <summary>Takes the oldest message out of memory (and out of the counts when it is stored).</summary>
+    Delivery Pop()
+    {
+        var d = _queue.Dequeue();
+        var size = SizeOf(d);
+        _queueBytes -= size;
+        if (IsStored(d))
+        {
+            _storedCount--;
+            _storedBytes -= size;
+        }
+
+        return d;
+    }
+
+    /// <summary>
+    /// The offline queue's limits: the oldest go first. They are in memory while a window is there;
+    /// otherwise the store drops them (true: the caller starts that, outside the lock).
+    /// </summary>
+    bool TrimStored(ref List<Delivery>? dropped)
+    {
+        var limits = _engine.Options.OfflineQueue;
+        while (_storedCount > limits.MaxMessages || _storedBytes > limits.MaxBytes)
+        {
+            if (_queue.Count > 0)
+            {
+                (dropped ??= []).Add(Pop());
+                continue;
+            }
+
+            if (!_spilled || _paging || _dropping)
+            {
+                return false; // nothing to drop now, or the store is already at it
+            }
+
+            _dropping = true;
+            return true;
+        }
+
+        return false;
+    }
+
+    async Task DropStoredAsync()
+    {
+        var limits = _engine.Options.OfflineQueue;
+        int count;
+        long bytes;
+        lock (_gate)
+        {
+            count = Math.Max(0, _storedCount - limits.MaxMessages);
+            bytes = Math.Max(0, _storedBytes - limits.MaxBytes);
+        }
+
+        (int Count, long Bytes) gone = (0, 0);
+        try
+        {
+            gone = await _engine.Store.DropOldestQueuedAsync(ClientId, count, bytes);
+        }
+        catch (Exception ex)
+        {
+            EngineLog.StoreFailed(_engine.Logger, "(offline queue of " + ClientId + ")", ex);
+        }
+
+        List<Delivery>? dropped = null;
+        bool again;
+        lock (_gate)
+        {
+            _dropping = false;
+            _storedCount = Math.Max(0, _storedCount - gone.Count);
+            _storedBytes = Math.Max(0, _storedBytes - gone.Bytes);
+            _droppedSinceConnected += gone.Count;
+            again = gone.Count > 0 && !IsDiscarded && TrimStored(ref dropped);
+        }
+
+        if (gone.Count > 0)
+        {
+            _engine.Counters.MessageDropped(gone.Count);
+            LogDrop("(queued in the store)", "offline queue limit", gone.Count);
+        }
+
+        Dropped(dropped, "offline queue limit");
+        if (again)
+        {
+            await DropStoredAsync();
+        }
+    }
+
+    /// <summary>
+    /// The window ran dry and more waits in the store: read the next page of it. What arrives meanwhile
+    /// goes to the store behind it, so order is kept and nothing is read twice.
+    /// </summary>
+    async Task PageInAsync()
+    {
+        IReadOnlyList<QueuedMessage> page;
+        try
+        {
+            page = await _engine.Store.ReadQueueAsync(ClientId, _engine.Options.MaxQueuedMessages, _engine.Options.MaxQueuedBytes);
+        }
+        catch (Exception ex)
+        {
+            EngineLog.StoreFailed(_engine.Logger, "(offline queue of " + ClientId + ")", ex);
+            lock (_gate)
+            {
+                _paging = false;
+                _spilled = true; // tried again at the next write
+            }
+
+            return;
+        }
+
+        List<Delivery>? expired = null;
+        MqttConnection? signal;
+        lock (_gate)
+        {
+            _paging = false;
+            if (IsDiscarded)
+            {
+                return;
+            }
+
+            long pageBytes = 0;
+            foreach (var (_, message) in page)
+            {
+                pageBytes += message.Payload.Length;
+            }
+
+            if (page.Count >= _engine.Options.MaxQueuedMessages || pageBytes >= _engine.Options.MaxQueuedBytes)
+            {
+                _spilled = true; // a full page: more may wait
+            }
+            else if (page.Count == 0 && !_spilled && _queue.Count == 0)
+            {
+                _storedCount = 0; // the store has nothing queued: the counts follow it
+                _storedBytes = 0;
+            }
+
+            signal = _connection;
+            if (signal is null)
+            {
+                _spilled = true; // gone meanwhile: it all stays in the store
+                return;
+            }
+
+            var now = _engine.NowUnixMs;
+            foreach (var (row, message) in page)
+            {
+                var d = new Delivery(message, row.Qos, row.Retain, row.SubscriptionIds is null ? null : [.. row.SubscriptionIds]);
+                if (Expired(d, now))
+                {
+                    _storedCount--;
+                    _storedBytes -= SizeOf(d);
+                    (expired ??= []).Add(d);
+                    continue;
+                }
+
+                Push(d, SizeOf(d));
+            }
+        }
+
+        Dropped(expired, "expired");
+        signal.SignalWrite();
+    }
+
+    /// <summary>Expired by its publisher (v5 Message Expiry), or a stored message older than Broker:OfflineQueue:Ttl.</summary>
+    bool Expired(in Delivery d, long nowUnixMs)
+    {
+        if (d.Message.IsExpired(nowUnixMs))
+        {
+            return true;
+        }
+
+        var madeAt = EngineContext.MessageTimeUnixMs(d.Message.Id);
+        return madeAt > 0 && IsStored(d) && nowUnixMs - madeAt > (long)_engine.Options.OfflineQueue.Ttl.TotalMilliseconds;
+    }
+
+    /// <summary>The count for the next v5 CONNACK's ims-dropped, reset: what was dropped since the client was last connected.</summary>
+    internal int TakeDroppedCount()
+    {
+        lock (_gate)
+        {
+            var n = _droppedSinceConnected;
+            _droppedSinceConnected = 0;
+            return n;
+        }
     }
 
     /// <summary>
@@ -248,6 +511,7 @@ public sealed class Session
     {
         List<Delivery>? expired = null;
         Task? heldIdsDurable = null;
+        var pageIn = false;
         lock (_gate)
         {
             if (!ReferenceEquals(_connection, caller))
@@ -289,16 +553,15 @@ public sealed class Session
                     break; // keeps the order: what follows a held QoS 2 message waits with it
                 }
 
-                if (next.Message.IsExpired(nowUnixMs))
+                if (Expired(next, nowUnixMs))
                 {
-                    _queue.Dequeue();
-                    (expired ??= []).Add(next);
+                    (expired ??= []).Add(Pop());
                     continue;
                 }
 
                 if (next.Qos == MqttQualityOfServiceLevel.AtMostOnce)
                 {
-                    _queue.Dequeue();
+                    Pop();
                     batch.Add(BuildPublish(next, 0, dup: false, v5, nowUnixMs));
                     continue;
                 }
@@ -308,7 +571,7 @@ public sealed class Session
                     break;
                 }
 
-                _queue.Dequeue();
+                Pop();
                 var id = NextPacketId();
 
                 // Outbound QoS 2 of a persistent session: the packet id must be durable before the PUBLISH
@@ -337,17 +600,23 @@ public sealed class Session
                 // One commit covers every id handed out above: the store writes in order.
                 _heldIdsDurable = heldIdsDurable = _engine.Store.FlushAsync().AsTask();
             }
-        }
 
-        heldIdsDurable?.ContinueWith(static (_, state) => ((Session)state!).Connection?.SignalWrite(), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        if (expired is not null)
-        {
-            foreach (var d in expired)
+            // The window ran dry and more waits in the store. Read after the in-flight marks above, so
+            // what was just taken is not read again.
+            if (_queue.Count == 0 && _spilled && !_paging)
             {
-                OnDropped(d, "expired");
+                _spilled = false;
+                _paging = pageIn = true;
             }
         }
 
+        if (pageIn)
+        {
+            _ = PageInAsync();
+        }
+
+        heldIdsDurable?.ContinueWith(static (_, state) => ((Session)state!).Connection?.SignalWrite(), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        Dropped(expired, "expired");
         return batch.Count >= max;
     }
 
@@ -382,7 +651,7 @@ public sealed class Session
             _inflightById.Remove(packetId);
             _inflight.Remove(node);
             messageId = node.Value.Delivery.Message.Id;
-            signal = _queue.Count > 0 ? _connection : null; // a freed in-flight slot matters only if something waits
+            signal = _queue.Count > 0 || _spilled ? _connection : null; // a freed in-flight slot matters only if something waits
         }
 
         if (IsPersistent)
@@ -476,18 +745,29 @@ public sealed class Session
         DisconnectedAtUnixMs = disconnectedAtUnixMs;
     }
 
+    /// <summary>An in-flight row (queued rows stay in the store, counted by <see cref="RestoreQueued"/>).</summary>
     internal void RestoreDelivery(in Delivery delivery, ushort packetId, DeliveryState state)
     {
         lock (_gate)
         {
             if (state == DeliveryState.Queued || packetId == 0)
             {
-                _queue.Enqueue(delivery);
                 return;
             }
 
             _inflightById[packetId] = _inflight.AddLast(new Inflight(packetId, delivery, state));
             _lastPacketId = Math.Max(_lastPacketId, packetId);
+        }
+    }
+
+    /// <summary>The queued rows this session has in the store: paged in when its client connects.</summary>
+    internal void RestoreQueued(int count, long bytes)
+    {
+        lock (_gate)
+        {
+            _storedCount = count;
+            _storedBytes = bytes;
+            _spilled = count > 0;
         }
     }
 
@@ -570,20 +850,43 @@ public sealed class Session
         return packet;
     }
 
-    void OnDropped(in Delivery delivery, string reason)
+    void Dropped(List<Delivery>? dropped, string reason)
     {
-        _engine.Counters.MessageDropped();
-        if (IsPersistent)
+        if (dropped is null)
         {
-            _engine.Store.RemoveDelivery(ClientId, delivery.Message.Id);
+            return;
         }
 
-        // One line per second per session at most: a flood must not become a log flood.
+        var stored = 0;
+        foreach (var d in dropped)
+        {
+            if (d.Qos != MqttQualityOfServiceLevel.AtMostOnce && IsPersistent)
+            {
+                _engine.Store.RemoveDelivery(ClientId, d.Message.Id);
+                stored++;
+            }
+        }
+
+        if (stored > 0)
+        {
+            lock (_gate)
+            {
+                _droppedSinceConnected += stored;
+            }
+        }
+
+        _engine.Counters.MessageDropped(dropped.Count);
+        LogDrop(dropped[^1].Message.Topic, reason, dropped.Count);
+    }
+
+    /// <summary>One line per second per session at most: a flood must not become a log flood.</summary>
+    void LogDrop(string topic, string reason, int count)
+    {
         var now = Environment.TickCount64;
         if (now - Interlocked.Read(ref _lastDropLogMs) >= 1000)
         {
             Interlocked.Exchange(ref _lastDropLogMs, now);
-            EngineLog.MessageDropped(_engine.Logger, ClientId, delivery.Message.Topic, reason, _engine.Counters.Dropped);
+            EngineLog.MessageDropped(_engine.Logger, ClientId, topic, count == 1 ? reason : $"{reason} ({count} messages)", _engine.Counters.Dropped);
         }
     }
 

@@ -31,6 +31,17 @@ public interface IBrokerStore : IAsyncDisposable
     /// <summary>Acknowledged, dropped or expired: the row goes; a message with no rows left goes too.</summary>
     void RemoveDelivery(string clientId, long messageId);
 
+    /// <summary>
+    /// The oldest queued rows of a session (not in flight), in order, with their messages: at most
+    /// <paramref name="maxMessages"/>, and no more once <paramref name="maxBytes"/> of payload is
+    /// reached (at least one). It sees every change handed to the store before the call: a persistent
+    /// session's queue waits here, and only a window of it is in memory (contract §6).
+    /// </summary>
+    ValueTask<IReadOnlyList<QueuedMessage>> ReadQueueAsync(string clientId, int maxMessages, long maxBytes);
+
+    /// <summary>Deletes a session's oldest queued rows until at least <paramref name="count"/> rows and <paramref name="bytes"/> payload bytes are gone; returns what went.</summary>
+    ValueTask<(int Count, long Bytes)> DropOldestQueuedAsync(string clientId, int count, long bytes);
+
     /// <summary>Inbound QoS 2 packet ids between PUBREC and PUBREL (exactly once across a restart).</summary>
     void SetInboundQos2(string clientId, ushort packetId, bool pending);
 
@@ -101,14 +112,24 @@ public sealed record StoredDelivery(
     ushort PacketId = 0,
     DeliveryState State = DeliveryState.Queued);
 
+/// <summary>A queued row read back from the store with its message.</summary>
+public readonly record struct QueuedMessage(StoredDelivery Row, BrokerMessage Message);
+
 public sealed class StoreSnapshot
 {
     public List<SessionRecord> Sessions { get; } = [];
 
+    /// <summary>The messages of in-flight rows and of the mailbox; queued rows stay in the store until paged in.</summary>
     public Dictionary<long, BrokerMessage> Messages { get; } = [];
 
-    /// <summary>Queue rows in the order they were appended.</summary>
+    /// <summary>In-flight rows (packet id given), in message order.</summary>
     public List<StoredDelivery> Deliveries { get; } = [];
+
+    /// <summary>Per session, the queued rows that wait in the store and their payload bytes.</summary>
+    public Dictionary<string, (int Count, long Bytes)> QueuedTotals { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>The highest message id on disk, orphans included: a new message never takes one of them.</summary>
+    public long MaxMessageId { get; set; }
 
     public List<(string ClientId, ushort PacketId)> InboundQos2 { get; } = [];
 

@@ -32,12 +32,23 @@ public sealed class InMemoryBrokerStore : IBrokerStore
                 snapshot.Messages[id] = entry.Message;
             }
 
-            foreach (var rows in _rows.Values)
+            foreach (var (clientId, rows) in _rows)
             {
-                snapshot.Deliveries.AddRange(rows.InOrder());
+                foreach (var row in rows.InOrder())
+                {
+                    if (row.State != DeliveryState.Queued)
+                    {
+                        snapshot.Deliveries.Add(row);
+                        continue;
+                    }
+
+                    var (count, bytes) = snapshot.QueuedTotals.GetValueOrDefault(clientId);
+                    snapshot.QueuedTotals[clientId] = (count + 1, bytes + _messages[row.MessageId].Message.Payload.Length);
+                }
             }
 
             snapshot.Deliveries.Sort((a, b) => a.MessageId.CompareTo(b.MessageId));
+            snapshot.MaxMessageId = _messages.Count == 0 ? 0 : _messages.Keys.Max();
             snapshot.InboundQos2.AddRange(_inboundQos2);
             snapshot.Mailbox.AddRange(_mailbox);
         }
@@ -117,6 +128,55 @@ public sealed class InMemoryBrokerStore : IBrokerStore
                 Release(messageId);
             }
         }
+    }
+
+    public ValueTask<IReadOnlyList<QueuedMessage>> ReadQueueAsync(string clientId, int maxMessages, long maxBytes)
+    {
+        var page = new List<QueuedMessage>();
+        lock (_gate)
+        {
+            long bytes = 0;
+            foreach (var row in _rows.TryGetValue(clientId, out var rows) ? rows.InOrder() : [])
+            {
+                if (page.Count >= maxMessages || (page.Count > 0 && bytes >= maxBytes))
+                {
+                    break;
+                }
+
+                if (row.State == DeliveryState.Queued)
+                {
+                    var message = _messages[row.MessageId].Message;
+                    page.Add(new QueuedMessage(row, message));
+                    bytes += message.Payload.Length;
+                }
+            }
+        }
+
+        return ValueTask.FromResult<IReadOnlyList<QueuedMessage>>(page);
+    }
+
+    public ValueTask<(int Count, long Bytes)> DropOldestQueuedAsync(string clientId, int count, long bytes)
+    {
+        var dropped = (Count: 0, Bytes: 0L);
+        lock (_gate)
+        {
+            if (_rows.TryGetValue(clientId, out var rows))
+            {
+                foreach (var row in rows.InOrder().Where(r => r.State == DeliveryState.Queued).ToList())
+                {
+                    if (dropped.Count >= count && dropped.Bytes >= bytes)
+                    {
+                        break;
+                    }
+
+                    dropped = (dropped.Count + 1, dropped.Bytes + _messages[row.MessageId].Message.Payload.Length);
+                    rows.Remove(row.MessageId);
+                    Release(row.MessageId);
+                }
+            }
+        }
+
+        return ValueTask.FromResult(dropped);
     }
 
     public void SetInboundQos2(string clientId, ushort packetId, bool pending)

@@ -14,12 +14,7 @@ internal static class StoreRestore
     public static async Task<(int Sessions, int Messages, int Retained)> RestoreAsync(EngineContext engine, CancellationToken cancellationToken)
     {
         var snapshot = await engine.Store.LoadAsync(cancellationToken);
-        foreach (var id in snapshot.Messages.Keys)
-        {
-            engine.RestoreMessageId(id); // orphans too: a new message must never take an id still on disk
-        }
-
-        engine.SeedMessageIds();
+        engine.RestoreMessageId(snapshot.MaxMessageId); // orphans too: a new message must never take an id still on disk
         foreach (var retained in snapshot.Retained)
         {
             engine.Retained.Set(retained);
@@ -63,6 +58,12 @@ internal static class StoreRestore
             var ids = row.SubscriptionIds is null ? null : new List<uint>(row.SubscriptionIds);
             session.RestoreDelivery(new Delivery(message, row.Qos, row.Retain, ids), row.PacketId, row.State);
             messages++;
+        }
+
+        foreach (var (clientId, (count, bytes)) in snapshot.QueuedTotals)
+        {
+            engine.Sessions.Get(clientId)?.RestoreQueued(count, bytes);
+            messages += count;
         }
 
         foreach (var (clientId, message, expires) in snapshot.Mailbox)

@@ -54,9 +54,11 @@ public sealed class SessionTests
     }
 
     [Fact]
-    public async Task Queue_AboveMaxQueuedMessages_DropsTheOldestAndCountsThem()
+    public async Task OfflineQueue_AboveMaxMessages_DropsTheOldestCountsThemAndTellsTheNextConnAck()
     {
-        await using var broker = await TestBroker.StartImsAsync(s => s["Broker:MaxQueuedMessages"] = "10");
+        // Contract §6: beyond Broker:OfflineQueue:MaxMessages the oldest are dropped, counted, and the next
+        // v5 CONNACK carries ims-dropped with their number.
+        await using var broker = await TestBroker.StartImsAsync(s => s["Broker:OfflineQueue:MaxMessages"] = "10");
         await using (var bob = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob", cleanStart: false, sessionExpiry: 3600))
         {
             await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
@@ -75,14 +77,18 @@ public sealed class SessionTests
         Assert.Equal(droppedBefore + 5, broker.Counters.Dropped);
         await using (var back = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob", cleanStart: false, sessionExpiry: 3600))
         {
+            Assert.Equal("5", Expect.UserProperty(back.ConnectResult.UserProperties, "ims-dropped"));
             for (var i = 5; i < 15; i++)
             {
                 await back.ExpectOnlyAsync("IMS/bob/Inbox/Msg/alice", $"m{i}");
             }
+
+            await broker.WaitAcknowledgedAsync("GID_IMS@@@bob-phone");
         }
 
         // Dropped stays dropped: the next reconnect brings nothing back.
         await using var again = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob", cleanStart: false, sessionExpiry: 3600);
+        Assert.Null(Expect.UserProperty(again.ConnectResult.UserProperties, "ims-dropped")); // told once
         await using var alice2 = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice");
         await alice2.PublishAsync("IMS/bob/Inbox/Msg/alice", "marker");
         await again.ExpectOnlyAsync("IMS/bob/Inbox/Msg/alice", "marker");

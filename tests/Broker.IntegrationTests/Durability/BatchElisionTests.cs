@@ -129,8 +129,11 @@ public sealed class BatchElisionTests : IDisposable
 
         await using var reopened = SqliteBrokerStore.Open(_dir.FullName, fullSync: true, NullLogger.Instance);
         var snapshot = await reopened.LoadAsync(CancellationToken.None);
-        var delivery = Assert.Single(snapshot.Deliveries);
-        Assert.Equal(("GID_IMS@@@carol", 2L), (delivery.ClientId, delivery.MessageId));
-        Assert.Equal([2L], snapshot.Messages.Keys);
+        Assert.Empty(snapshot.Deliveries); // nothing in flight; carol's row waits in the store's queue
+        Assert.Equal(["GID_IMS@@@carol"], snapshot.QueuedTotals.Keys);
+        var queued = Assert.Single(await reopened.ReadQueueAsync("GID_IMS@@@carol", 10, long.MaxValue));
+        Assert.Equal(2L, queued.Message.Id);
+        Assert.Empty(await reopened.ReadQueueAsync("GID_IMS@@@bob", 10, long.MaxValue));
+        Assert.Equal(2L, snapshot.MaxMessageId); // messages 1 and 3 are gone with their last row
     }
 }

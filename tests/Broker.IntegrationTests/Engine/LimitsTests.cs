@@ -165,8 +165,13 @@ public sealed class LimitsTests
     [Fact]
     public async Task QueueLimit_OfflineSubscriber_KeepsNewestAndDroppedNeverReturn()
     {
-        // Broker:MaxQueuedMessages bounds a session's queue: the oldest are dropped, counted, and never resent.
-        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:MaxQueuedMessages"] = "5");
+        // Broker:OfflineQueue:MaxMessages bounds a persistent session's queue: the oldest are dropped, counted,
+        // and never resent. The window in memory (Broker:MaxQueuedMessages) is smaller still: the rest is paged in.
+        await using var broker = await TestBroker.StartPlainAsync(s =>
+        {
+            s["Broker:OfflineQueue:MaxMessages"] = "5";
+            s["Broker:MaxQueuedMessages"] = "2";
+        });
         var v5 = MqttProtocolVersion.V500;
         var raw = await Raw.ConnectAsync(broker.MqttPort, "slow", v5, cleanSession: false, sessionExpiry: 300);
         await raw.SubscribeAsync("ql/#", MqttQualityOfServiceLevel.AtLeastOnce);

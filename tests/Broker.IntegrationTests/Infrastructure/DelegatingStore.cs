@@ -25,6 +25,10 @@ public abstract class DelegatingStore : IBrokerStore
 
     public void RemoveDelivery(string clientId, long messageId) => Inner.RemoveDelivery(clientId, messageId);
 
+    public ValueTask<IReadOnlyList<QueuedMessage>> ReadQueueAsync(string clientId, int maxMessages, long maxBytes) => Inner.ReadQueueAsync(clientId, maxMessages, maxBytes);
+
+    public ValueTask<(int Count, long Bytes)> DropOldestQueuedAsync(string clientId, int count, long bytes) => Inner.DropOldestQueuedAsync(clientId, count, bytes);
+
     public void SetInboundQos2(string clientId, ushort packetId, bool pending) => Inner.SetInboundQos2(clientId, packetId, pending);
 
     public ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs) => Inner.AddToMailboxAsync(clientId, message, expiresAtUnixMs);

@@ -1,5 +1,6 @@
 using MQTTnet;
 using MQTTnet.Formatter;
+using MQTTnet.Packets;
 using MQTTnet.Protocol;
 
 namespace Broker.IntegrationTests.Infrastructure;
@@ -19,6 +20,10 @@ public static class Expect
         Assert.Equal(expected, result.ReasonCode);
         Assert.Equal(before + 1, broker.Counters.PublishRefused);
     }
+
+    /// <summary>The value of a user property (the last one of that name), or null.</summary>
+    public static string? UserProperty(IReadOnlyCollection<MqttUserProperty>? properties, string name) =>
+        properties?.LastOrDefault(p => p.Name == name)?.ReadValueAsString();
 
     public static async Task PublishAcceptedAsync(TestClient publisher, string topic, string payload, MqttQualityOfServiceLevel qos = MqttQualityOfServiceLevel.AtLeastOnce)
     {

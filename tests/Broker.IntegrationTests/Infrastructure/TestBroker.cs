@@ -127,6 +127,20 @@ public sealed class TestBroker : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Until the client has acknowledged everything the broker sent it: MQTTnet's client acknowledges after
+    /// the test has seen a message, and a DISCONNECT right after can overtake those acknowledgements.
+    /// </summary>
+    public async Task WaitAcknowledgedAsync(string clientId)
+    {
+        var deadline = DateTime.UtcNow + TestClient.Timeout;
+        while (Engine.FindSession(clientId) is { InflightCount: > 0 })
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"{clientId} still has unacknowledged messages");
+            await Task.Delay(10);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         await _app.StopAsync();
