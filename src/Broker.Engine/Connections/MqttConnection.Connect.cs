@@ -111,11 +111,20 @@ internal sealed partial class MqttConnection
 
         _keepAliveSeconds = connect.KeepAlivePeriod;
         ushort serverKeepAlive = 0;
-        if (options.Mqtt.MaxKeepAliveSeconds > 0 && (_keepAliveSeconds == 0 || _keepAliveSeconds > options.Mqtt.MaxKeepAliveSeconds))
+        var cap = options.Mqtt.KeepAliveCap;
+        if (cap > 0 && (_keepAliveSeconds == 0 || _keepAliveSeconds > cap))
         {
-            // v5 clients must use the Server Keep Alive we send [MQTT-3.2.2-21].
-            _keepAliveSeconds = options.Mqtt.MaxKeepAliveSeconds;
-            serverKeepAlive = (ushort)_keepAliveSeconds;
+            if (!IsV5)
+            {
+                // v3.1.x has no Server Keep Alive: such a client would ping too rarely and be cut off at 1.5 × the cap
+                // without knowing why. mosquitto (max_keepalive) refuses it with "identifier rejected"; so do we.
+                await RefuseAsync(MqttConnectReasonCode.ClientIdentifierNotValid, $"keep-alive {_keepAliveSeconds} s above Broker:Mqtt:ServerKeepAlive ({cap} s)", clientId, connect.Username);
+                return false;
+            }
+
+            // The client must use the Server Keep Alive we send [MQTT-3.2.2-21, MQTT-3.1.2-21]; one asking for less keeps its own [MQTT-3.2.2-22].
+            _keepAliveSeconds = cap;
+            serverKeepAlive = (ushort)cap;
         }
 
         // v3.1.1 cannot say how long its session should live: clean session 0 gets the configured default.
