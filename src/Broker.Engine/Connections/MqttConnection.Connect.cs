@@ -153,6 +153,7 @@ internal sealed partial class MqttConnection
             SubscriptionIdentifiersAvailable = true,
             ServerKeepAlive = serverKeepAlive,
         });
+        _receiveQuotaUsed = IsV5 ? session.InboundQos2Count : 0; // QoS 2 exchanges this session still has open count [MQTT-4.9.0-3]
         _session = session; // after the CONNACK is queued: a DISCONNECT may follow it, never precede it
         if (session.IsPersistent)
         {

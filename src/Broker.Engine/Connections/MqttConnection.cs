@@ -450,6 +450,7 @@ internal sealed partial class MqttConnection
         {
             for (var node = _control.TakeAll(); node is not null; node = node.Next)
             {
+                ReturnReceiveQuota(node.Packet); // before the flush: the client cannot answer an ack before we count it out
                 WritePacket(output, node.Packet);
             }
 
