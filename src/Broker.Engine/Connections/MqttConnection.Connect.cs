@@ -132,6 +132,10 @@ internal sealed partial class MqttConnection
         var clientReceiveMaximum = IsV5 && connect.ReceiveMaximum > 0 ? connect.ReceiveMaximum : ushort.MaxValue;
         var sendQuota = Math.Min(options.Mqtt.MaxInflightMessages, clientReceiveMaximum);
         _clientMaxPacketSize = IsV5 && connect.MaximumPacketSize > 0 ? connect.MaximumPacketSize : uint.MaxValue;
+
+        // Aliases towards the client: at most what it accepts [MQTT-3.3.2-11], and at most our own Topic Alias Maximum,
+        // which bounds the topics a connection remembers (a client may announce 65,535).
+        _outboundAliasMaximum = IsV5 ? Math.Min(connect.TopicAliasMaximum, options.Mqtt.TopicAliasMaximum) : 0;
         _clientId = clientId;
         _principal = principal;
 
