@@ -385,7 +385,7 @@ public sealed class PacketValidatorTests
         Invalid(0x30, B("a", P(0x01, 1, 0x01, 1)), V5, Protocol, "more than once");
         Invalid(0x30, B("a", P(0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 1)), V5, Protocol, "more than once");
         Invalid(0x30, B("a", P(0x03, "x", 0x03, "y")), V5, Protocol, "more than once");
-        Invalid(0x30, B("a", P(0x23, 0, 0)), V5, Protocol, "MQTT-3.3.2-8"); // Topic Alias 0
+        Invalid(0x30, B("a", P(0x23, 0, 0)), V5, MqttDisconnectReasonCode.TopicAliasInvalid, "MQTT-3.3.2-8"); // Topic Alias 0: 0x94 (v5 3.3.4)
         Invalid(0x30, B("a", P(0x0B, 1)), V5, Protocol, "MQTT-3.3.4-6"); // Subscription Identifier from a client
         Invalid(0x30, B("a", P(0x24, 1)), V5, Malformed, "not valid there"); // Maximum QoS
         Invalid(0x30, B("a", P(0x11, 0, 0, 0, 1)), V5, Malformed, "not valid there"); // Session Expiry Interval

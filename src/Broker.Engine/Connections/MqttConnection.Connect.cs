@@ -111,11 +111,20 @@ internal sealed partial class MqttConnection
 
         _keepAliveSeconds = connect.KeepAlivePeriod;
         ushort serverKeepAlive = 0;
-        if (options.Mqtt.MaxKeepAliveSeconds > 0 && (_keepAliveSeconds == 0 || _keepAliveSeconds > options.Mqtt.MaxKeepAliveSeconds))
+        var cap = options.Mqtt.KeepAliveCap;
+        if (cap > 0 && (_keepAliveSeconds == 0 || _keepAliveSeconds > cap))
         {
-            // v5 clients must use the Server Keep Alive we send [MQTT-3.2.2-21].
-            _keepAliveSeconds = options.Mqtt.MaxKeepAliveSeconds;
-            serverKeepAlive = (ushort)_keepAliveSeconds;
+            if (!IsV5)
+            {
+                // v3.1.x has no Server Keep Alive: such a client would ping too rarely and be cut off at 1.5 × the cap
+                // without knowing why. mosquitto (max_keepalive) refuses it with "identifier rejected"; so do we.
+                await RefuseAsync(MqttConnectReasonCode.ClientIdentifierNotValid, $"keep-alive {_keepAliveSeconds} s above Broker:Mqtt:ServerKeepAlive ({cap} s)", clientId, connect.Username);
+                return false;
+            }
+
+            // The client must use the Server Keep Alive we send [MQTT-3.2.2-21, MQTT-3.1.2-21]; one asking for less keeps its own [MQTT-3.2.2-22].
+            _keepAliveSeconds = cap;
+            serverKeepAlive = (ushort)cap;
         }
 
         // v3.1.1 cannot say how long its session should live: clean session 0 gets the configured default.
@@ -123,6 +132,10 @@ internal sealed partial class MqttConnection
         var clientReceiveMaximum = IsV5 && connect.ReceiveMaximum > 0 ? connect.ReceiveMaximum : ushort.MaxValue;
         var sendQuota = Math.Min(options.Mqtt.MaxInflightMessages, clientReceiveMaximum);
         _clientMaxPacketSize = IsV5 && connect.MaximumPacketSize > 0 ? connect.MaximumPacketSize : uint.MaxValue;
+
+        // Aliases towards the client: at most what it accepts [MQTT-3.3.2-11], and at most our own Topic Alias Maximum,
+        // which bounds the topics a connection remembers (a client may announce 65,535).
+        _outboundAliasMaximum = IsV5 ? Math.Min(connect.TopicAliasMaximum, options.Mqtt.TopicAliasMaximum) : 0;
         _clientId = clientId;
         _principal = principal;
 
@@ -147,6 +160,7 @@ internal sealed partial class MqttConnection
             SubscriptionIdentifiersAvailable = true,
             ServerKeepAlive = serverKeepAlive,
         });
+        _receiveQuotaUsed = IsV5 ? session.InboundQos2Count : 0; // QoS 2 exchanges this session still has open count [MQTT-4.9.0-3]
         _session = session; // after the CONNACK is queued: a DISCONNECT may follow it, never precede it
         if (session.IsPersistent)
         {

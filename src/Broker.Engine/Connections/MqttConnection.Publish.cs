@@ -32,13 +32,15 @@ internal sealed partial class MqttConnection
                 return await AcknowledgeAsync(null, new MqttPubRecPacket { PacketIdentifier = id }, qos, id, topic);
             }
 
-            if (IsV5 && session.InboundQos2Count > _engine.Options.Mqtt.ReceiveMaximum)
+            if (!TakeReceiveQuota())
             {
                 session.EndInboundQos2(id);
-                EngineLog.ProtocolError(_engine.ConnectionLogger, Name, "more QoS 2 publishes in flight than Receive Maximum [MQTT-3.3.4-9]");
-                Disconnect(MqttDisconnectReasonCode.ReceiveMaximumExceeded, "receive maximum exceeded");
                 return false;
             }
+        }
+        else if (qos == MqttQualityOfServiceLevel.AtLeastOnce && !TakeReceiveQuota())
+        {
+            return false;
         }
 
         var decision = CheckTopicName(topic);
@@ -97,7 +99,8 @@ internal sealed partial class MqttConnection
     // next packet would cap a publisher at one message per fsync, so the receive loop goes on: acks
     // whose commit is pending wait in _pendingAcks, and the commit's completion (on the store's thread)
     // sends every ack at the head of the line that is durable now. No task or channel per connection.
-    // With Receive Maximum acks waiting, the receive loop stops reading until one goes out.
+    // With more than Receive Maximum acks waiting, the receive loop stops reading until one goes out (a v5
+    // client is disconnected before that: TakeReceiveQuota counts the acks waiting here as unsent).
 
     Queue<PendingAck>? _pendingAcks;
     int _pendingAckCount; // _pendingAcks.Count as of the last change under its lock, for the lock-free fast path
@@ -121,7 +124,7 @@ internal sealed partial class MqttConnection
         {
             queue.Enqueue(new PendingAck(commit, ack, qos, id, topic, held));
             _pendingAckCount = queue.Count;
-            if (queue.Count >= _engine.Options.Mqtt.ReceiveMaximum)
+            if (queue.Count > _engine.Options.Mqtt.ReceiveMaximum) // ">": one more is read, so a v5 client beyond it is seen (0x93)
             {
                 _ackRoom = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 room = _ackRoom.Task;
@@ -188,7 +191,7 @@ internal sealed partial class MqttConnection
             }
 
             _pendingAckCount = queue.Count;
-            if (_ackRoom is not null && queue.Count < _engine.Options.Mqtt.ReceiveMaximum)
+            if (_ackRoom is not null && queue.Count <= _engine.Options.Mqtt.ReceiveMaximum)
             {
                 room = _ackRoom;
                 _ackRoom = null;
@@ -239,6 +242,47 @@ internal sealed partial class MqttConnection
     }
 
     readonly record struct PendingAck(Task? Durable, MqttPacket Ack, MqttQualityOfServiceLevel Qos, ushort PacketId, string Topic, HeldRoute? Held);
+
+    // ---- Receive Maximum, the broker's side [MQTT-3.3.4-9, MQTT-4.9.0-3] ----------------------------
+    //
+    // _receiveQuotaUsed counts the QoS 1 and 2 PUBLISHes of a v5 client that the broker has not finished
+    // answering: +1 when one is received, -1 when the writer puts out the packet that returns its quota
+    // (a PUBACK; for QoS 2 a PUBCOMP, or a PUBREC with a reason >= 0x80) [MQTT-4.9.0-3 read from the receiver's side].
+    // A PUBACK or PUBREC still waiting in _pendingAcks for its commit has not been sent, so it still counts.
+    // QoS 2 packet ids kept from an earlier connection of the session (waiting for their PUBREL) count from the
+    // start, as mosquitto counts them. Receive loop: +1; writer: -1; hence interlocked.
+
+    int _receiveQuotaUsed;
+
+    /// <summary>One more unacknowledged QoS 1/2 PUBLISH; beyond our Receive Maximum the v5 client is disconnected with 0x93.</summary>
+    bool TakeReceiveQuota()
+    {
+        if (!IsV5)
+        {
+            return true; // v3.1.1 was told no Receive Maximum; the ack line's backpressure bounds it instead
+        }
+
+        if (Volatile.Read(ref _receiveQuotaUsed) >= _engine.Options.Mqtt.ReceiveMaximum)
+        {
+            EngineLog.ProtocolError(_engine.ConnectionLogger, Name, "more unacknowledged QoS 1/2 publishes than Receive Maximum [MQTT-3.3.4-9]");
+            Disconnect(MqttDisconnectReasonCode.ReceiveMaximumExceeded, "receive maximum exceeded");
+            return false;
+        }
+
+        Interlocked.Increment(ref _receiveQuotaUsed);
+        return true;
+    }
+
+    /// <summary>Writer: an ack that returns a v5 client's send quota is going out now.</summary>
+    void ReturnReceiveQuota(MqttPacket packet)
+    {
+        if (IsV5 && packet is MqttPubAckPacket
+                or MqttPubRecPacket { ReasonCode: >= MqttPubRecReasonCode.UnspecifiedError }
+                or MqttPubCompPacket { ReasonCode: MqttPubCompReasonCode.Success })
+        {
+            Interlocked.Decrement(ref _receiveQuotaUsed);
+        }
+    }
 
     /// <summary>Inbound topic aliases [MQTT-3.3.2-7 .. -12]: a v5 client may send a topic once and an alias after.</summary>
     bool TryResolveTopic(MqttPublishPacket packet, out string topic)

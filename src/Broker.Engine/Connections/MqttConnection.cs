@@ -450,6 +450,7 @@ internal sealed partial class MqttConnection
         {
             for (var node = _control.TakeAll(); node is not null; node = node.Next)
             {
+                ReturnReceiveQuota(node.Packet); // before the flush: the client cannot answer an ack before we count it out
                 WritePacket(output, node.Packet);
             }
 
@@ -483,9 +484,15 @@ internal sealed partial class MqttConnection
 
     bool WritePacket(PipeWriter output, MqttPacket packet)
     {
+        var newAlias = _outboundAliasMaximum > 0 && packet is MqttPublishPacket aliased && AssignOutboundAlias(aliased);
         var buffer = PacketFormatters.For(_version).Encode(packet);
         if ((uint)buffer.Length > _clientMaxPacketSize)
         {
+            if (newAlias)
+            {
+                ForgetOutboundAlias((MqttPublishPacket)packet); // the client never saw the mapping
+            }
+
             // The client said it cannot take it: discard, as if delivered [MQTT-3.1.2-25].
             if (packet is MqttPublishPacket { PacketIdentifier: > 0 } publish)
             {
@@ -504,6 +511,51 @@ internal sealed partial class MqttConnection
 
         return true;
     }
+
+    // ---- outbound topic aliases [MQTT-3.3.2-7 .. -12] ---------------------------------------------------
+    //
+    // Towards a v5 client that announced a Topic Alias Maximum, the first PUBLISH of a topic carries the topic and
+    // a new alias, later ones the alias and an empty topic. Only the writer touches the map (one writer at a time),
+    // and every PUBLISH it writes is its own object (Session.BuildPublish makes one per recipient and send), so
+    // setting its Topic and TopicAlias here changes nothing another recipient sees. The map belongs to this
+    // connection and goes with it: a new connection starts with none [MQTT-3.3.2-7], and what it re-sends
+    // (DUP) is built afresh. Policy: aliases 1, 2, ... are handed out in the order topics first go out, until
+    // the maximum; after that new topics go with their full name and no alias (no replacement, so an alias
+    // never changes meaning while a PUBLISH using it may still be in the client's buffer).
+
+    int _outboundAliasMaximum;
+    Dictionary<string, ushort>? _outboundAliases;
+
+    /// <summary>Puts an alias on <paramref name="publish"/> (and empties its topic when the client knows the alias). True when the alias is new.</summary>
+    bool AssignOutboundAlias(MqttPublishPacket publish)
+    {
+        var topic = publish.Topic;
+        if (string.IsNullOrEmpty(topic))
+        {
+            return false;
+        }
+
+        var aliases = _outboundAliases ??= new Dictionary<string, ushort>(StringComparer.Ordinal);
+        if (aliases.TryGetValue(topic, out var alias))
+        {
+            publish.TopicAlias = alias;
+            publish.Topic = ""; // the alias alone stands for the topic (v5 3.3.2.3.4)
+            return false;
+        }
+
+        if (aliases.Count >= _outboundAliasMaximum)
+        {
+            return false; // all used: the full topic, no alias
+        }
+
+        alias = (ushort)(aliases.Count + 1); // 1 .. the client's Topic Alias Maximum [MQTT-3.3.2-8, -11]
+        aliases.Add(topic, alias);
+        publish.TopicAlias = alias;
+        return true;
+    }
+
+    /// <summary>Undoes the alias just assigned to a PUBLISH that was not sent.</summary>
+    void ForgetOutboundAlias(MqttPublishPacket publish) => _outboundAliases!.Remove(publish.Topic);
 
     /// <summary>Writes one packet straight to the pipe while the connect phase holds the writer role (CONNACK refusals).</summary>
     async Task WriteDirectAsync(MqttPacket packet)

@@ -784,8 +784,12 @@ internal static class PacketValidator
                     return Truncated(PropertyName(id), out violation);
                 }
 
-                // Receive Maximum 0 (v5 §3.1.2.11.3), Topic Alias 0 [MQTT-3.3.2-8]: Protocol Errors.
-                return value != 0 || Fail(Protocol, id == TopicAlias ? "Topic Alias 0 [MQTT-3.3.2-8]" : "Receive Maximum 0 (v5 3.1.2.11.3)", out violation);
+                // Receive Maximum 0 (v5 §3.1.2.11.3): a Protocol Error. Topic Alias 0 [MQTT-3.3.2-8]: also a Protocol Error, for
+                // which v5 §3.3.4 names the reason: "A Topic Alias value of 0 or greater than the Maximum Topic Alias is a
+                // Protocol Error, the receiver uses DISCONNECT with Reason Code of 0x94 (Topic Alias invalid)".
+                return value != 0 || (id == TopicAlias
+                    ? Fail(MqttDisconnectReasonCode.TopicAliasInvalid, "Topic Alias 0 [MQTT-3.3.2-8]", out violation)
+                    : Fail(Protocol, "Receive Maximum 0 (v5 3.1.2.11.3)", out violation));
 
             case TopicAliasMaximum:
                 return p.TrySkip(2) || Truncated(PropertyName(id), out violation);

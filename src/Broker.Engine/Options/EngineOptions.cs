@@ -94,8 +94,19 @@ public sealed class MqttListenerOptions
     /// <summary>Inbound topic aliases a v5 client may use (0 disables them).</summary>
     public int TopicAliasMaximum { get; set; } = 64;
 
-    /// <summary>Largest keep-alive a client may ask for; 0 means no cap. v5 clients are told through Server Keep Alive.</summary>
-    public int MaxKeepAliveSeconds { get; set; } = 0;
+    /// <summary>
+    /// Server Keep Alive in seconds (contract §9, <c>Broker:Mqtt:ServerKeepAlive</c>); 0 = off. Caps the client's keep-alive:
+    /// a v5 client asking for more, or for 0, is sent this value in CONNACK and held to it [MQTT-3.2.2-21]; one asking for
+    /// less keeps its own. A v3.1.x client cannot be told, so one asking for more (or 0) is refused with "identifier
+    /// rejected", as mosquitto's max_keepalive does.
+    /// </summary>
+    public int ServerKeepAlive { get; set; }
+
+    /// <summary>Deprecated name of <see cref="ServerKeepAlive"/>, still read when that one is 0 (or not set).</summary>
+    public int? MaxKeepAliveSeconds { get; set; }
+
+    /// <summary>The keep-alive cap in force: <see cref="ServerKeepAlive"/>, else the deprecated <see cref="MaxKeepAliveSeconds"/>; 0 = none.</summary>
+    public int KeepAliveCap => ServerKeepAlive > 0 ? ServerKeepAlive : MaxKeepAliveSeconds ?? 0;
 
     /// <summary>
     /// Run each packet to completion on the socket thread that received it (read, route, write to the

@@ -21,7 +21,16 @@ public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
         Range("Broker:Mqtt:ReceiveMaximum", o.Mqtt.ReceiveMaximum, 1, 65535);
         Range("Broker:Mqtt:MaxInflightMessages", o.Mqtt.MaxInflightMessages, 1, 65535);
         Range("Broker:Mqtt:TopicAliasMaximum", o.Mqtt.TopicAliasMaximum, 0, 65535);
-        Range("Broker:Mqtt:MaxKeepAliveSeconds", o.Mqtt.MaxKeepAliveSeconds, 0, 65535);
+        Range("Broker:Mqtt:ServerKeepAlive", o.Mqtt.ServerKeepAlive, 0, 65535);
+        if (o.Mqtt.MaxKeepAliveSeconds is { } deprecated)
+        {
+            Range("Broker:Mqtt:MaxKeepAliveSeconds (deprecated: use Broker:Mqtt:ServerKeepAlive)", deprecated, 0, 65535);
+            if (o.Mqtt.ServerKeepAlive > 0 && deprecated > 0 && deprecated != o.Mqtt.ServerKeepAlive)
+            {
+                errors.Add($"Broker:Mqtt:MaxKeepAliveSeconds ({deprecated}) is the deprecated name of Broker:Mqtt:ServerKeepAlive ({o.Mqtt.ServerKeepAlive}): set only Broker:Mqtt:ServerKeepAlive.");
+            }
+        }
+
         Range("Broker:Mqtt:ConnectTimeout (seconds)", (long)o.Mqtt.ConnectTimeout.TotalSeconds, 1, 3600);
         Range("Broker:Limits:MaxConnections", o.Limits.MaxConnections, 1, 10_000_000);
         Range("Broker:Limits:MaxTopicLength", o.Limits.MaxTopicLength, 1, 65535);

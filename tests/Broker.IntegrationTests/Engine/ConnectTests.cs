@@ -199,15 +199,93 @@ public sealed class ConnectTests
         Assert.Equal(MqttClientDisconnectReason.ServerShuttingDown, disconnected.Reason);
     }
 
-    [Fact]
-    public async Task ConnAckV5_MaxKeepAliveConfigured_ServerKeepAliveTellsClient()
+    [Theory]
+    [InlineData((ushort)600)]
+    [InlineData((ushort)0)]
+    public async Task ServerKeepAlive_V5ClientAskingForMoreOrNone_ToldTheCapInConnAck(ushort asked)
     {
-        // [MQTT-3.2.2-21]: when the server caps the keep-alive it sends Server Keep Alive, which the client must use.
+        // [MQTT-3.2.2-21] / [MQTT-3.1.2-21]: when the server sends Server Keep Alive the client must use it instead
+        // of its own. Broker:Mqtt:ServerKeepAlive (contract §9) caps the keep-alive, and "none" (0) is above any cap.
+        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Mqtt:ServerKeepAlive"] = "30");
+        var (raw, ack) = await RawClient.ConnectAsync(broker.MqttPort, Raw.Connect("keeper", keepAlive: asked), MqttProtocolVersion.V500);
+        await using var _ = raw;
+
+        Assert.Equal(MqttConnectReasonCode.Success, ack.ReasonCode);
+        Assert.Equal(30, ack.ServerKeepAlive);
+    }
+
+    [Fact]
+    public async Task ServerKeepAlive_V5ClientAskingForLess_KeepsItsOwn()
+    {
+        // [MQTT-3.2.2-22]: without Server Keep Alive in CONNACK the server uses the client's Keep Alive; a client
+        // below the cap keeps its own (as mosquitto's max_keepalive), so none is sent.
+        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Mqtt:ServerKeepAlive"] = "30");
+        var (raw, ack) = await RawClient.ConnectAsync(broker.MqttPort, Raw.Connect("modest", keepAlive: 10), MqttProtocolVersion.V500);
+        await using var _ = raw;
+
+        Assert.Equal(MqttConnectReasonCode.Success, ack.ReasonCode);
+        Assert.Equal(0, ack.ServerKeepAlive);
+    }
+
+    [Fact]
+    public async Task ServerKeepAlive_V5ClientSilentForOneAndAHalfTimesTheServerValue_Disconnected0x8D()
+    {
+        // [MQTT-3.2.2-21] then [MQTT-3.1.2-22]: the client asked for 600 s and was given 1 s; the broker holds it to
+        // that: silent past 1.5 × 1 s, it is disconnected with 0x8D (Keep Alive timeout). The keep-alive check
+        // runs on the engine's 1 s heartbeat with the real clock, hence a 1 s setting.
+        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Mqtt:ServerKeepAlive"] = "1");
+        var clock = Stopwatch.StartNew();
+        var (raw, ack) = await RawClient.ConnectAsync(broker.MqttPort, Raw.Connect("sleepy", keepAlive: 600), MqttProtocolVersion.V500);
+        await using var _ = raw;
+        Assert.Equal(1, ack.ServerKeepAlive);
+
+        var packets = await raw.ReadUntilClosedAsync();
+
+        Assert.Equal(MqttDisconnectReasonCode.KeepAliveTimeout, Assert.IsType<MqttDisconnectPacket>(Assert.Single(packets)).ReasonCode);
+        Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(1.4), TimeSpan.FromSeconds(8));
+    }
+
+    [Fact]
+    public async Task ServerKeepAlive_V5ClientPingingWithinTheServerValue_StaysConnected()
+    {
+        // [MQTT-3.1.2-22] the other way round: a client that uses the Server Keep Alive it was given (here it pings
+        // every 0.5 s against 1 s) is never cut off, although its silence outlasts 1.5 × 1 s in total.
+        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Mqtt:ServerKeepAlive"] = "1");
+        var (raw, ack) = await RawClient.ConnectAsync(broker.MqttPort, Raw.Connect("pinger", keepAlive: 0), MqttProtocolVersion.V500);
+        await using var _ = raw;
+        Assert.Equal(1, ack.ServerKeepAlive);
+
+        for (var i = 0; i < 6; i++)
+        {
+            await Task.Delay(500);
+            await raw.SendAsync(MqttPingReqPacket.Instance);
+            await raw.ExpectAsync<MqttPingRespPacket>();
+        }
+    }
+
+    [Theory]
+    [InlineData((ushort)600, MqttConnectReturnCode.ConnectionRefusedIdentifierRejected)]
+    [InlineData((ushort)0, MqttConnectReturnCode.ConnectionRefusedIdentifierRejected)]
+    [InlineData((ushort)30, MqttConnectReturnCode.ConnectionAccepted)]
+    [InlineData((ushort)10, MqttConnectReturnCode.ConnectionAccepted)]
+    public async Task ServerKeepAlive_V311ClientAskingForMoreOrNone_RefusedAsMosquittoDoes(ushort asked, MqttConnectReturnCode expected)
+    {
+        // v3.1.1 has no Server Keep Alive to tell the client (v3.1.1 §3.2.2.3 has six return codes). mosquitto's
+        // max_keepalive refuses such a client with 0x02 (identifier rejected) rather than cutting it off later
+        // without a word; the broker does the same. At or below the cap it is accepted with its own keep-alive.
+        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Mqtt:ServerKeepAlive"] = "30");
+
+        Assert.Equal(expected, await Connect.V311ReturnCodeAsync(broker.MqttPort, "old-" + asked, null, configure: c => c.KeepAlivePeriod = asked));
+    }
+
+    [Fact]
+    public async Task ServerKeepAlive_DeprecatedMaxKeepAliveSeconds_StillCaps()
+    {
+        // Broker:Mqtt:MaxKeepAliveSeconds was the key before contract §9 named it ServerKeepAlive; it still works.
         await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Mqtt:MaxKeepAliveSeconds"] = "30");
         var (raw, ack) = await RawClient.ConnectAsync(broker.MqttPort, Raw.Connect("keeper", keepAlive: 600), MqttProtocolVersion.V500);
         await using var _ = raw;
 
-        Assert.Equal(MqttConnectReasonCode.Success, ack.ReasonCode);
         Assert.Equal(30, ack.ServerKeepAlive);
     }
 

@@ -87,7 +87,7 @@ public sealed class FuzzTests(ITestOutputHelper output)
         ("PUBLISH empty topic, no Topic Alias (v5 3.3.2.3.4)", "30 03 0000 00", Protocol),
         ("PUBLISH Payload Format Indicator 2", "30 06 0001 61 02 0102", Protocol),
         ("PUBLISH Payload Format Indicator twice", "30 08 0001 61 04 0101 0101", Protocol),
-        ("PUBLISH Topic Alias 0 [MQTT-3.3.2-8]", "30 07 0001 61 03 230000", Protocol),
+        ("PUBLISH Topic Alias 0 [MQTT-3.3.2-8], 0x94 (v5 3.3.4)", "30 07 0001 61 03 230000", MqttDisconnectReasonCode.TopicAliasInvalid),
         ("PUBLISH Subscription Identifier from a client [MQTT-3.3.4-6]", "30 06 0001 61 02 0B01", Protocol),
         ("PUBLISH Maximum QoS property (CONNACK only)", "30 06 0001 61 02 2401", Malformed),
         ("PUBLISH user property ill-formed UTF-8 [MQTT-1.5.3-1]", "30 0a 0001 61 06 26 0001FF 0000", Malformed),

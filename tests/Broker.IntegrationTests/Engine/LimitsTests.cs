@@ -277,10 +277,55 @@ public sealed class LimitsTests
     }
 
     [Fact]
+    public async Task TopicAlias_Zero_DisconnectedWith0x94()
+    {
+        // [MQTT-3.3.2-8]: a sender MUST NOT send Topic Alias 0; v5 §3.3.4: "A Topic Alias value of 0 or greater than
+        // the Maximum Topic Alias is a Protocol Error, the receiver uses DISCONNECT with Reason Code of 0x94".
+        await using var broker = await TestBroker.StartPlainAsync();
+        await using var bystanders = await Bystanders.StartAsync(broker);
+        await using var raw = await Raw.ConnectAsync(broker.MqttPort, "aliaser", MqttProtocolVersion.V500);
+
+        // MQTTnet's encoder leaves out a Topic Alias of 0, so the PUBLISH is written by hand: topic "a", QoS 1, id 1,
+        // properties: Topic Alias (0x23) = 0.
+        await raw.SendBytesAsync(Convert.FromHexString("3209000161000103230000"));
+
+        var packets = await raw.ReadUntilClosedAsync();
+        Assert.Equal(MqttDisconnectReasonCode.TopicAliasInvalid, Assert.IsType<MqttDisconnectPacket>(Assert.Single(packets)).ReasonCode);
+        await bystanders.StillWorkAsync("after alias 0");
+    }
+
+    [Fact]
+    public async Task TopicAlias_UpToTheMaximum_Accepted()
+    {
+        // [MQTT-3.3.2-12]: the server MUST accept every Topic Alias above 0 and up to the Topic Alias Maximum it
+        // returned in CONNACK: here 1 and 4 of 4.
+        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Mqtt:TopicAliasMaximum"] = "4");
+        await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub");
+        await sub.SubscribeOkAsync("alias/#");
+        await using var raw = await Raw.ConnectAsync(broker.MqttPort, "aliaser", MqttProtocolVersion.V500);
+
+        ushort id = 1;
+        foreach (var (alias, topic) in new[] { ((ushort)1, "alias/one"), ((ushort)4, "alias/four"), ((ushort)4, ""), ((ushort)1, "") })
+        {
+            var publish = Raw.Publish(topic, "m" + id, MqttQualityOfServiceLevel.AtLeastOnce, id++);
+            publish.TopicAlias = alias;
+            await raw.SendAsync(publish);
+            Assert.Equal(MqttPubAckReasonCode.Success, (await raw.ExpectAsync<MqttPubAckPacket>()).ReasonCode);
+        }
+
+        await sub.ExpectOnlyAsync("alias/one", "m1");
+        await sub.ExpectOnlyAsync("alias/four", "m2");
+        await sub.ExpectOnlyAsync("alias/four", "m3");
+        await sub.ExpectOnlyAsync("alias/one", "m4");
+    }
+
+    [Fact]
     public async Task TopicAlias_UnknownAliasWithEmptyTopic_ProtocolError()
     {
-        // [MQTT-3.3.2-10 .. -11]: aliases live in one network connection; an alias never mapped on this
-        // connection, with an empty topic, is a protocol error (0x82).
+        // [MQTT-3.3.2-7]: aliases live in one network connection. v5 §3.3.4 on an alias the receiver has no mapping
+        // for: "If the packet has a zero length Topic Name field it is a Protocol Error and the receiver uses
+        // DISCONNECT with Reason Code of 0x82 (Protocol Error)". Not 0x94: that one is for 0 and above the maximum
+        // (mosquitto answers the same way).
         await using var broker = await TestBroker.StartPlainAsync();
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "aliaser", MqttProtocolVersion.V500);
 

@@ -41,6 +41,9 @@ public sealed class ConfigurationTests
     [InlineData("Broker:Limits:LoginMaxDelay", "01:00:00", "Broker:Limits:LoginMaxDelay (milliseconds) must be between 0 and 300000")]
     [InlineData("Broker:Limits:LoginMaxDelay", "00:00:00.100", "Broker:Limits:LoginMaxDelay must not be below Broker:Limits:LoginFailureDelay")]
     [InlineData("Broker:Limits:LoginFailureReset", "00:00:00", "Broker:Limits:LoginFailureReset (seconds) must be between 1 and 86400")]
+    [InlineData("Broker:Mqtt:ServerKeepAlive", "65536", "Broker:Mqtt:ServerKeepAlive must be between 0 and 65535")]
+    [InlineData("Broker:Mqtt:ServerKeepAlive", "-1", "Broker:Mqtt:ServerKeepAlive must be between 0 and 65535")]
+    [InlineData("Broker:Mqtt:MaxKeepAliveSeconds", "70000", "Broker:Mqtt:MaxKeepAliveSeconds (deprecated: use Broker:Mqtt:ServerKeepAlive) must be between 0 and 65535")]
     public void BadValue_FailsWithItsKey(string key, string value, string expected)
     {
         var settings = new Dictionary<string, string?>();
@@ -50,6 +53,20 @@ public sealed class ConfigurationTests
         var ex = Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.Load(new ConfigurationBuilder().AddInMemoryCollection(settings).Build()));
 
         Assert.Contains(ex.Errors, e => e.Contains(expected, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void ServerKeepAlive_DeprecatedNameStillRead_ButNotAgainstTheContractKey()
+    {
+        // Contract §9 fixes Broker:Mqtt:ServerKeepAlive; the old Broker:Mqtt:MaxKeepAliveSeconds is read only when the
+        // new key is off, and two different values are refused rather than one silently winning.
+        var old = new Dictionary<string, string?> { ["Broker:Mqtt:MaxKeepAliveSeconds"] = "45" };
+        var (engine, _) = BrokerConfiguration.Load(new ConfigurationBuilder().AddInMemoryCollection(old).Build());
+        Assert.Equal(45, engine.Mqtt.KeepAliveCap);
+
+        var both = new Dictionary<string, string?> { ["Broker:Mqtt:ServerKeepAlive"] = "30", ["Broker:Mqtt:MaxKeepAliveSeconds"] = "45" };
+        var ex = Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.Load(new ConfigurationBuilder().AddInMemoryCollection(both).Build()));
+        Assert.Contains(ex.Errors, e => e.Contains("set only Broker:Mqtt:ServerKeepAlive", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -75,6 +92,8 @@ public sealed class ConfigurationTests
         var (engine, ims) = BrokerConfiguration.Load(new ConfigurationBuilder().Build());
 
         Assert.Equal(1883, engine.Mqtt.Port);
+        Assert.Equal(0, engine.Mqtt.ServerKeepAlive); // contract §9: server keep alive off
+        Assert.Equal(0, engine.Mqtt.KeepAliveCap);
         Assert.Equal(1000, engine.MaxQueuedMessages);
         Assert.Equal("data", engine.DataPath);
         Assert.Equal(["IMS"], ims.ParentTopics);
