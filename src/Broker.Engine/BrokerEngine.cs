@@ -129,6 +129,11 @@ public sealed class BrokerEngine : IAsyncDisposable
     {
         var restored = await StoreRestore.RestoreAsync(_engine, cancellationToken);
         EngineLog.Restored(_engine.Logger, restored.Sessions, restored.Messages, restored.Retained);
+        if (_engine.Retained.IsOverLimits)
+        {
+            // Restored whatever the bounds: an operator who lowers a limit loses nothing already retained.
+            EngineLog.RetainedOverLimits(_engine.Logger, _engine.Retained.Count, _engine.Retained.Bytes, _engine.Retained.MaxMessages, _engine.Retained.MaxBytes);
+        }
         _heartbeat = HeartbeatAsync(_stopping.Token);
         IsStarted = true;
     }

@@ -24,6 +24,7 @@ internal sealed class EngineContext
         Time = time;
         Sessions = new SessionManager(this);
         Mailbox = new OfflineMailbox(this);
+        Retained = new RetainedMessages(options.Limits.MaxRetainedMessages, options.Limits.MaxRetainedBytes);
         Router = new Router(this);
         Logins = new Admission.LoginThrottle(options.Limits, counters, loggerFactory.CreateLogger<Admission.LoginThrottle>());
     }
@@ -44,7 +45,7 @@ internal sealed class EngineContext
 
     public SubscriptionIndex Index { get; } = new();
 
-    public RetainedMessages Retained { get; } = new();
+    public RetainedMessages Retained { get; }
 
     public SessionManager Sessions { get; }
 

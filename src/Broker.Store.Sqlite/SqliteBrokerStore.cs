@@ -522,7 +522,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     [LoggerMessage(4004, LogLevel.Information, "Store {Path} open (synchronous {Synchronous})")]
     static partial void LogOpened(ILogger logger, string path, string synchronous);
 
-    [LoggerMessage(4005, LogLevel.Critical, "Store {Path}: {Count} changes failed twice and are lost; the broker's memory and the file disagree until the next restart")]
+    [LoggerMessage(4006, LogLevel.Critical, "Store {Path}: {Count} changes failed twice and are lost; the broker's memory and the file disagree until the next restart")]
     static partial void LogChangesLost(ILogger logger, string path, int count);
 
     [LoggerMessage(4003, LogLevel.Error, "Store {Path}: a commit of {Count} changes failed; the publishes in it were not acknowledged")]

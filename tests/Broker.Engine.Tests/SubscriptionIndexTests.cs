@@ -174,4 +174,162 @@ public sealed class SubscriptionIndexTests
         Assert.Empty(shared);
         Assert.Equal(1, examined);
     }
+
+    [Fact]
+    public void Remove_ManyFilters_TreeAndExactMapShrinkToNothing()
+    {
+        // Reliability issue: 100,000 wildcard subscribe + unsubscribe used to leave every tree node behind.
+        var added = new List<Subscription>();
+        for (var i = 0; i < 5_000; i++)
+        {
+            added.Add(Add($"c{i % 50}", $"dev/{i}/+/in"));
+            added.Add(Add($"c{i % 50}", $"+/{i}/#"));
+            added.Add(Add($"c{i % 50}", $"u{i}/#"));
+            added.Add(Add($"c{i % 50}", $"$share/g{i % 3}/grp/{i}/+"));
+            added.Add(Add($"c{i % 50}", $"exact/{i}"));
+        }
+
+        var keep = Add("keep", "dev/7/+/in");
+        var nodesWithKeep = _index.NodeCount;
+        Assert.True(nodesWithKeep > 20_000, $"{nodesWithKeep} nodes");
+
+        foreach (var s in added)
+        {
+            Assert.True(_index.Remove(s));
+        }
+
+        // Only the path of the one filter left remains: dev, 7, +, in.
+        Assert.Equal(4, _index.NodeCount);
+        Assert.Equal(0, _index.ExactCount);
+        Assert.Equal(1, _index.Count);
+        Assert.Equal(["keep:dev/7/+/in"], Match("dev/7/x/in").Plain);
+        Assert.Empty(Match("dev/8/x/in").Plain);
+
+        Assert.True(_index.Remove(keep));
+        Assert.Equal(0, _index.NodeCount);
+        Assert.Equal(0, _index.Count);
+
+        // The pruned tree takes the same filters again.
+        Add("again", "u3/#");
+        Assert.Equal(["again:u3/#"], Match("u3/a/b").Plain);
+    }
+
+    [Fact]
+    public void Remove_OneOfTwoFiltersSharingAPath_OtherStillMatches()
+    {
+        var deep = Add("c1", "a/+/c/#");
+        Add("c2", "a/+");
+        Add("c3", "a/#");
+        var deepPlus = Add("c4", "a/+/c/+");
+
+        Assert.True(_index.Remove(deep));
+        Assert.Equal(["c2:a/+", "c3:a/#"], Match("a/b").Plain);
+        Assert.Equal(["c3:a/#", "c4:a/+/c/+"], Match("a/b/c/d").Plain);
+        Assert.True(_index.Remove(deepPlus));
+        Assert.Equal(["c3:a/#"], Match("a/b/c/d").Plain);
+        Assert.Equal(2, _index.NodeCount); // a, a/+
+        Assert.False(_index.Remove(deep));
+    }
+
+    [Fact]
+    public async Task ConcurrentAddRemoveMatch_StableFiltersAlwaysMatched_TreeShrinksBack()
+    {
+        // Writers churn filters that share paths with stable ones, so nodes are pruned and re-created
+        // under the readers' feet; readers must always see every stable match and nothing that does not match.
+        string[] shapes = ["s/{0}/+", "s/+/{0}", "s/#", "+/{0}/x", "s/{0}/x", "s/{0}/#", "$share/g/s/{0}/x", "#"];
+        string[] topics = ["s/1/x", "s/2/x", "s/3/y", "t/1/x", "s/1", "$sys/1/x"];
+        var stable = new List<Subscription>
+        {
+            Add("stable1", "s/1/x"),
+            Add("stable2", "s/+/x"),
+            Add("stable3", "+/1/x"),
+        };
+        var stableNodes = _index.NodeCount;
+        var stop = false;
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        void Writer(int seed)
+        {
+            // Own sessions per writer: a session holds one place per share group, as a client does.
+            var sessions = Enumerable.Range(0, 8).Select(i => new Session(_engine, $"churn{seed}-{i}", new ClientPrincipal($"churn{seed}-{i}", "u", "user"))).ToArray();
+            var random = new Random(seed);
+            var mine = new List<Subscription>();
+            for (var op = 0; op < 20_000; op++)
+            {
+                if (mine.Count > 0 && (random.Next(2) == 0 || mine.Count > 30))
+                {
+                    var at = random.Next(mine.Count);
+                    if (!_index.Remove(mine[at]))
+                    {
+                        failures.Enqueue($"remove of {mine[at].Key} failed");
+                    }
+
+                    mine.RemoveAt(at);
+                    continue;
+                }
+
+                var key = string.Format(System.Globalization.CultureInfo.InvariantCulture, shapes[random.Next(shapes.Length)], random.Next(4));
+                var shared = MqttTopic.TryParseShared(key, out var shareName, out var inner);
+                var session = sessions[random.Next(sessions.Length)];
+                if (shared && mine.Exists(m => m.Session == session && m.Key == key))
+                {
+                    continue;
+                }
+
+                var s = new Subscription
+                {
+                    Session = session,
+                    Key = key,
+                    Filter = shared ? inner : key,
+                    ShareName = shared ? shareName : null,
+                };
+                _index.Add(s);
+                mine.Add(s);
+            }
+
+            foreach (var s in mine)
+            {
+                _index.Remove(s);
+            }
+        }
+
+        void Reader(int seed)
+        {
+            var random = new Random(seed);
+            var matches = new List<Subscription>();
+            var picks = new List<Subscription>();
+            while (!Volatile.Read(ref stop))
+            {
+                var topic = topics[random.Next(topics.Length)];
+                matches.Clear();
+                picks.Clear();
+                _index.Match(topic, matches, picks);
+                foreach (var s in stable)
+                {
+                    if (MqttTopic.Matches(s.Filter, topic) != matches.Contains(s))
+                    {
+                        failures.Enqueue($"{topic}: stable {s.Key} wrong");
+                    }
+                }
+
+                foreach (var s in matches.Concat(picks))
+                {
+                    if (!MqttTopic.Matches(s.Filter, topic))
+                    {
+                        failures.Enqueue($"{topic}: {s.Key} does not match");
+                    }
+                }
+            }
+        }
+
+        var readers = Enumerable.Range(0, 2).Select(i => Task.Run(() => Reader(1000 + i))).ToArray();
+        var writers = Enumerable.Range(0, 2).Select(i => Task.Run(() => Writer(42 + i))).ToArray();
+        await Task.WhenAll(writers).WaitAsync(TimeSpan.FromSeconds(60));
+        Volatile.Write(ref stop, true);
+        await Task.WhenAll(readers).WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Empty(failures.Take(10));
+        Assert.Equal(stable.Count, _index.Count);
+        Assert.Equal(stableNodes, _index.NodeCount);
+        Assert.Equal(1, _index.ExactCount);
+    }
 }

@@ -54,34 +54,30 @@ internal sealed partial class MqttConnection
             // v5 says no with a reason code; v3.1.1 cannot, so it is acknowledged and dropped [contract §2].
             _engine.Counters.PublishWasRefused(decision);
             EngineLog.PublishRefused(_engine.Logger, _clientId, _principal!.UserId, topic, decision.ToString());
-            var reason = ReasonCodes.ToPubAck(decision);
-            if (qos == MqttQualityOfServiceLevel.ExactlyOnce && IsV5)
-            {
-                session.EndInboundQos2(id); // a PUBREC >= 0x80 ends the exchange [MQTT-4.3.3-4 v5]
-            }
-
-            return qos switch
-            {
-                MqttQualityOfServiceLevel.AtLeastOnce => await AcknowledgeAsync(null, new MqttPubAckPacket { PacketIdentifier = id, ReasonCode = reason }, qos, id, topic),
-                MqttQualityOfServiceLevel.ExactlyOnce => await AcknowledgeAsync(null, new MqttPubRecPacket { PacketIdentifier = id, ReasonCode = (MqttPubRecReasonCode)reason }, qos, id, topic),
-                _ => true,
-            };
+            return await RefuseAsync(ReasonCodes.ToPubAck(decision), qos, id, topic);
         }
 
         var message = BuildMessage(packet, topic);
         ValueTask durable;
         HeldRoute? held = null;
+        var retain = RetainResult.None;
         try
         {
             // QoS 2 reaches no queue before it is durable, and for a persistent session not before the
             // packet id recorded above is either: a re-send after a crash is then answered, not routed again.
             durable = qos == MqttQualityOfServiceLevel.ExactlyOnce
-                ? _engine.Router.RouteHeld(message, session.IsPersistent, out held)
-                : _engine.Router.RouteAsync(message);
+                ? _engine.Router.RouteHeld(message, session.IsPersistent, out held, out retain)
+                : _engine.Router.RouteAsync(message, out retain);
         }
         catch (Exception ex)
         {
             durable = ValueTask.FromException(ex);
+        }
+
+        if (retain is RetainResult.RefusedMessages or RetainResult.RefusedBytes)
+        {
+            // Over a broker-wide retained bound: nothing was routed; counted and logged by the router.
+            return await RefuseAsync(MqttPubAckReasonCode.QuotaExceeded, qos, id, topic);
         }
 
         return qos switch
@@ -89,6 +85,25 @@ internal sealed partial class MqttConnection
             MqttQualityOfServiceLevel.AtLeastOnce => await AcknowledgeAsync(durable, new MqttPubAckPacket { PacketIdentifier = id }, qos, id, topic),
             MqttQualityOfServiceLevel.ExactlyOnce => await AcknowledgeAsync(durable, new MqttPubRecPacket { PacketIdentifier = id }, qos, id, topic, held),
             _ => Observe(durable, topic),
+        };
+    }
+
+    /// <summary>
+    /// A publish that was not taken: v5 hears why in its PUBACK / PUBREC; v3.1.1 cannot be told, so it is
+    /// acknowledged as usual and the message is dropped [contract §2]. QoS 0 hears nothing.
+    /// </summary>
+    async ValueTask<bool> RefuseAsync(MqttPubAckReasonCode reason, MqttQualityOfServiceLevel qos, ushort id, string topic)
+    {
+        if (qos == MqttQualityOfServiceLevel.ExactlyOnce && IsV5)
+        {
+            _session!.EndInboundQos2(id); // a PUBREC >= 0x80 ends the exchange [MQTT-4.3.3-4 v5]
+        }
+
+        return qos switch
+        {
+            MqttQualityOfServiceLevel.AtLeastOnce => await AcknowledgeAsync(null, new MqttPubAckPacket { PacketIdentifier = id, ReasonCode = reason }, qos, id, topic),
+            MqttQualityOfServiceLevel.ExactlyOnce => await AcknowledgeAsync(null, new MqttPubRecPacket { PacketIdentifier = id, ReasonCode = (MqttPubRecReasonCode)reason }, qos, id, topic),
+            _ => true,
         };
     }
 

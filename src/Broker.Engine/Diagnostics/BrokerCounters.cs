@@ -29,6 +29,7 @@ public sealed class BrokerCounters : IDisposable
     long _loginFailures;
     long _loginsDelayed;
     long _loginsBusy;
+    long _retainedRefused;
 
     public BrokerCounters()
     {
@@ -52,6 +53,7 @@ public sealed class BrokerCounters : IDisposable
         _meter.CreateObservableCounter("login.failures", () => LoginFailures, "{attempt}", "CONNECTs refused for a bad user name or password");
         _meter.CreateObservableCounter("login.delayed", () => LoginsDelayed, "{attempt}", "Logins held back by a failed-login penalty");
         _meter.CreateObservableCounter("login.busy", () => LoginsBusy, "{attempt}", "CONNECTs answered server busy: too many password checks at once");
+        _meter.CreateObservableCounter("retained.refused", () => RetainedRefused, "{message}", "Retained publishes refused (not retained, not delivered) at Broker:Limits:MaxRetainedMessages or MaxRetainedBytes");
     }
 
     /// <summary>The meter, for the host to add gauges that belong to other parts (sessions, store).</summary>
@@ -91,6 +93,9 @@ public sealed class BrokerCounters : IDisposable
 
     public long LoginsBusy => Interlocked.Read(ref _loginsBusy);
 
+    /// <summary>Retained publishes refused because the retained messages were at a broker-wide bound.</summary>
+    public long RetainedRefused => Interlocked.Read(ref _retainedRefused);
+
     internal void ConnectionOpened() => Interlocked.Increment(ref _connections);
 
     internal void ConnectionClosed() => Interlocked.Decrement(ref _connections);
@@ -126,6 +131,8 @@ public sealed class BrokerCounters : IDisposable
     internal void LoginDelayed() => Interlocked.Increment(ref _loginsDelayed);
 
     internal long LoginBusy() => Interlocked.Increment(ref _loginsBusy);
+
+    internal long RetainWasRefused() => Interlocked.Increment(ref _retainedRefused);
 
     public void Dispose() => _meter.Dispose();
 

@@ -50,6 +50,9 @@ internal static partial class EngineLog
     [LoggerMessage(4001, LogLevel.Information, "Restored {Sessions} sessions, {Messages} queued messages and {Retained} retained messages from the store")]
     public static partial void Restored(ILogger logger, int sessions, int messages, int retained);
 
+    [LoggerMessage(4005, LogLevel.Warning, "Restored {Count} retained messages ({Bytes} bytes), above Broker:Limits:MaxRetainedMessages = {MaxMessages} or MaxRetainedBytes = {MaxBytes}: all kept; new retained topics are refused until enough are deleted")]
+    public static partial void RetainedOverLimits(ILogger logger, int count, long bytes, long maxMessages, long maxBytes);
+
     [LoggerMessage(4002, LogLevel.Error, "Store write failed for a publish on {Topic}; not acknowledged")]
     public static partial void StoreFailed(ILogger logger, string topic, Exception exception);
 
@@ -61,4 +64,7 @@ internal static partial class EngineLog
 
     [LoggerMessage(5003, LogLevel.Information, "Direct message to {ClientId} on {Topic} dropped: that client id has no session")]
     public static partial void DirectUndeliverable(ILogger logger, string clientId, string topic);
+
+    [LoggerMessage(5004, LogLevel.Warning, "Retained publish of {ClientId} on {Topic} refused, not delivered: Broker:Limits:{Limit} = {Value} reached ({Total} refused so far)")]
+    public static partial void RetainedRefused(ILogger logger, string? clientId, string topic, string limit, long value, long total);
 }

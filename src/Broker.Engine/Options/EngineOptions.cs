@@ -140,6 +140,19 @@ public sealed class LimitsOptions
     public int MaxMailboxClientIds { get; set; } = 100_000;
 
     /// <summary>
+    /// Retained messages kept broker-wide (one per topic). A retained publish to one more topic is refused
+    /// (v5 0x97); replacing or deleting an existing one is always allowed. The broker's own $SYS topics do not count against it.
+    /// </summary>
+    public int MaxRetainedMessages { get; set; } = 100_000;
+
+    /// <summary>
+    /// Bytes of all retained messages together (topic, payload and properties). A retained publish that
+    /// would take the total above it is refused (v5 0x97); one that does not grow it (a smaller or equal
+    /// replacement, a delete) is always allowed.
+    /// </summary>
+    public long MaxRetainedBytes { get; set; } = 256L * 1024 * 1024;
+
+    /// <summary>
     /// New connections per second from one source address (token bucket, refilled every second); 0 turns
     /// the limit off. Far above what one NAT of phones opens, far below a connect flood.
     /// </summary>

@@ -36,6 +36,8 @@ public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
         Range("Broker:Limits:MaxTopicLength", o.Limits.MaxTopicLength, 1, 65535);
         Range("Broker:Limits:MaxTopicLevels", o.Limits.MaxTopicLevels, 1, 1000);
         Range("Broker:Limits:MaxMailboxClientIds", o.Limits.MaxMailboxClientIds, 0, 100_000_000);
+        Range("Broker:Limits:MaxRetainedMessages", o.Limits.MaxRetainedMessages, 0, 100_000_000);
+        Range("Broker:Limits:MaxRetainedBytes", o.Limits.MaxRetainedBytes, 0, 1L << 40);
         Range("Broker:Limits:ConnectRatePerSource", o.Limits.ConnectRatePerSource, 0, 1_000_000);
         Range("Broker:Limits:ConnectBurstPerSource", o.Limits.ConnectBurstPerSource, 1, 1_000_000);
         Range("Broker:Limits:MaxConcurrentPasswordChecks", o.Limits.MaxConcurrentPasswordChecks, 1, 1024);

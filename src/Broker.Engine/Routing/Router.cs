@@ -17,8 +17,16 @@ internal sealed class Router(EngineContext engine)
     [ThreadStatic]
     static Scratch? t_scratch;
 
+    readonly Admission.LogGate _retainRefusedLog = new(TimeSpan.FromSeconds(1));
+
     /// <summary>Routes a publish. The task completes when the message is durable for every persistent recipient.</summary>
-    public ValueTask RouteAsync(BrokerMessage message) => Route(message, HoldFor.Nothing, out _);
+    public ValueTask RouteAsync(BrokerMessage message) => Route(message, HoldFor.Nothing, out _, out _);
+
+    /// <summary>
+    /// As <see cref="RouteAsync(BrokerMessage)"/>; when <paramref name="retain"/> says refused, the retained
+    /// message was over a bound and nothing was routed (see <see cref="ApplyRetain"/>).
+    /// </summary>
+    public ValueTask RouteAsync(BrokerMessage message, out RetainResult retain) => Route(message, HoldFor.Nothing, out _, out retain);
 
     /// <summary>
     /// Routes a QoS 2 publish for exactly once at every crash point [engine invariant 2]: no recipient's
@@ -27,12 +35,13 @@ internal sealed class Router(EngineContext engine)
     /// When the task is not complete, <paramref name="held"/> holds the recipients: the caller releases
     /// them once the task succeeds, and never when it fails (not stored means neither acked nor delivered).
     /// </summary>
-    public ValueTask RouteHeld(BrokerMessage message, bool afterPriorWrites, out HeldRoute? held) =>
-        Route(message, afterPriorWrites ? HoldFor.PriorWrites : HoldFor.OwnRows, out held);
+    public ValueTask RouteHeld(BrokerMessage message, bool afterPriorWrites, out HeldRoute? held, out RetainResult retain) =>
+        Route(message, afterPriorWrites ? HoldFor.PriorWrites : HoldFor.OwnRows, out held, out retain);
 
-    ValueTask Route(BrokerMessage message, HoldFor hold, out HeldRoute? held)
+    ValueTask Route(BrokerMessage message, HoldFor hold, out HeldRoute? held, out RetainResult retain)
     {
         held = null;
+        retain = RetainResult.None;
         var scratch = t_scratch ??= new Scratch();
         scratch.Clear();
         try
@@ -56,7 +65,11 @@ internal sealed class Router(EngineContext engine)
             {
                 if (message.Retain)
                 {
-                    retained = ApplyRetainAsync(message);
+                    retain = ApplyRetain(message, out retained);
+                    if (retain is RetainResult.RefusedMessages or RetainResult.RefusedBytes)
+                    {
+                        return ValueTask.CompletedTask; // refused as a whole: not retained, not delivered
+                    }
                 }
 
                 engine.Index.Match(message.Topic, scratch.Matches, scratch.SharedPicks);
@@ -117,19 +130,45 @@ internal sealed class Router(EngineContext engine)
         }
     }
 
-    /// <summary>Sets, replaces or (empty payload) deletes the retained message of a topic [MQTT-3.3.1-5, -10, -11].</summary>
-    ValueTask ApplyRetainAsync(BrokerMessage message)
+    /// <summary>
+    /// Sets, replaces or (empty payload) deletes the retained message of a topic [MQTT-3.3.1-5, -10, -11],
+    /// within Broker:Limits:MaxRetainedMessages / MaxRetainedBytes. Over a bound the publish is refused as a
+    /// whole, counted and logged (one line a second at most): the caller routes nothing, and the publisher
+    /// hears 0x97 (v5), as for any refused publish (docs/reliability.md, "Retained messages").
+    /// </summary>
+    RetainResult ApplyRetain(BrokerMessage message, out ValueTask stored)
     {
+        stored = ValueTask.CompletedTask;
         if (message.Payload.IsEmpty)
         {
             engine.Retained.Remove(message.Topic);
-            return engine.Store.DeleteRetainedAsync(message.Topic);
+            stored = engine.Store.DeleteRetainedAsync(message.Topic);
+            return RetainResult.None;
         }
 
-        engine.Retained.Set(message);
+        // $SYS values are the broker's own state, a fixed set published afresh after a start: never
+        // stored, never stale, never refused.
+        var sys = message.Topic.StartsWith("$SYS/", StringComparison.Ordinal);
+        var result = engine.Retained.TrySet(message, withinLimits: !sys);
+        if (result is RetainResult.RefusedMessages or RetainResult.RefusedBytes)
+        {
+            var total = engine.Counters.RetainWasRefused();
+            if (_retainRefusedLog.TryPass())
+            {
+                var messages = result == RetainResult.RefusedMessages;
+                EngineLog.RetainedRefused(engine.Logger, message.SenderClientId, message.Topic, messages ? "MaxRetainedMessages" : "MaxRetainedBytes",
+                    messages ? engine.Retained.MaxMessages : engine.Retained.MaxBytes, total);
+            }
 
-        // $SYS values are the broker's own state, published afresh after a start: never stored, never stale.
-        return message.Topic.StartsWith("$SYS/", StringComparison.Ordinal) ? ValueTask.CompletedTask : engine.Store.SetRetainedAsync(message);
+            return result;
+        }
+
+        if (!sys)
+        {
+            stored = engine.Store.SetRetainedAsync(message);
+        }
+
+        return result;
     }
 
     void CollectSubscribers(BrokerMessage message, Scratch scratch)

@@ -7,6 +7,11 @@ namespace Broker.Engine.Routing;
 /// subs.c does the same). Shared subscriptions are one group entry per (name, filter).
 /// Readers share a lock; subscribe and unsubscribe take it exclusively. Lookups go by span
 /// (alternate lookup), so matching allocates nothing.
+/// Memory follows the filters present, not those ever seen: removing a filter's last subscription
+/// removes its exact-map entry, or prunes the tree nodes left empty on its path (under the write
+/// lock, so no reader sees the tree while a node is detached; a reader that still held a detached
+/// node would find it empty, which is a correct answer for a filter just removed). Maps that
+/// emptied out are trimmed, so a burst of subscriptions leaves no oversized tables behind.
 /// </summary>
 public sealed class SubscriptionIndex
 {
@@ -37,15 +42,23 @@ public sealed class SubscriptionIndex
         _lock.EnterWriteLock();
         try
         {
-            var bucket = BucketFor(subscription.Filter, create: false);
-            if (bucket is null || !bucket.Remove(subscription))
+            var filter = subscription.Filter;
+            if (!MqttTopic.HasWildcard(filter))
+            {
+                if (!_exact.TryGetValue(filter, out var exact) || !exact.Remove(subscription))
+                {
+                    return false;
+                }
+
+                if (exact.IsEmpty)
+                {
+                    _exact.Remove(filter);
+                    TrimIfSparse(_exact);
+                }
+            }
+            else if (!RemoveFromTree(_root, filter, 0, subscription, out _))
             {
                 return false;
-            }
-
-            if (bucket.IsEmpty && !MqttTopic.HasWildcard(subscription.Filter))
-            {
-                _exact.Remove(subscription.Filter);
             }
 
             _count--;
@@ -115,6 +128,156 @@ public sealed class SubscriptionIndex
         return examined;
     }
 
+    /// <summary>Wildcard filters' tree nodes, root excluded (tests: the tree shrinks back to nothing).</summary>
+    internal int NodeCount
+    {
+        get
+        {
+            _lock.EnterReadLock();
+            try
+            {
+                return CountNodes(_root) - 1;
+            }
+            finally
+            {
+                _lock.ExitReadLock();
+            }
+        }
+    }
+
+    /// <summary>Exact filters in the hash map (tests).</summary>
+    internal int ExactCount
+    {
+        get
+        {
+            _lock.EnterReadLock();
+            try
+            {
+                return _exact.Count;
+            }
+            finally
+            {
+                _lock.ExitReadLock();
+            }
+        }
+    }
+
+    static int CountNodes(Node node)
+    {
+        var n = 1;
+        if (node.Plus is { } plus)
+        {
+            n += CountNodes(plus);
+        }
+
+        if (node.Children is { } children)
+        {
+            foreach (var child in children.Values)
+            {
+                n += CountNodes(child);
+            }
+        }
+
+        return n;
+    }
+
+    /// <summary>
+    /// Removes a wildcard subscription below <paramref name="node"/> (the filter's levels from
+    /// <paramref name="start"/>), then detaches what it left empty on the way back up. Write lock held.
+    /// </summary>
+    static bool RemoveFromTree(Node node, string filter, int start, Subscription subscription, out bool nodeEmpty)
+    {
+        nodeEmpty = false;
+        var slash = filter.IndexOf('/', start);
+        var level = slash < 0 ? filter.AsSpan(start) : filter.AsSpan(start, slash - start);
+        bool removed;
+        if (level is "#")
+        {
+            if (node.Hash is not { } hash || !hash.Remove(subscription))
+            {
+                return false;
+            }
+
+            if (hash.IsEmpty)
+            {
+                node.Hash = null;
+            }
+        }
+        else if (level is "+")
+        {
+            if (node.Plus is not { } plus)
+            {
+                return false;
+            }
+
+            removed = slash < 0 ? RemoveHere(plus, subscription, out var empty) : RemoveFromTree(plus, filter, slash + 1, subscription, out empty);
+            if (!removed)
+            {
+                return false;
+            }
+
+            if (empty)
+            {
+                node.Plus = null;
+            }
+        }
+        else
+        {
+            if (node.Children is not { } children || !children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(level, out var child))
+            {
+                return false;
+            }
+
+            removed = slash < 0 ? RemoveHere(child, subscription, out var empty) : RemoveFromTree(child, filter, slash + 1, subscription, out empty);
+            if (!removed)
+            {
+                return false;
+            }
+
+            if (empty)
+            {
+                children.GetAlternateLookup<ReadOnlySpan<char>>().Remove(level);
+                if (children.Count == 0)
+                {
+                    node.Children = null;
+                }
+                else
+                {
+                    TrimIfSparse(children);
+                }
+            }
+        }
+
+        nodeEmpty = node.IsEmpty;
+        return true;
+    }
+
+    static bool RemoveHere(Node node, Subscription subscription, out bool nodeEmpty)
+    {
+        nodeEmpty = false;
+        if (node.Here is not { } here || !here.Remove(subscription))
+        {
+            return false;
+        }
+
+        if (here.IsEmpty)
+        {
+            node.Here = null;
+        }
+
+        nodeEmpty = node.IsEmpty;
+        return true;
+    }
+
+    /// <summary>A dictionary keeps its table after removals; give it back once it is mostly empty.</summary>
+    static void TrimIfSparse<TValue>(Dictionary<string, TValue> map)
+    {
+        if (map.Capacity > 64 && map.Count < map.Capacity / 4)
+        {
+            map.TrimExcess();
+        }
+    }
+
     Bucket? BucketFor(string filter, bool create)
     {
         if (!MqttTopic.HasWildcard(filter))
@@ -168,6 +331,8 @@ public sealed class SubscriptionIndex
         public Node? Plus;
         public Bucket? Here;
         public Bucket? Hash;
+
+        public bool IsEmpty => Children is null && Plus is null && Here is null && Hash is null;
     }
 
     /// <summary>The subscriptions of one filter: plain ones, and share groups by name.</summary>
