@@ -51,7 +51,7 @@ internal sealed class BatchElision
                     }
 
                     break;
-                case StoreOperation.MailboxAdd m:
+                case StoreOperation.MailboxAdd { Inbound: null } m: // one that carries a packet id must be written for it
                     _mailbox[(m.ClientId, m.Message.Id)] = i;
                     break;
                 case StoreOperation.MailboxRemove m when _mailbox.Remove((m.ClientId, m.MessageId), out var addedAt):

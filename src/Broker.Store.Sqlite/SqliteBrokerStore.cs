@@ -111,8 +111,8 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     // Completed on the writer thread: what waits on it is a connection's line of pending acks
     // (MqttConnection.SendDurableAcks), which only queues PUBACK/PUBREC and writes them, so running it
     // here saves a thread hop per publisher per commit.
-    public ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries) =>
-        deliveries.Count == 0 ? ValueTask.CompletedTask : EnqueueAwaited(new StoreOperation.Append(message, deliveries), TaskCreationOptions.None);
+    public ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries, InboundPacket? inbound = null) =>
+        deliveries.Count == 0 && inbound is null ? ValueTask.CompletedTask : EnqueueAwaited(new StoreOperation.Append(message, deliveries, inbound), TaskCreationOptions.None);
 
     public void UpdateDelivery(string clientId, long messageId, ushort packetId, DeliveryState state) =>
         Enqueue(new StoreOperation.UpdateDelivery(clientId, messageId, packetId, state));
@@ -136,8 +136,8 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
         return drop.Result;
     }
 
-    public ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs) =>
-        EnqueueAwaited(new StoreOperation.MailboxAdd(clientId, message, expiresAtUnixMs));
+    public ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs, InboundPacket? inbound = null) =>
+        EnqueueAwaited(new StoreOperation.MailboxAdd(clientId, message, expiresAtUnixMs, inbound));
 
     public void RemoveFromMailbox(string clientId, long messageId) => Enqueue(new StoreOperation.MailboxRemove(clientId, messageId));
 
@@ -383,6 +383,11 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
         switch (operation)
         {
             case StoreOperation.Append a:
+                if (a.Inbound is { } appendedWith)
+                {
+                    _sql.SetInboundQos2(appendedWith.ClientId, appendedWith.PacketId, true); // even when every row cancels out
+                }
+
                 var kept = 0;
                 foreach (var d in a.Deliveries)
                 {
@@ -433,6 +438,11 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
                 _sql.SetInboundQos2(q.ClientId, q.PacketId, q.Pending);
                 break;
             case StoreOperation.MailboxAdd m:
+                if (m.Inbound is { } mailedWith)
+                {
+                    _sql.SetInboundQos2(mailedWith.ClientId, mailedWith.PacketId, true);
+                }
+
                 _sql.AddMessage(m.Message, 1);
                 _sql.InsertMailbox(m.ClientId, m.Message.Id, m.ExpiresAtUnixMs);
                 break;

@@ -18,7 +18,8 @@ internal abstract record StoreOperation
 
     public sealed record DeleteSession(string ClientId) : StoreOperation;
 
-    public sealed record Append(BrokerMessage Message, IReadOnlyList<StoredDelivery> Deliveries) : StoreOperation;
+    /// <summary>A message, its rows, and a persistent publisher's QoS 2 packet id when it came with one: one commit.</summary>
+    public sealed record Append(BrokerMessage Message, IReadOnlyList<StoredDelivery> Deliveries, InboundPacket? Inbound = null) : StoreOperation;
 
     public sealed record UpdateDelivery(string ClientId, long MessageId, ushort PacketId, DeliveryState State) : StoreOperation;
 
@@ -26,7 +27,7 @@ internal abstract record StoreOperation
 
     public sealed record InboundQos2(string ClientId, ushort PacketId, bool Pending) : StoreOperation;
 
-    public sealed record MailboxAdd(string ClientId, BrokerMessage Message, long ExpiresAtUnixMs) : StoreOperation;
+    public sealed record MailboxAdd(string ClientId, BrokerMessage Message, long ExpiresAtUnixMs, InboundPacket? Inbound = null) : StoreOperation;
 
     public sealed record MailboxRemove(string ClientId, long MessageId) : StoreOperation;
 

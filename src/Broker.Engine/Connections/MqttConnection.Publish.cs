@@ -63,10 +63,10 @@ internal sealed partial class MqttConnection
         var retain = RetainResult.None;
         try
         {
-            // QoS 2 reaches no queue before it is durable, and for a persistent session not before the
-            // packet id recorded above is either: a re-send after a crash is then answered, not routed again.
+            // QoS 2 reaches no queue before it is durable, and a persistent session's packet id is stored in
+            // the same commit as the message: a re-send after a crash is then answered, never routed again.
             durable = qos == MqttQualityOfServiceLevel.ExactlyOnce
-                ? _engine.Router.RouteHeld(message, session.IsPersistent, out held, out retain)
+                ? _engine.Router.RouteHeld(message, session.IsPersistent ? new InboundPacket(_clientId, id) : null, out held, out retain)
                 : _engine.Router.RouteAsync(message, out retain);
         }
         catch (Exception ex)

@@ -20,25 +20,27 @@ internal sealed class Router(EngineContext engine)
     readonly Admission.LogGate _retainRefusedLog = new(TimeSpan.FromSeconds(1));
 
     /// <summary>Routes a publish. The task completes when the message is durable for every persistent recipient.</summary>
-    public ValueTask RouteAsync(BrokerMessage message) => Route(message, HoldFor.Nothing, out _, out _);
+    public ValueTask RouteAsync(BrokerMessage message) => Route(message, hold: false, null, out _, out _);
 
     /// <summary>
     /// As <see cref="RouteAsync(BrokerMessage)"/>; when <paramref name="retain"/> says refused, the retained
     /// message was over a bound and nothing was routed (see <see cref="ApplyRetain"/>).
     /// </summary>
-    public ValueTask RouteAsync(BrokerMessage message, out RetainResult retain) => Route(message, HoldFor.Nothing, out _, out retain);
+    public ValueTask RouteAsync(BrokerMessage message, out RetainResult retain) => Route(message, hold: false, null, out _, out retain);
 
     /// <summary>
     /// Routes a QoS 2 publish for exactly once at every crash point [engine invariant 2]: no recipient's
-    /// queue sees it before its rows are durable (and, with <paramref name="afterPriorWrites"/>, before
-    /// the publisher's inbound packet id is), or a re-send after a crash would be routed a second time.
-    /// When the task is not complete, <paramref name="held"/> holds the recipients: the caller releases
-    /// them once the task succeeds, and never when it fails (not stored means neither acked nor delivered).
+    /// queue sees it before its rows are durable, and a persistent publisher's packet id
+    /// (<paramref name="inbound"/>) is written in the same commit as the message. Apart, a crash between
+    /// the two would either lose it (the id alone: the re-send is answered and never routed) or route it
+    /// twice (the message alone). When the task is not complete, <paramref name="held"/> holds the
+    /// recipients: the caller releases them once the task succeeds, and never when it fails (not stored
+    /// means neither acked nor delivered).
     /// </summary>
-    public ValueTask RouteHeld(BrokerMessage message, bool afterPriorWrites, out HeldRoute? held, out RetainResult retain) =>
-        Route(message, afterPriorWrites ? HoldFor.PriorWrites : HoldFor.OwnRows, out held, out retain);
+    public ValueTask RouteHeld(BrokerMessage message, InboundPacket? inbound, out HeldRoute? held, out RetainResult retain) =>
+        Route(message, hold: true, inbound, out held, out retain);
 
-    ValueTask Route(BrokerMessage message, HoldFor hold, out HeldRoute? held, out RetainResult retain)
+    ValueTask Route(BrokerMessage message, bool hold, InboundPacket? inbound, out HeldRoute? held, out RetainResult retain)
     {
         held = null;
         retain = RetainResult.None;
@@ -53,7 +55,7 @@ internal sealed class Router(EngineContext engine)
                 // A direct message is for one device, now or when it is back: never retained for others.
                 if (engine.Sessions.Get(target) is not { } session)
                 {
-                    return engine.Mailbox.AddAsync(target, message);
+                    return engine.Mailbox.AddAsync(target, message, inbound);
                 }
 
                 if (CanRead(session, message.Topic))
@@ -76,7 +78,7 @@ internal sealed class Router(EngineContext engine)
                 CollectSubscribers(message, scratch);
             }
 
-            var durable = Deliver(message, scratch.Recipients, hold, out held);
+            var durable = Deliver(message, scratch.Recipients, hold, inbound, out held);
             return retained.IsCompletedSuccessfully ? durable : BothAsync(retained, durable);
         }
         finally
@@ -216,7 +218,7 @@ internal sealed class Router(EngineContext engine)
         }
     }
 
-    ValueTask Deliver(BrokerMessage message, List<Recipient> recipients, HoldFor hold, out HeldRoute? held)
+    ValueTask Deliver(BrokerMessage message, List<Recipient> recipients, bool hold, InboundPacket? inbound, out HeldRoute? held)
     {
         held = null;
         List<StoredDelivery>? rows = null;
@@ -229,10 +231,10 @@ internal sealed class Router(EngineContext engine)
         }
 
         // Handed to the store before any queue: its rows precede every later state change.
-        var durable = rows is not null ? engine.Store.AppendAsync(message, rows)
-            : hold == HoldFor.PriorWrites ? engine.Store.FlushAsync()
+        var durable = rows is not null ? engine.Store.AppendAsync(message, rows, inbound)
+            : inbound is { } packet ? RecordInbound(packet)
             : ValueTask.CompletedTask;
-        if (hold != HoldFor.Nothing && !durable.IsCompletedSuccessfully)
+        if (hold && !durable.IsCompletedSuccessfully)
         {
             // Failed already: nobody gets it. Pending: the caller releases the recipients after the commit.
             held = durable.IsCompleted || recipients.Count == 0 ? null : new HeldRoute(message, [.. recipients]);
@@ -245,6 +247,13 @@ internal sealed class Router(EngineContext engine)
         }
 
         return durable;
+    }
+
+    /// <summary>Nothing of the message is stored (no persistent recipient): the packet id alone, and what waits for it waits for its commit.</summary>
+    ValueTask RecordInbound(InboundPacket packet)
+    {
+        engine.Store.SetInboundQos2(packet.ClientId, packet.PacketId, pending: true);
+        return engine.Store.FlushAsync();
     }
 
     /// <summary>The read check of every delivery: the policy's answer, and a count when it says no.</summary>
@@ -268,18 +277,6 @@ internal sealed class Router(EngineContext engine)
     internal readonly record struct Recipient(Session Session, MqttQualityOfServiceLevel Qos, bool Retain, List<uint>? SubscriptionIds)
     {
         public void Enqueue(BrokerMessage message) => Session.Enqueue(new Delivery(message, Qos, Retain, SubscriptionIds));
-    }
-
-    enum HoldFor
-    {
-        /// <summary>QoS 0 and 1: queues see the message at once (a duplicate after a crash is allowed).</summary>
-        Nothing,
-
-        /// <summary>QoS 2 of a clean session: after the recipients' rows are durable.</summary>
-        OwnRows,
-
-        /// <summary>QoS 2 of a persistent session: also after the publisher's inbound packet id is durable.</summary>
-        PriorWrites,
     }
 
     sealed class Scratch

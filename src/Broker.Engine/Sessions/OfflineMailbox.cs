@@ -19,7 +19,8 @@ internal sealed class OfflineMailbox(EngineContext engine)
 
     public int Count => Volatile.Read(ref _count);
 
-    public ValueTask AddAsync(string clientId, BrokerMessage message)
+    /// <summary>Keeps a direct message for <paramref name="clientId"/>; a persistent publisher's QoS 2 packet id (<paramref name="inbound"/>) is written with it.</summary>
+    public ValueTask AddAsync(string clientId, BrokerMessage message, InboundPacket? inbound = null)
     {
         if (message.Qos == MqttQualityOfServiceLevel.AtMostOnce)
         {
@@ -62,7 +63,17 @@ internal sealed class OfflineMailbox(EngineContext engine)
             Drop(clientId, dropped, kept ? "mailbox full" : "too many client ids with a mailbox");
         }
 
-        return kept ? engine.Store.AddToMailboxAsync(clientId, message, expires) : ValueTask.CompletedTask;
+        if (kept)
+        {
+            return engine.Store.AddToMailboxAsync(clientId, message, expires, inbound);
+        }
+
+        if (inbound is { } packet)
+        {
+            engine.Store.SetInboundQos2(packet.ClientId, packet.PacketId, pending: true);
+        }
+
+        return ValueTask.CompletedTask;
     }
 
     /// <summary>Moves what waits for this client id into its (persistent) session, in arrival order.</summary>

@@ -718,9 +718,10 @@ public sealed class Session
             changed = pending ? (_inboundQos2 ??= []).Add(packetId) : _inboundQos2?.Remove(packetId) == true;
         }
 
-        if (changed && IsPersistent)
+        // The mark is stored by the router with the message (one commit); its release is stored here.
+        if (changed && IsPersistent && !pending)
         {
-            _engine.Store.SetInboundQos2(ClientId, packetId, pending);
+            _engine.Store.SetInboundQos2(ClientId, packetId, pending: false);
         }
 
         return changed;

@@ -22,8 +22,11 @@ public interface IBrokerStore : IAsyncDisposable
 
     void DeleteSession(string clientId);
 
-    /// <summary>Records a message and a queue row for each persistent recipient; completes when durable.</summary>
-    ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries);
+    /// <summary>
+    /// Records a message and a queue row for each persistent recipient, and with <paramref name="inbound"/>
+    /// the publisher's QoS 2 packet id, all in one commit; completes when durable.
+    /// </summary>
+    ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries, InboundPacket? inbound = null);
 
     /// <summary>A queued message became in flight (packet id assigned) or moved on to PUBREL.</summary>
     void UpdateDelivery(string clientId, long messageId, ushort packetId, DeliveryState state);
@@ -49,7 +52,7 @@ public interface IBrokerStore : IAsyncDisposable
     /// Keeps a direct (P2P) message for a client id that has no session yet, until it connects with a
     /// persistent session or <paramref name="expiresAtUnixMs"/> passes; completes when durable.
     /// </summary>
-    ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs);
+    ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs, InboundPacket? inbound = null);
 
     /// <summary>Delivered into a session (which now has its own row) or expired.</summary>
     void RemoveFromMailbox(string clientId, long messageId);
@@ -111,6 +114,12 @@ public sealed record StoredDelivery(
     IReadOnlyList<uint>? SubscriptionIds,
     ushort PacketId = 0,
     DeliveryState State = DeliveryState.Queued);
+
+/// <summary>
+/// A persistent publisher's QoS 2 packet id, between PUBREC and PUBREL: written in the same commit as
+/// the message it came with, so a crash leaves both or neither [engine invariant 2].
+/// </summary>
+public readonly record struct InboundPacket(string ClientId, ushort PacketId);
 
 /// <summary>A queued row read back from the store with its message.</summary>
 public readonly record struct QueuedMessage(StoredDelivery Row, BrokerMessage Message);

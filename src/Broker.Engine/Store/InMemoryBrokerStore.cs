@@ -84,8 +84,13 @@ public sealed class InMemoryBrokerStore : IBrokerStore
         }
     }
 
-    public ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries)
+    public ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries, InboundPacket? inbound = null)
     {
+        if (inbound is { } packet)
+        {
+            SetInboundQos2(packet.ClientId, packet.PacketId, pending: true);
+        }
+
         if (deliveries.Count == 0)
         {
             return ValueTask.CompletedTask;
@@ -194,8 +199,13 @@ public sealed class InMemoryBrokerStore : IBrokerStore
         }
     }
 
-    public ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs)
+    public ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs, InboundPacket? inbound = null)
     {
+        if (inbound is { } packet)
+        {
+            SetInboundQos2(packet.ClientId, packet.PacketId, pending: true);
+        }
+
         lock (_gate)
         {
             _mailbox.Add((clientId, message, expiresAtUnixMs));

@@ -136,4 +136,27 @@ public sealed class BatchElisionTests : IDisposable
         Assert.Empty(await reopened.ReadQueueAsync("GID_IMS@@@bob", 10, long.MaxValue));
         Assert.Equal(2L, snapshot.MaxMessageId); // messages 1 and 3 are gone with their last row
     }
+
+    [Fact]
+    public async Task OnDisk_APacketIdWrittenWithItsMessage_StaysWhenItsRowsCancelOut()
+    {
+        // A QoS 2 packet id travels with its message (engine invariant 2); the message's rows may cancel out
+        // within the batch (acknowledged at once), the id must not: the publisher's PUBREL has not come yet.
+        await using (var store = SqliteBrokerStore.Open(_dir.FullName, fullSync: true, NullLogger.Instance))
+        {
+            var appended = store.AppendAsync(Message(1), [Delivery("GID_IMS@@@bob", 1)], new InboundPacket("GID_IMS@@@alice", 7));
+            store.RemoveDelivery("GID_IMS@@@bob", 1);
+            var mailed = store.AddToMailboxAsync("GID_IMS@@@bob-p2p", Message(2), long.MaxValue, new InboundPacket("GID_IMS@@@alice", 8));
+            store.RemoveFromMailbox("GID_IMS@@@bob-p2p", 2);
+            await appended;
+            await mailed;
+            await store.FlushAsync();
+        }
+
+        await using var reopened = SqliteBrokerStore.Open(_dir.FullName, fullSync: true, NullLogger.Instance);
+        var snapshot = await reopened.LoadAsync(CancellationToken.None);
+        Assert.Equal([("GID_IMS@@@alice", (ushort)7), ("GID_IMS@@@alice", (ushort)8)], snapshot.InboundQos2.Order());
+        Assert.Empty(snapshot.Mailbox);
+        Assert.Empty(snapshot.QueuedTotals);
+    }
 }

@@ -114,6 +114,72 @@ public sealed class CommitOrderTests
         Assert.Equal(MqttQualityOfServiceLevel.ExactlyOnce, delivered.QualityOfServiceLevel);
     }
 
+    [Theory]
+    [InlineData("IMS/bob/Inbox/Msg/alice")] // to a persistent subscriber: with the message's rows
+    [InlineData("IMS/p2p/GID_IMS@@@bob-never")] // P2P to a client id with no session: with the mailbox entry
+    public async Task InboundQos2_PacketIdIsStoredInTheSameWriteAsTheMessage(string topic)
+    {
+        // Written apart, a crash between the two writes loses the message (the id alone: the DUP re-send is
+        // answered and never routed) or routes it twice (the message alone). Seen in the crash loop.
+        var store = new RecordingStore();
+        await using var broker = await TestBroker.StartAsync(
+            settings => TestBroker.AddDemoUsers(settings),
+            configureServices: services => services.AddSingleton<Broker.Engine.Store.IBrokerStore>(store));
+        await using var bob = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob", cleanStart: false, sessionExpiry: 3600);
+        await bob.SubscribeOkAsync("IMS/bob/Inbox/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice", cleanStart: false, sessionExpiry: 3600);
+
+        await Expect.PublishAcceptedAsync(alice, topic, Payload, MqttQualityOfServiceLevel.ExactlyOnce);
+
+        Assert.Empty(store.MarksAlone);
+        var carried = Assert.Single(store.MarksWithMessage);
+        Assert.Equal("GID_IMS@@@alice-phone", carried.ClientId);
+    }
+
+    /// <summary>Records where a QoS 2 packet id mark reaches the store: alone, or with its message.</summary>
+    sealed class RecordingStore : DelegatingStore
+    {
+        public List<Broker.Engine.Store.InboundPacket> MarksAlone { get; } = [];
+
+        public List<Broker.Engine.Store.InboundPacket> MarksWithMessage { get; } = [];
+
+        public override ValueTask AppendAsync(Broker.Engine.Routing.BrokerMessage message, IReadOnlyList<Broker.Engine.Store.StoredDelivery> deliveries, Broker.Engine.Store.InboundPacket? inbound = null)
+        {
+            Note(inbound);
+            return base.AppendAsync(message, deliveries, inbound);
+        }
+
+        public override ValueTask AddToMailboxAsync(string clientId, Broker.Engine.Routing.BrokerMessage message, long expiresAtUnixMs, Broker.Engine.Store.InboundPacket? inbound = null)
+        {
+            Note(inbound);
+            return base.AddToMailboxAsync(clientId, message, expiresAtUnixMs, inbound);
+        }
+
+        public override void SetInboundQos2(string clientId, ushort packetId, bool pending)
+        {
+            if (pending)
+            {
+                lock (MarksAlone)
+                {
+                    MarksAlone.Add(new(clientId, packetId));
+                }
+            }
+
+            base.SetInboundQos2(clientId, packetId, pending);
+        }
+
+        void Note(Broker.Engine.Store.InboundPacket? inbound)
+        {
+            if (inbound is { } packet)
+            {
+                lock (MarksWithMessage)
+                {
+                    MarksWithMessage.Add(packet);
+                }
+            }
+        }
+    }
+
     /// <summary>PINGREQ → PINGRESP, which waits for no commit: the next packet must be that PINGRESP.</summary>
     static async Task PingAsync(RawClient client)
     {

@@ -58,7 +58,7 @@ public sealed class StoreFailureTests
     {
         public volatile bool Failing;
 
-        public override ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries) =>
-            Failing ? ValueTask.FromException(new IOException("No space left on device")) : Inner.AppendAsync(message, deliveries);
+        public override ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries, InboundPacket? inbound = null) =>
+            Failing ? ValueTask.FromException(new IOException("No space left on device")) : Inner.AppendAsync(message, deliveries, inbound);
     }
 }

@@ -11,7 +11,7 @@ public abstract class DelegatingStore : IBrokerStore
 {
     protected InMemoryBrokerStore Inner { get; } = new();
 
-    public virtual ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries) => Inner.AppendAsync(message, deliveries);
+    public virtual ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries, InboundPacket? inbound = null) => Inner.AppendAsync(message, deliveries, inbound);
 
     public virtual ValueTask FlushAsync() => Inner.FlushAsync();
 
@@ -29,9 +29,9 @@ public abstract class DelegatingStore : IBrokerStore
 
     public ValueTask<(int Count, long Bytes)> DropOldestQueuedAsync(string clientId, int count, long bytes) => Inner.DropOldestQueuedAsync(clientId, count, bytes);
 
-    public void SetInboundQos2(string clientId, ushort packetId, bool pending) => Inner.SetInboundQos2(clientId, packetId, pending);
+    public virtual void SetInboundQos2(string clientId, ushort packetId, bool pending) => Inner.SetInboundQos2(clientId, packetId, pending);
 
-    public ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs) => Inner.AddToMailboxAsync(clientId, message, expiresAtUnixMs);
+    public virtual ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs, InboundPacket? inbound = null) => Inner.AddToMailboxAsync(clientId, message, expiresAtUnixMs, inbound);
 
     public void RemoveFromMailbox(string clientId, long messageId) => Inner.RemoveFromMailbox(clientId, messageId);
 
@@ -95,8 +95,8 @@ public sealed class GatedStore : DelegatingStore
         released.TrySetResult();
     }
 
-    public override ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries) =>
-        FlushesOnly ? Inner.AppendAsync(message, deliveries) : Gated(Inner.AppendAsync(message, deliveries));
+    public override ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries, InboundPacket? inbound = null) =>
+        FlushesOnly ? Inner.AppendAsync(message, deliveries, inbound) : Gated(Inner.AppendAsync(message, deliveries, inbound));
 
     public override ValueTask FlushAsync() => Gated(Inner.FlushAsync());
 
