@@ -51,6 +51,10 @@ public sealed class SessionClient : IAsyncDisposable
     Connection? _connection;
     int _connections;
 
+    // Connect attempts, for the state dump of a failed test: guarded by _gate.
+    int _connectAttempts;
+    string? _lastConnectFailure;
+
     public SessionClient(string clientId, string user, MqttProtocolVersion version, Pulse pulse, Stopwatch clock, uint sessionExpiry = 86400, int window = 10, ushort receiveMaximum = 0)
     {
         ClientId = clientId;
@@ -311,6 +315,50 @@ public sealed class SessionClient : IAsyncDisposable
         return ValueTask.CompletedTask;
     }
 
+    /// <summary>
+    /// The client's state for the report of a failed test: connected or not, connect attempts and the last failure,
+    /// what waits for an acknowledgement in each direction, errors, and the last <paramref name="lastPackets"/> packets.
+    /// </summary>
+    public string Describe(int lastPackets = 15)
+    {
+        var text = new StringBuilder();
+        lock (_gate)
+        {
+            var connection = _connection;
+            var state = connection is null ? "never connected"
+                : connection.Closed.Task.IsCompleted ? $"connection {connection.Number} CLOSED"
+                : connection.Ready ? $"connection {connection.Number} open" : $"connection {connection.Number} connecting";
+            var publishes = _outgoing.Values.Count(m => !m.Released);
+            var released = _outgoing.Count - publishes;
+            text.AppendLine($"{ClientId} ({Version}): {state}; {_connections} connections, {_connectAttempts} connect attempts" +
+                $"{(_lastConnectFailure is null ? "" : $" (last failure: {_lastConnectFailure})")}");
+            text.AppendLine($"  out: {publishes} PUBLISH unacknowledged, {released} PUBREL without PUBCOMP, window {_window.CurrentCount}/{Window} free, " +
+                $"{_acknowledged.Count} acknowledged; oldest open: {string.Join(", ", _outgoing.Values.OrderBy(m => m.Order).Take(5).Select(m => $"id {m.Id} {m.Payload}{(m.Released ? " (PUBREL)" : "")} sent on {m.SentOn}"))}");
+            text.AppendLine($"  in: {_deliveries.Count} delivered, {_held.Count} QoS 2 ids held ({string.Join(", ", _held.Take(5).Select(h => $"{h.Key} {h.Value}"))}); {_errors.Count} errors");
+            foreach (var error in _errors.TakeLast(5))
+            {
+                text.AppendLine($"  error: {error}");
+            }
+
+            var last = _trace.LastOrDefault(t => t.Direction == "in");
+            text.AppendLine($"  last packet in: {(last is null ? "none" : last.ToString())}");
+            foreach (var line in _trace.TakeLast(lastPackets))
+            {
+                text.AppendLine($"    {line}");
+            }
+        }
+
+        return text.ToString();
+    }
+
+    void ConnectFailed(int port, Exception ex)
+    {
+        lock (_gate)
+        {
+            _lastConnectFailure = $"{_clock.Elapsed.TotalSeconds:F3}s port {port}: {ex.GetType().Name} {ex.Message}";
+        }
+    }
+
     /// <summary>The trace lines about <paramref name="payload"/>: its PUBLISHes and the acks of the ids that carried it.</summary>
     public IEnumerable<string> TraceOf(string payload) => Trace.Where(t => t.Payload == payload).Select(t => $"{ClientId} {t}");
 
@@ -323,12 +371,18 @@ public sealed class SessionClient : IAsyncDisposable
         }
 
         var connection = new Connection(number, Version);
+        lock (_gate)
+        {
+            _connectAttempts++;
+        }
+
         try
         {
             await connection.Tcp.ConnectAsync("127.0.0.1", port);
         }
-        catch (SocketException)
+        catch (SocketException ex)
         {
+            ConnectFailed(port, ex);
             connection.Dispose();
             return null;
         }
@@ -353,6 +407,7 @@ public sealed class SessionClient : IAsyncDisposable
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or TimeoutException or ConnectionClosedException)
         {
+            ConnectFailed(port, ex);
             connection.Dispose(); // the broker is not up yet or died again
             return null;
         }
@@ -360,6 +415,7 @@ public sealed class SessionClient : IAsyncDisposable
         var accepted = Version == MqttProtocolVersion.V500 ? ack.ReasonCode == MqttConnectReasonCode.Success : ack.ReturnCode == MqttConnectReturnCode.ConnectionAccepted;
         if (!accepted)
         {
+            ConnectFailed(port, new InvalidOperationException($"CONNACK {ack.ReasonCode} / {ack.ReturnCode}"));
             connection.Dispose();
             throw new InvalidOperationException($"{ClientId}: CONNACK {ack.ReasonCode} / {ack.ReturnCode}");
         }
