@@ -293,6 +293,12 @@ public sealed class SessionClient : IAsyncDisposable
                 await SendUnlockedAsync(connection, ToPublish(message, connection.Number));
             }
         }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+        {
+            // The broker was killed after our read loop last looked (a write after its socket closed fails with
+            // EPIPE / ECONNRESET): the message stays in the session and the next connect re-sends it (DUP = 1).
+            // Not caught, this ended the test's publishing loop for good: no more acks from that publisher.
+        }
         finally
         {
             _sendLock.Release();
