@@ -268,7 +268,8 @@ public sealed class CrashLoopTests(ITestOutputHelper output) : IDisposable
         var byName = publishers.ToDictionary(p => p.Name);
         foreach (var p in publishers)
         {
-            output.WriteLine($"publisher {p.Name} ({p.Client.Version}, QoS {(int)p.Qos}): {p.Sent} published, {p.Client.AcknowledgedCount} acknowledged, {p.Client.Connections} connections");
+            output.WriteLine($"publisher {p.Name} ({p.Client.Version}, QoS {(int)p.Qos}): {p.Sent} published, {p.Client.AcknowledgedCount} acknowledged, {p.Client.Connections} connections, " +
+                $"{p.Client.PublishWriteFailures} publishes written after the broker died");
         }
 
         // Per kill: the online subscriber's connection k + 1 is the one after kill k, and so is each publisher's.

@@ -54,6 +54,7 @@ public sealed class SessionClient : IAsyncDisposable
     // Connect attempts, for the state dump of a failed test: guarded by _gate.
     int _connectAttempts;
     string? _lastConnectFailure;
+    int _publishWriteFailures;
 
     public SessionClient(string clientId, string user, MqttProtocolVersion version, Pulse pulse, Stopwatch clock, uint sessionExpiry = 86400, int window = 10, ushort receiveMaximum = 0)
     {
@@ -205,6 +206,18 @@ public sealed class SessionClient : IAsyncDisposable
         }
     }
 
+    /// <summary>PublishAsync writes that failed because the broker had just died (the message waits for the next connect).</summary>
+    public int PublishWriteFailures
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _publishWriteFailures;
+            }
+        }
+    }
+
     public bool IsConnected => _connection is { Ready: true, Closed.Task.IsCompleted: false };
 
     /// <summary>
@@ -298,6 +311,11 @@ public sealed class SessionClient : IAsyncDisposable
             // The broker was killed after our read loop last looked (a write after its socket closed fails with
             // EPIPE / ECONNRESET): the message stays in the session and the next connect re-sends it (DUP = 1).
             // Not caught, this ended the test's publishing loop for good: no more acks from that publisher.
+            lock (_gate)
+            {
+                _publishWriteFailures++;
+                Record(message.SentOn, "out", "PUBLISH", message.Id, false, (int)qos, payload, $"write failed: {ex.GetType().Name}; re-sent on the next connect");
+            }
         }
         finally
         {
