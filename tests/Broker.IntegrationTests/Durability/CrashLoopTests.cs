@@ -36,6 +36,9 @@ public sealed class CrashLoopTests(ITestOutputHelper output) : IDisposable
         public int Sent { get; set; }
 
         public string Marker { get; set; } = "";
+
+        /// <summary>Why its publishing loop ended before the stop, if it did (the report shows it).</summary>
+        public Exception? LoopFault { get; set; }
     }
 
     /// <summary>A subscriber and the publishers whose messages it must get.</summary>
@@ -55,8 +58,15 @@ public sealed class CrashLoopTests(ITestOutputHelper output) : IDisposable
 
         // P2P messages to a client id with no session wait in the mailbox, bounded by MaxQueuedMessages (1000 by
         // default, oldest dropped): a long loop sends more, and a drop by that limit is not what this test looks for.
-        var settings = new Dictionary<string, string> { ["Broker:MaxQueuedMessages"] = "1000000" };
+        // Information (connects, disconnects and why, takeovers, store failures) whatever appsettings.json says: on
+        // a failure the tail of the log is in the report (RunningBroker passes settings as environment variables).
+        var settings = new Dictionary<string, string>
+        {
+            ["Broker:MaxQueuedMessages"] = "1000000",
+            ["Serilog:MinimumLevel:Default"] = "Information",
+        };
         var broker = await RunningBroker.StartAsync(_dir.FullName, settings);
+        var previousLog = "";
         int Port() => broker.MqttPort;
 
         SessionClient Client(string device, string user, MqttProtocolVersion version, int window = 10, ushort receiveMaximum = 0) =>
@@ -74,6 +84,7 @@ public sealed class CrashLoopTests(ITestOutputHelper output) : IDisposable
         var tab = new Subscriber("bob-tab (offline in the loop, v3.1.1)", Client("bob-tab", "bob", MqttProtocolVersion.V311), inbox);
         var p2p = new Subscriber("bob-p2p (first connect at the end, v3.1.1)", Client("bob-p2p", "bob", MqttProtocolVersion.V311), publishers[2..]);
         var kills = new List<Kill>();
+        var clients = publishers.Select(p => p.Client).Concat([phone.Client, tab.Client, p2p.Client]).ToArray();
         try
         {
             await phone.Client.ConnectAsync(Port, expectSessionPresent: false);
@@ -100,6 +111,11 @@ public sealed class CrashLoopTests(ITestOutputHelper output) : IDisposable
                 }
                 catch (OperationCanceledException)
                 {
+                }
+                catch (Exception ex)
+                {
+                    p.LoopFault = ex; // the publisher stops here: its acks stop too
+                    throw;
                 }
             })).ToArray();
 
@@ -134,6 +150,7 @@ public sealed class CrashLoopTests(ITestOutputHelper output) : IDisposable
                 var online = publishers.Select(p => p.Client).Append(phone.Client).ToArray();
                 await Task.WhenAll(online.Select(c => c.WaitClosedAsync()));
                 await broker.DisposeAsync();
+                previousLog = broker.Log;
                 var restart = Stopwatch.StartNew();
                 broker = await RunningBroker.StartAsync(_dir.FullName, settings);
                 kills.Add(new Kill(k, trigger, at, publishers.Sum(p => p.Client.AcknowledgedCount), phone.Client.DeliveredCount, restart.Elapsed));
@@ -165,6 +182,13 @@ public sealed class CrashLoopTests(ITestOutputHelper output) : IDisposable
             await DrainAsync(p2p, pulse);
             output.WriteLine($"{clock.Elapsed.TotalSeconds,6:F2} s: bob-p2p drained");
         }
+        catch (Exception ex)
+        {
+            // A progress wait timed out, an assertion failed or a client threw: what each side was doing.
+            output.WriteLine($"{clock.Elapsed.TotalSeconds,6:F2} s: FAILED after {kills.Count} kills: {ex.Message}");
+            Diagnose(broker, previousLog, clients, publishers);
+            throw;
+        }
         finally
         {
             output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s");
@@ -178,9 +202,43 @@ public sealed class CrashLoopTests(ITestOutputHelper output) : IDisposable
             output.WriteLine($"error: {error}");
         }
 
+        if (failures.Count > 0 || errors.Count > 0)
+        {
+            Diagnose(broker, previousLog, clients, publishers);
+        }
+
         Assert.True(publishers.Sum(p => p.Client.AcknowledgedCount) >= iterations, "the loop acknowledged next to nothing");
         Assert.Empty(errors);
         Assert.True(failures.Count == 0, string.Join("\n", failures));
+    }
+
+    /// <summary>The state of every client and the tail of the broker's log (and of the previous run's, before the last kill).</summary>
+    void Diagnose(RunningBroker broker, string previousLog, SessionClient[] clients, Publisher[] publishers)
+    {
+        output.WriteLine("");
+        foreach (var p in publishers)
+        {
+            output.WriteLine($"publisher {p.Name}: {p.Sent} published, loop {(p.LoopFault is null ? "running or stopped by the test" : $"FAILED: {p.LoopFault.GetType().Name} {p.LoopFault.Message}")}");
+        }
+
+        output.WriteLine("---- clients ----");
+        foreach (var client in clients)
+        {
+            output.WriteLine(client.Describe());
+        }
+
+        Tail("broker log before the last kill", previousLog, 30);
+        Tail("broker log now", broker.Log, 120);
+
+        void Tail(string what, string log, int count)
+        {
+            var lines = log.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            output.WriteLine($"---- {what}: last {Math.Min(count, lines.Length)} of {lines.Length} lines ----");
+            foreach (var line in lines.TakeLast(count))
+            {
+                output.WriteLine(line.TrimEnd('\r'));
+            }
+        }
     }
 
     /// <summary>
@@ -210,7 +268,8 @@ public sealed class CrashLoopTests(ITestOutputHelper output) : IDisposable
         var byName = publishers.ToDictionary(p => p.Name);
         foreach (var p in publishers)
         {
-            output.WriteLine($"publisher {p.Name} ({p.Client.Version}, QoS {(int)p.Qos}): {p.Sent} published, {p.Client.AcknowledgedCount} acknowledged, {p.Client.Connections} connections");
+            output.WriteLine($"publisher {p.Name} ({p.Client.Version}, QoS {(int)p.Qos}): {p.Sent} published, {p.Client.AcknowledgedCount} acknowledged, {p.Client.Connections} connections, " +
+                $"{p.Client.PublishWriteFailures} publishes written after the broker died");
         }
 
         // Per kill: the online subscriber's connection k + 1 is the one after kill k, and so is each publisher's.

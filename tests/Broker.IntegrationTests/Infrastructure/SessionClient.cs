@@ -51,6 +51,11 @@ public sealed class SessionClient : IAsyncDisposable
     Connection? _connection;
     int _connections;
 
+    // Connect attempts, for the state dump of a failed test: guarded by _gate.
+    int _connectAttempts;
+    string? _lastConnectFailure;
+    int _publishWriteFailures;
+
     public SessionClient(string clientId, string user, MqttProtocolVersion version, Pulse pulse, Stopwatch clock, uint sessionExpiry = 86400, int window = 10, ushort receiveMaximum = 0)
     {
         ClientId = clientId;
@@ -201,6 +206,18 @@ public sealed class SessionClient : IAsyncDisposable
         }
     }
 
+    /// <summary>PublishAsync writes that failed because the broker had just died (the message waits for the next connect).</summary>
+    public int PublishWriteFailures
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _publishWriteFailures;
+            }
+        }
+    }
+
     public bool IsConnected => _connection is { Ready: true, Closed.Task.IsCompleted: false };
 
     /// <summary>
@@ -289,6 +306,17 @@ public sealed class SessionClient : IAsyncDisposable
                 await SendUnlockedAsync(connection, ToPublish(message, connection.Number));
             }
         }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+        {
+            // The broker was killed after our read loop last looked (a write after its socket closed fails with
+            // EPIPE / ECONNRESET): the message stays in the session and the next connect re-sends it (DUP = 1).
+            // Not caught, this ended the test's publishing loop for good: no more acks from that publisher.
+            lock (_gate)
+            {
+                _publishWriteFailures++;
+                Record(message.SentOn, "out", "PUBLISH", message.Id, false, (int)qos, payload, $"write failed: {ex.GetType().Name}; re-sent on the next connect");
+            }
+        }
         finally
         {
             _sendLock.Release();
@@ -311,6 +339,50 @@ public sealed class SessionClient : IAsyncDisposable
         return ValueTask.CompletedTask;
     }
 
+    /// <summary>
+    /// The client's state for the report of a failed test: connected or not, connect attempts and the last failure,
+    /// what waits for an acknowledgement in each direction, errors, and the last <paramref name="lastPackets"/> packets.
+    /// </summary>
+    public string Describe(int lastPackets = 15)
+    {
+        var text = new StringBuilder();
+        lock (_gate)
+        {
+            var connection = _connection;
+            var state = connection is null ? "never connected"
+                : connection.Closed.Task.IsCompleted ? $"connection {connection.Number} CLOSED"
+                : connection.Ready ? $"connection {connection.Number} open" : $"connection {connection.Number} connecting";
+            var publishes = _outgoing.Values.Count(m => !m.Released);
+            var released = _outgoing.Count - publishes;
+            text.AppendLine($"{ClientId} ({Version}): {state}; {_connections} connections, {_connectAttempts} connect attempts" +
+                $"{(_lastConnectFailure is null ? "" : $" (last failure: {_lastConnectFailure})")}");
+            text.AppendLine($"  out: {publishes} PUBLISH unacknowledged, {released} PUBREL without PUBCOMP, window {_window.CurrentCount}/{Window} free, " +
+                $"{_acknowledged.Count} acknowledged; oldest open: {string.Join(", ", _outgoing.Values.OrderBy(m => m.Order).Take(5).Select(m => $"id {m.Id} {m.Payload}{(m.Released ? " (PUBREL)" : "")} sent on {m.SentOn}"))}");
+            text.AppendLine($"  in: {_deliveries.Count} delivered, {_held.Count} QoS 2 ids held ({string.Join(", ", _held.Take(5).Select(h => $"{h.Key} {h.Value}"))}); {_errors.Count} errors");
+            foreach (var error in _errors.TakeLast(5))
+            {
+                text.AppendLine($"  error: {error}");
+            }
+
+            var last = _trace.LastOrDefault(t => t.Direction == "in");
+            text.AppendLine($"  last packet in: {(last is null ? "none" : last.ToString())}");
+            foreach (var line in _trace.TakeLast(lastPackets))
+            {
+                text.AppendLine($"    {line}");
+            }
+        }
+
+        return text.ToString();
+    }
+
+    void ConnectFailed(int port, Exception ex)
+    {
+        lock (_gate)
+        {
+            _lastConnectFailure = $"{_clock.Elapsed.TotalSeconds:F3}s port {port}: {ex.GetType().Name} {ex.Message}";
+        }
+    }
+
     /// <summary>The trace lines about <paramref name="payload"/>: its PUBLISHes and the acks of the ids that carried it.</summary>
     public IEnumerable<string> TraceOf(string payload) => Trace.Where(t => t.Payload == payload).Select(t => $"{ClientId} {t}");
 
@@ -323,12 +395,18 @@ public sealed class SessionClient : IAsyncDisposable
         }
 
         var connection = new Connection(number, Version);
+        lock (_gate)
+        {
+            _connectAttempts++;
+        }
+
         try
         {
             await connection.Tcp.ConnectAsync("127.0.0.1", port);
         }
-        catch (SocketException)
+        catch (SocketException ex)
         {
+            ConnectFailed(port, ex);
             connection.Dispose();
             return null;
         }
@@ -353,6 +431,7 @@ public sealed class SessionClient : IAsyncDisposable
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or TimeoutException or ConnectionClosedException)
         {
+            ConnectFailed(port, ex);
             connection.Dispose(); // the broker is not up yet or died again
             return null;
         }
@@ -360,6 +439,7 @@ public sealed class SessionClient : IAsyncDisposable
         var accepted = Version == MqttProtocolVersion.V500 ? ack.ReasonCode == MqttConnectReasonCode.Success : ack.ReturnCode == MqttConnectReturnCode.ConnectionAccepted;
         if (!accepted)
         {
+            ConnectFailed(port, new InvalidOperationException($"CONNACK {ack.ReasonCode} / {ack.ReturnCode}"));
             connection.Dispose();
             throw new InvalidOperationException($"{ClientId}: CONNACK {ack.ReasonCode} / {ack.ReturnCode}");
         }
