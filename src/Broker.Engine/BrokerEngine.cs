@@ -93,17 +93,7 @@ public sealed class BrokerEngine : IAsyncDisposable
     }
 
     /// <summary>Ends a session: its connection (if any) is closed and its subscriptions and queue are gone.</summary>
-    public bool EndSession(string clientId)
-    {
-        if (_engine.Sessions.Get(clientId) is not { } session)
-        {
-            return false;
-        }
-
-        session.Connection?.Kick();
-        _engine.Sessions.Remove(session);
-        return true;
-    }
+    public bool EndSession(string clientId) => _engine.Sessions.End(clientId);
 
     /// <summary>
     /// Publishes a message as <paramref name="sender"/> without the publish rules (the caller, e.g. the

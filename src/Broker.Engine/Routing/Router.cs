@@ -53,9 +53,17 @@ internal sealed class Router(EngineContext engine)
             if (target is not null)
             {
                 // A direct message is for one device, now or when it is back: never retained for others.
-                if (engine.Sessions.Get(target) is not { } session)
+                // The mailbox takes it only while that client id has no session, checked under the
+                // mailbox's lock that its connect takes too: a P2P racing with the connect is never left
+                // in the mailbox while the client is online.
+                Session? session;
+                ValueTask mailed;
+                while ((session = engine.Sessions.Get(target)) is null)
                 {
-                    return engine.Mailbox.AddAsync(target, message, inbound);
+                    if (engine.Mailbox.TryAdd(target, message, inbound, out mailed))
+                    {
+                        return mailed;
+                    }
                 }
 
                 if (CanRead(session, message.Topic))
@@ -224,7 +232,8 @@ internal sealed class Router(EngineContext engine)
         List<StoredDelivery>? rows = null;
         foreach (var r in recipients)
         {
-            if (r.Session.IsPersistent && r.Qos != MqttQualityOfServiceLevel.AtMostOnce)
+            // No rows for a session that ended while this was routed (they would outlive it on disk).
+            if (r.Session.IsPersistent && r.Qos != MqttQualityOfServiceLevel.AtMostOnce && !r.Session.IsDiscarded)
             {
                 (rows ??= []).Add(new StoredDelivery(r.Session.ClientId, message.Id, r.Qos, r.Retain, r.SubscriptionIds));
             }

@@ -19,22 +19,31 @@ internal sealed class OfflineMailbox(EngineContext engine)
 
     public int Count => Volatile.Read(ref _count);
 
-    /// <summary>Keeps a direct message for <paramref name="clientId"/>; a persistent publisher's QoS 2 packet id (<paramref name="inbound"/>) is written with it.</summary>
-    public ValueTask AddAsync(string clientId, BrokerMessage message, InboundPacket? inbound = null)
+    /// <summary>
+    /// Keeps a direct message for <paramref name="clientId"/> while that client id has no session (false
+    /// when it has one now: deliver to it); a persistent publisher's QoS 2 packet id (<paramref name="inbound"/>)
+    /// is written with it. <paramref name="durable"/> completes when the store has it.
+    /// </summary>
+    public bool TryAdd(string clientId, BrokerMessage message, InboundPacket? inbound, out ValueTask durable)
     {
-        if (message.Qos == MqttQualityOfServiceLevel.AtMostOnce)
-        {
-            engine.Counters.DirectRouteUndeliverable();
-            EngineLog.DirectUndeliverable(engine.Logger, clientId, message.Topic);
-            return ValueTask.CompletedTask;
-        }
-
+        durable = ValueTask.CompletedTask;
         var expires = engine.NowUnixMs + (long)engine.Options.OfflineP2PTtl.TotalMilliseconds;
         BrokerMessage? dropped = null;
-        var kept = true;
+        var kept = false;
         lock (_gate)
         {
-            if (_byClient.TryGetValue(clientId, out var queue) || _byClient.Count < engine.Options.Limits.MaxMailboxClientIds)
+            // Under the lock DeliverTo takes after the session is registered: either the session is seen
+            // here, or the message is in the mailbox before DeliverTo looks.
+            if (engine.Sessions.Get(clientId) is not null)
+            {
+                return false;
+            }
+
+            if (message.Qos == MqttQualityOfServiceLevel.AtMostOnce)
+            {
+                // Not kept, as QoS 0 is not for an offline session.
+            }
+            else if (_byClient.TryGetValue(clientId, out var queue) || _byClient.Count < engine.Options.Limits.MaxMailboxClientIds)
             {
                 if (queue is null)
                 {
@@ -49,13 +58,22 @@ internal sealed class OfflineMailbox(EngineContext engine)
 
                 queue.Enqueue((message, expires));
                 _count++;
+                kept = true;
+
+                // Handed to the store under the lock too, so it precedes DeliverTo's removal of it.
+                durable = engine.Store.AddToMailboxAsync(clientId, message, expires, inbound);
             }
             else
             {
                 // Broker:Limits:MaxMailboxClientIds reached: a sender cannot fill memory by inventing client ids.
-                kept = false;
                 dropped = message;
             }
+        }
+
+        if (message.Qos == MqttQualityOfServiceLevel.AtMostOnce)
+        {
+            engine.Counters.DirectRouteUndeliverable();
+            EngineLog.DirectUndeliverable(engine.Logger, clientId, message.Topic);
         }
 
         if (dropped is not null)
@@ -63,17 +81,13 @@ internal sealed class OfflineMailbox(EngineContext engine)
             Drop(clientId, dropped, kept ? "mailbox full" : "too many client ids with a mailbox");
         }
 
-        if (kept)
+        if (!kept && inbound is { } packet)
         {
-            return engine.Store.AddToMailboxAsync(clientId, message, expires, inbound);
-        }
-
-        if (inbound is { } packet)
-        {
+            // Nothing of the message is kept, but the publisher's QoS 2 exchange goes on until its PUBREL.
             engine.Store.SetInboundQos2(packet.ClientId, packet.PacketId, pending: true);
         }
 
-        return ValueTask.CompletedTask;
+        return true;
     }
 
     /// <summary>Moves what waits for this client id into its (persistent) session, in arrival order.</summary>

@@ -68,7 +68,9 @@ public sealed class Session
     /// </summary>
     internal (BrokerMessage Message, ClientPrincipal Sender, long DueUnixMs, uint ExpirySeconds)? PendingWill { get; set; }
 
-    internal bool IsDiscarded { get; private set; }
+    internal bool IsDiscarded { get => Volatile.Read(ref _discarded); private set => Volatile.Write(ref _discarded, value); }
+
+    bool _discarded;
 
     /// <summary>Messages waiting: a persistent session's QoS 1/2 queue in the store and in memory, a clean session's in memory.</summary>
     public int QueuedCount
@@ -168,11 +170,17 @@ public sealed class Session
     /// <summary>Ends the session: subscriptions leave the index and queued messages are released.</summary>
     internal void Discard()
     {
-        Subscription[] subscriptions;
         lock (_gate)
         {
             IsDiscarded = true;
-            subscriptions = [.. _subscriptions.Values];
+
+            // The index changes under the session's lock, here and in Subscribe: a SUBSCRIBE racing with
+            // the end of its session can then never leave an entry behind.
+            foreach (var s in _subscriptions.Values)
+            {
+                _engine.Index.Remove(s);
+            }
+
             _subscriptions.Clear();
             _queue.Clear();
             _queueBytes = _storedBytes = _storedCount = 0;
@@ -180,11 +188,6 @@ public sealed class Session
             _inflight.Clear();
             _inflightById.Clear();
             _inboundQos2?.Clear();
-        }
-
-        foreach (var s in subscriptions)
-        {
-            _engine.Index.Remove(s);
         }
 
         _engine.Store.DeleteSession(ClientId);
@@ -198,16 +201,21 @@ public sealed class Session
         Subscription? previous;
         lock (_gate)
         {
+            if (IsDiscarded)
+            {
+                return false; // ended meanwhile (takeover, admin): its connection is closing
+            }
+
             _subscriptions.TryGetValue(subscription.Key, out previous);
             _subscriptions[subscription.Key] = subscription;
+            if (previous is not null)
+            {
+                _engine.Index.Remove(previous);
+            }
+
+            _engine.Index.Add(subscription);
         }
 
-        if (previous is not null)
-        {
-            _engine.Index.Remove(previous);
-        }
-
-        _engine.Index.Add(subscription);
         PersistRecord();
         return previous is not null;
     }
@@ -462,8 +470,11 @@ public sealed class Session
             var now = _engine.NowUnixMs;
             foreach (var (row, message) in page)
             {
+                // Read back from the store, each row passes the read check again, with the session's owner
+                // now: a rule may have changed, and a row written for an ended session of the same client id
+                // (it raced with the end) must never reach another user [engine invariant 4].
                 var d = new Delivery(message, row.Qos, row.Retain, row.SubscriptionIds is null ? null : [.. row.SubscriptionIds]);
-                if (Expired(d, now))
+                if (Expired(d, now) || !_engine.Router.CanRead(this, message.Topic))
                 {
                     _storedCount--;
                     _storedBytes -= SizeOf(d);

@@ -83,6 +83,28 @@ internal sealed class SessionManager(EngineContext engine)
         }
     }
 
+    /// <summary>
+    /// Ends a session (admin API): under the open gate, so a client reconnecting at that moment either
+    /// joins the session before it ends (and is closed with it) or gets a fresh one, never a dead one.
+    /// </summary>
+    public bool End(string clientId)
+    {
+        MqttConnection? connection;
+        lock (_openGate)
+        {
+            if (!_sessions.TryRemove(clientId, out var session))
+            {
+                return false;
+            }
+
+            connection = session.Connection;
+            session.Discard();
+        }
+
+        connection?.Kick();
+        return true;
+    }
+
     public void AddRestored(Session session) => _sessions[session.ClientId] = session;
 
     /// <summary>Heartbeat work: delayed wills that are due, sessions that expired [MQTT-3.1.2-23, 3.1.3-9].</summary>
