@@ -1,5 +1,6 @@
 using Broker.Engine.Routing;
 using Broker.Engine.Store;
+using Broker.IntegrationTests.Engine;
 using Broker.IntegrationTests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using MQTTnet;
@@ -48,6 +49,32 @@ public sealed class StoreFailureTests
 
         await Assert.ThrowsAnyAsync<Exception>(() => alice.PublishAsync("IMS/bob/Inbox/Msg/alice", "not on disk"));
         await alice.Disconnected; // closed without PUBACK: an MQTT 3.1.1 client re-sends after reconnecting
+    }
+
+    [Fact]
+    public async Task V5Qos2Publish_WhenTheStoreCannotWrite_IsRefusedAndReachesNobody()
+    {
+        // Engine invariant 2: a QoS 2 message reaches no queue before its commit. Refused with 0x97, it must not
+        // have reached an online subscriber either, or the publisher's retry would arrive twice.
+        var store = new FailingStore();
+        await using var broker = await StartAsync(store);
+        await using var bob = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob", cleanStart: false, sessionExpiry: 3600);
+        await bob.SubscribeOkAsync("IMS/bob/Inbox/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using var alice = await Raw.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", MqttProtocolVersion.V500, configure: c =>
+        {
+            c.Username = "alice";
+            c.Password = System.Text.Encoding.UTF8.GetBytes("alice-pass");
+        });
+
+        store.Failing = true;
+        await alice.SendAsync(Raw.Publish("IMS/bob/Inbox/Msg/alice", "not on disk", MqttQualityOfServiceLevel.ExactlyOnce, packetId: 1));
+        var refused = await alice.ExpectAsync<MQTTnet.Packets.MqttPubRecPacket>();
+        Assert.Equal(MqttPubRecReasonCode.QuotaExceeded, refused.ReasonCode);
+        store.Failing = false;
+
+        await alice.SendAsync(Raw.Publish("IMS/bob/Inbox/Msg/alice", "on disk", MqttQualityOfServiceLevel.ExactlyOnce, packetId: 2));
+        Assert.Equal(MqttPubRecReasonCode.Success, (await alice.ExpectAsync<MQTTnet.Packets.MqttPubRecPacket>()).ReasonCode);
+        await bob.ExpectOnlyAsync("IMS/bob/Inbox/Msg/alice", "on disk"); // the refused one never came
     }
 
     static Task<TestBroker> StartAsync(FailingStore store) =>
