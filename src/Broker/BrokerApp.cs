@@ -62,7 +62,8 @@ public static class BrokerApp
         var (engineOptions, imsOptions) = BrokerConfiguration.Load(builder.Configuration);
         var tls = TlsSettings.Load(builder.Configuration);
 
-        builder.Services.AddSerilog((services, log) => log.ReadFrom.Configuration(builder.Configuration).Enrich.FromLogContext());
+        // ReadFrom.Services: sinks registered as services (ILogEventSink) are added too; tests capture lines that way.
+        builder.Services.AddSerilog((services, log) => log.ReadFrom.Configuration(builder.Configuration).ReadFrom.Services(services).Enrich.FromLogContext());
 
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(engineOptions));
         builder.Services.AddSingleton(imsOptions);
