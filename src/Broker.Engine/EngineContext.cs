@@ -18,8 +18,10 @@ internal sealed class EngineContext
         Options = options;
         Policy = policy;
         Store = store;
-        Logger = loggerFactory.CreateLogger("Broker.Engine");
-        ConnectionLogger = loggerFactory.CreateLogger("Broker.Engine.Connections");
+        // Both go through one limiter: the lines a client can cause are at most ClientLogLimiter.LinesPerSecond a second per event.
+        ClientLog = new ClientLogLimiter(time);
+        Logger = ClientLog.Wrap(loggerFactory.CreateLogger("Broker.Engine"));
+        ConnectionLogger = ClientLog.Wrap(loggerFactory.CreateLogger("Broker.Engine.Connections"));
         Counters = counters;
         Time = time;
         Sessions = new SessionManager(this);
@@ -38,6 +40,9 @@ internal sealed class EngineContext
     public ILogger Logger { get; }
 
     public ILogger ConnectionLogger { get; }
+
+    /// <summary>Rate limit of the log lines a client can cause, shared by <see cref="Logger"/> and <see cref="ConnectionLogger"/>.</summary>
+    public ClientLogLimiter ClientLog { get; }
 
     public BrokerCounters Counters { get; }
 

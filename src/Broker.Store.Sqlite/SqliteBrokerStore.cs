@@ -13,6 +13,13 @@ namespace Broker.Store.Sqlite;
 /// operation on one channel; a single writer drains it and commits what has gathered in one
 /// transaction (group commit), so concurrent publishes share one fsync. Acknowledgements wait on the
 /// commit: a publish is acked only when it is on disk. Reads happen once, at start.
+/// <para>
+/// The channel is unbounded, so no write is ever refused or blocks its caller; instead the number of
+/// operations queued and not yet committed (<see cref="PendingWrites"/>) has a bound,
+/// <c>Broker:Store:MaxPendingWrites</c>: at or above it <see cref="WaitForRoomAsync"/> holds the
+/// connections before their next PUBLISH until commits bring it below again (backpressure on the
+/// publishers, through TCP), while acks, removals and in-flight marks still queue and keep it moving.
+/// </para>
 /// </summary>
 public sealed partial class SqliteBrokerStore : IBrokerStore
 {
@@ -31,15 +38,20 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     readonly ILogger _logger;
     readonly Task _writer;
     readonly TimeSpan _commitDelay;
+    readonly int _maxPendingWrites;
+    readonly object _roomGate = new();
+    TaskCompletionSource? _room; // set while a connection waits for room; completed by the writer (or dispose)
+    long _pendingWrites;
     long _batches;
     long _operationsWritten;
     long _operationsElided;
     long _commitTicks;
 
-    SqliteBrokerStore(string path, SqliteConnection connection, ILogger logger, TimeSpan commitDelay)
+    SqliteBrokerStore(string path, SqliteConnection connection, ILogger logger, TimeSpan commitDelay, int maxPendingWrites)
     {
         FilePath = path;
         _commitDelay = commitDelay;
+        _maxPendingWrites = maxPendingWrites;
         _connection = connection;
         _logger = logger;
         _sql = new Statements(connection);
@@ -55,6 +67,12 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
 
     public long OperationsWritten => Interlocked.Read(ref _operationsWritten);
 
+    /// <summary>Operations queued and not yet committed (those being written included): the write queue's depth.</summary>
+    public long PendingWrites => Interlocked.Read(ref _pendingWrites);
+
+    /// <summary>The bound on <see cref="PendingWrites"/> at which publishers wait (Broker:Store:MaxPendingWrites).</summary>
+    public int MaxPendingWrites => _maxPendingWrites;
+
     /// <summary>Changes that cancelled out within their batch and were never written (see <see cref="BatchElision"/>).</summary>
     public long OperationsElided => Interlocked.Read(ref _operationsElided);
 
@@ -62,8 +80,9 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     public double MeanCommitMilliseconds => Batches == 0 ? 0 : Interlocked.Read(ref _commitTicks) * 1000.0 / Stopwatch.Frequency / Batches;
 
     /// <summary>Opens (or creates) <c>{dataPath}/broker.db</c>; a file that cannot be read fails here, naming it.</summary>
-    public static SqliteBrokerStore Open(string dataPath, bool fullSync, ILogger logger, TimeSpan commitDelay = default)
+    public static SqliteBrokerStore Open(string dataPath, bool fullSync, ILogger logger, TimeSpan commitDelay = default, int maxPendingWrites = 100_000)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxPendingWrites, 1);
         var path = Path.GetFullPath(Path.Combine(dataPath, FileName));
         SqliteConnection? connection = null;
         try
@@ -75,7 +94,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
             Execute(connection, $"PRAGMA journal_mode = WAL; PRAGMA synchronous = {(fullSync ? "FULL" : "NORMAL")}; PRAGMA busy_timeout = 5000;");
             Execute(connection, Schema.Create);
             CheckVersion(connection);
-            var store = new SqliteBrokerStore(path, connection, logger, commitDelay);
+            var store = new SqliteBrokerStore(path, connection, logger, commitDelay, maxPendingWrites);
             store.LoadOwners();
             LogOpened(logger, path, fullSync ? "full" : "normal");
             return store;
@@ -103,6 +122,41 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     }
 
     public ValueTask FlushAsync() => EnqueueAwaited(new StoreOperation.Flush());
+
+    // One volatile read below the bound: the PUBLISH fast path allocates nothing.
+    public ValueTask WaitForRoomAsync() => Volatile.Read(ref _pendingWrites) < _maxPendingWrites ? ValueTask.CompletedTask : WaitForRoomSlow();
+
+    ValueTask WaitForRoomSlow()
+    {
+        TaskCompletionSource room;
+        lock (_roomGate)
+        {
+            room = _room ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+
+        // _room is published before the count is read again, and the writer lowers the count before it
+        // looks at _room (both with full fences): one of the two sees the other, so no wake-up is lost.
+        Interlocked.MemoryBarrier();
+        if (Interlocked.Read(ref _pendingWrites) < _maxPendingWrites || _operations.Reader.Completion.IsCompleted)
+        {
+            ReleaseRoom();
+        }
+
+        // Continuations run asynchronously: the waiting receive loops never run on the writer's thread.
+        return new ValueTask(room.Task);
+    }
+
+    void ReleaseRoom()
+    {
+        TaskCompletionSource? room;
+        lock (_roomGate)
+        {
+            room = _room;
+            _room = null;
+        }
+
+        room?.TrySetResult();
+    }
 
     public void UpsertSession(SessionRecord session) => Enqueue(new StoreOperation.UpsertSession(session));
 
@@ -192,6 +246,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
         _operations.Writer.TryComplete();
         _wake.Set();
         await _writer;
+        ReleaseRoom(); // nobody waits for a store that is gone (its writes fail from now on)
         _sql.Dispose();
         Execute(_connection, "PRAGMA wal_checkpoint(TRUNCATE);");
         await _connection.DisposeAsync();
@@ -224,6 +279,8 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
         {
             return false;
         }
+
+        Interlocked.Increment(ref _pendingWrites); // lowered when the operation is committed (or given up on)
 
         if (Interlocked.CompareExchange(ref _writerIdle, 0, 1) == 1)
         {
@@ -346,8 +403,10 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
         Interlocked.Add(ref _operationsWritten, batch.Count);
         Interlocked.Add(ref _commitTicks, Stopwatch.GetTimestamp() - started);
         var lost = 0;
+        var finished = 0;
         foreach (var operation in batch)
         {
+            finished++;
             if (failure is null)
             {
                 operation.Done?.TrySetResult();
@@ -362,6 +421,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
                 // Nobody waits (a binding, a removal, an in-flight mark): tried again in the next commit,
                 // ahead of everything queued since, so a passing fault costs nothing.
                 _carriedOver.Add(operation with { Retried = true });
+                finished--; // still pending: written with the next commit
             }
             else
             {
@@ -372,6 +432,12 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
         if (lost > 0)
         {
             LogChangesLost(_logger, FilePath, lost);
+        }
+
+        // Lowered before _room is looked at (see WaitForRoomSlow).
+        if (Interlocked.Add(ref _pendingWrites, -finished) < _maxPendingWrites && Volatile.Read(ref _room) is not null)
+        {
+            ReleaseRoom();
         }
     }
 

@@ -62,7 +62,8 @@ public static class BrokerApp
         var (engineOptions, imsOptions) = BrokerConfiguration.Load(builder.Configuration);
         var tls = TlsSettings.Load(builder.Configuration);
 
-        builder.Services.AddSerilog((services, log) => log.ReadFrom.Configuration(builder.Configuration).Enrich.FromLogContext());
+        // ReadFrom.Services: sinks registered as services (ILogEventSink) are added too; tests capture lines that way.
+        builder.Services.AddSerilog((services, log) => log.ReadFrom.Configuration(builder.Configuration).ReadFrom.Services(services).Enrich.FromLogContext());
 
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(engineOptions));
         builder.Services.AddSingleton(imsOptions);
@@ -70,7 +71,7 @@ public static class BrokerApp
         builder.Services.AddSingleton<BrokerCounters>();
         builder.Services.AddSingleton<IBrokerStore>(services => engineOptions.Store.Type == "memory"
             ? new InMemoryBrokerStore()
-            : SqliteBrokerStore.Open(engineOptions.DataPath, engineOptions.Store.Synchronous == "full", services.GetRequiredService<ILogger<SqliteBrokerStore>>(), engineOptions.Store.CommitDelay));
+            : SqliteBrokerStore.Open(engineOptions.DataPath, engineOptions.Store.Synchronous == "full", services.GetRequiredService<ILogger<SqliteBrokerStore>>(), engineOptions.Store.CommitDelay, engineOptions.Store.MaxPendingWrites));
         builder.Services.AddSingleton<IUserDirectory>(new UserDirectory(imsOptions.Users.Select(u => new UserAccount(u.Name, u.PasswordHash, u.Role))));
         builder.Services.AddSingleton<IGroupDirectory>(new GroupDirectory(imsOptions.Groups.Select(g => KeyValuePair.Create(g.Id, (IEnumerable<string>)g.Members))));
         builder.Services.AddSingleton<ConnectionAdmission>();

@@ -14,6 +14,14 @@ internal sealed partial class MqttConnection
 
     async ValueTask<bool> HandlePublishAsync(MqttPublishPacket packet)
     {
+        // Store backpressure: while the store's write queue is at its bound (Broker:Store:MaxPendingWrites)
+        // this publish waits, and with it the reading of this connection: TCP slows the publisher down.
+        var room = _engine.Store.WaitForRoomAsync();
+        if (!room.IsCompletedSuccessfully && !await WaitForStoreAsync(room))
+        {
+            return false; // closed meanwhile (kick, takeover, shutdown): not handled, so not acknowledged
+        }
+
         _engine.Counters.MessageReceived(packet.QualityOfServiceLevel);
         var session = _session!;
         var qos = packet.QualityOfServiceLevel;
@@ -248,6 +256,35 @@ internal sealed partial class MqttConnection
         }
 
         CloseFromOutside(MqttDisconnectReasonCode.UnspecifiedError, "store unavailable"); // v3.1.1: no DISCONNECT is sent
+    }
+
+    TaskCompletionSource? _storeWaitEnded;
+
+    /// <summary>
+    /// Waits for room in the store, or until the connection is closed from outside (which cannot wake a
+    /// receive loop that is not reading). Meanwhile the keep-alive check leaves this connection alone: its
+    /// client is not the one that is slow. False: closing, the publish is not handled.
+    /// </summary>
+    async ValueTask<bool> WaitForStoreAsync(ValueTask room)
+    {
+        var ended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Interlocked.Exchange(ref _storeWaitEnded, ended); // full fence, then _closing is read (CloseFromOutside: the other way round)
+        _waitingForStore = true;
+        try
+        {
+            if (!_closing)
+            {
+                await Task.WhenAny(room.AsTask(), ended.Task);
+            }
+        }
+        finally
+        {
+            _waitingForStore = false;
+            Volatile.Write(ref _storeWaitEnded, null);
+            Volatile.Write(ref _lastActivityMs, Environment.TickCount64);
+        }
+
+        return !_closing;
     }
 
     bool Observe(ValueTask durable, string topic)

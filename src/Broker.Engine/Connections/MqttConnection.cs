@@ -37,6 +37,7 @@ internal sealed partial class MqttConnection
     string _closeReason = "connection closed by the client";
     bool _sendWill = true;
     volatile bool _closing;
+    volatile bool _waitingForStore;
 
     public MqttConnection(EngineContext engine, IDuplexPipe transport, ConnectionMetadata meta, CancellationToken connectionClosed)
     {
@@ -210,7 +211,7 @@ internal sealed partial class MqttConnection
     /// <summary>Heartbeat check: no packet within 1.5 × keep-alive closes the connection [MQTT-3.1.2-24].</summary>
     public void CheckKeepAlive(long nowTicks)
     {
-        if (_keepAliveSeconds > 0 && !_closing && nowTicks - Volatile.Read(ref _lastActivityMs) > _keepAliveSeconds * 1500L)
+        if (_keepAliveSeconds > 0 && !_closing && !_waitingForStore && nowTicks - Volatile.Read(ref _lastActivityMs) > _keepAliveSeconds * 1500L)
         {
             CloseFromOutside(MqttDisconnectReasonCode.KeepAliveTimeout, "keep-alive timeout");
         }
@@ -224,6 +225,7 @@ internal sealed partial class MqttConnection
     {
         Disconnect(reason, text);
         _transport.Input.CancelPendingRead();
+        Interlocked.CompareExchange(ref _storeWaitEnded, null, null)?.TrySetResult(); // a receive loop waiting for store room (Publish.cs)
     }
 
     /// <summary>The CONNECT: read with the connect timeout's token; after it the receive loop reads in <see cref="RunAsync"/>.</summary>

@@ -5,6 +5,8 @@ namespace Broker.Engine.Diagnostics;
 /// <summary>
 /// Every log line of the engine, with fixed event ids: 1xxx connections, 2xxx identity,
 /// 3xxx authorization, 4xxx store, 5xxx routing. Never a password or a payload.
+/// The events a client can cause (1003, 1004, 1005, 1007, 2001, 3001, 3002, 3003, 5001, 5003) are
+/// rate-limited by the engine's loggers, broker-wide per event id: see <see cref="ClientLogLimiter"/>.
 /// </summary>
 internal static partial class EngineLog
 {

@@ -66,6 +66,12 @@ public sealed class StoreOptions
     /// up to this much more before the publisher's own PUBACK (as PostgreSQL's commit_delay).
     /// </summary>
     public TimeSpan CommitDelay { get; set; } = TimeSpan.FromMilliseconds(2);
+
+    /// <summary>
+    /// Store writes queued and not yet committed beyond which connections stop reading PUBLISH packets
+    /// until the disk catches up (backpressure on publishers; nothing is dropped or refused).
+    /// </summary>
+    public int MaxPendingWrites { get; set; } = 100_000;
 }
 
 public sealed class MqttListenerOptions

@@ -78,6 +78,7 @@ public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
         }
 
         Range("Broker:Store:CommitDelay (milliseconds)", (long)o.Store.CommitDelay.TotalMilliseconds, 0, 100);
+        Range("Broker:Store:MaxPendingWrites", o.Store.MaxPendingWrites, 100, 100_000_000);
         if (o.Mqtt.Host != "*" && !System.Net.IPAddress.TryParse(o.Mqtt.Host, out _))
         {
             errors.Add($"Broker:Mqtt:Host must be \"*\" or an IP address such as 127.0.0.1 (was \"{o.Mqtt.Host}\").");

@@ -18,6 +18,15 @@ public interface IBrokerStore : IAsyncDisposable
     /// <summary>Completes when every change made before the call is durable (CONNACK and SUBACK of persistent sessions wait on it).</summary>
     ValueTask FlushAsync();
 
+    /// <summary>
+    /// Completes when the store has room for more writes: at once while the writes not yet on disk are
+    /// below the store's bound (<c>Broker:Store:MaxPendingWrites</c>), else when enough of them are.
+    /// A connection awaits it before each PUBLISH it handles, so publishers that outrun the disk are
+    /// read more slowly; every other write is still taken at once, never refused or blocked. Must be
+    /// cheap and allocation-free when there is room; never fails.
+    /// </summary>
+    ValueTask WaitForRoomAsync();
+
     void UpsertSession(SessionRecord session);
 
     void DeleteSession(string clientId);

@@ -59,6 +59,9 @@ public sealed class InMemoryBrokerStore : IBrokerStore
 
     public ValueTask FlushAsync() => ValueTask.CompletedTask;
 
+    /// <summary>Memory has no disk to wait for: always room.</summary>
+    public ValueTask WaitForRoomAsync() => ValueTask.CompletedTask;
+
     public void UpsertSession(SessionRecord session)
     {
         lock (_gate)

@@ -22,6 +22,7 @@ public static class BrokerGauges
             meter.CreateObservableCounter("store.operations", () => sqlite.OperationsWritten, "{operation}", "Store changes committed (including those elided)");
             meter.CreateObservableCounter("store.elided", () => sqlite.OperationsElided, "{operation}", "Store changes that cancelled out within their batch and were not written (a delivery acknowledged before its commit)");
             meter.CreateObservableGauge("store.commit.duration", () => sqlite.MeanCommitMilliseconds, "ms", "Mean time of a store commit");
+            meter.CreateObservableGauge("store.pending", () => sqlite.PendingWrites, "{operation}", "Store changes queued and not yet committed; at Broker:Store:MaxPendingWrites connections stop reading PUBLISH packets until it falls");
         }
     }
 }

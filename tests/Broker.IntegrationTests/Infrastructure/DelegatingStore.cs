@@ -15,6 +15,8 @@ public abstract class DelegatingStore : IBrokerStore
 
     public virtual ValueTask FlushAsync() => Inner.FlushAsync();
 
+    public virtual ValueTask WaitForRoomAsync() => Inner.WaitForRoomAsync();
+
     public ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken) => Inner.LoadAsync(cancellationToken);
 
     public void UpsertSession(SessionRecord session) => Inner.UpsertSession(session);
@@ -62,6 +64,8 @@ public sealed class GatedStore : DelegatingStore
     readonly object _gate = new();
     TaskCompletionSource _released = NewGate();
     TaskCompletionSource _held = NewGate();
+    TaskCompletionSource _roomWaited = NewGate();
+    int _heldWrites;
 
     /// <summary>Commits wait for <see cref="Release"/>.</summary>
     public bool Hold { get; set; }
@@ -81,6 +85,51 @@ public sealed class GatedStore : DelegatingStore
         }
     }
 
+    /// <summary>
+    /// With a bound (above 0): while <see cref="Hold"/> is on and this many writes are held,
+    /// <see cref="WaitForRoomAsync"/> makes its caller wait for <see cref="Release"/>, as SqliteBrokerStore
+    /// does at Broker:Store:MaxPendingWrites.
+    /// </summary>
+    public int MaxPendingWrites { get; set; }
+
+    /// <summary>Writes held since the last <see cref="Release"/>.</summary>
+    public int HeldWrites
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _heldWrites;
+            }
+        }
+    }
+
+    /// <summary>Completes when a caller of <see cref="WaitForRoomAsync"/> was made to wait; fails after the test timeout.</summary>
+    public Task RoomWaited
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _roomWaited.Task.WaitAsync(TestClient.Timeout);
+            }
+        }
+    }
+
+    public override ValueTask WaitForRoomAsync()
+    {
+        lock (_gate)
+        {
+            if (!Hold || MaxPendingWrites == 0 || _heldWrites < MaxPendingWrites)
+            {
+                return ValueTask.CompletedTask;
+            }
+
+            _roomWaited.TrySetResult();
+            return new ValueTask(_released.Task);
+        }
+    }
+
     public void Release()
     {
         TaskCompletionSource released;
@@ -90,6 +139,8 @@ public sealed class GatedStore : DelegatingStore
             released = _released;
             _released = NewGate();
             _held = NewGate();
+            _roomWaited = NewGate();
+            _heldWrites = 0;
         }
 
         released.TrySetResult();
@@ -111,6 +162,7 @@ public sealed class GatedStore : DelegatingStore
             }
 
             released = _released.Task;
+            _heldWrites++;
             _held.TrySetResult();
         }
 
