@@ -67,6 +67,43 @@ public sealed class OfflineQueueTests : IDisposable
     }
 
     [Theory]
+    [InlineData("memory")]
+    [InlineData("sqlite")]
+    public async Task AnOnlineSlowSubscriber_BehindATinyWindow_GetsEveryMessageOnceAndInOrder(string store)
+    {
+        // The window (here 5 messages) fills while the subscriber reads: new messages wait in the store behind
+        // it and are paged in, while more keep arriving [MQTT-4.6.0-6: in order per publisher and QoS].
+        const int Count = 400;
+        await using var broker = await TestBroker.StartImsAsync(s =>
+        {
+            s["Broker:Store:Type"] = store;
+            s["Broker:DataPath"] = _dir.FullName;
+            s["Broker:MaxQueuedMessages"] = "5";
+        });
+        await using var bob = await TestClient.ConnectAsync(broker.MqttPort, Bob, "bob", cleanStart: false, sessionExpiry: 3600);
+        await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+        await using var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice");
+        var publishing = Task.Run(async () =>
+        {
+            for (var batch = 0; batch < Count; batch += 20)
+            {
+                // 20 at a time in flight: the broker routes them in the order they come [MQTT-4.6.0-2].
+                await Task.WhenAll(Enumerable.Range(batch, 20).Select(i => alice.PublishAsync(Inbox, $"m{i:D4}")));
+            }
+        });
+
+        var received = new List<string>();
+        for (var i = 0; i < Count; i++)
+        {
+            received.Add(TestClient.Text(await bob.NextAsync()));
+        }
+
+        await publishing;
+        Assert.Equal(Count, received.Distinct().Count()); // none twice, none missing
+        Assert.Equal(received.Order(), received); // and in publish order
+    }
+
+    [Theory]
     [InlineData(MqttProtocolVersion.V311)]
     [InlineData(MqttProtocolVersion.V500)]
     public async Task PastMaxBytes_TheOldestAreDropped_AndTheNextV5ConnAckSaysHowMany(MqttProtocolVersion version)
