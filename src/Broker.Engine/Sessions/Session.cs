@@ -259,7 +259,7 @@ public sealed class Session
     {
         MqttConnection? signal = null;
         List<Delivery>? dropped = null;
-        var trimStore = false;
+        Task<(int Count, long Bytes)>? storeDrop = null;
         lock (_gate)
         {
             if (IsDiscarded || (_connection is null && delivery.Qos == MqttQualityOfServiceLevel.AtMostOnce))
@@ -282,7 +282,7 @@ public sealed class Session
                     signal = _connection;
                 }
 
-                trimStore = TrimStored(ref dropped);
+                storeDrop = TrimStored(ref dropped);
             }
             else if (IsPersistent && WindowFull(size))
             {
@@ -301,9 +301,9 @@ public sealed class Session
         }
 
         Dropped(dropped, "queue full");
-        if (trimStore)
+        if (storeDrop is not null)
         {
-            _ = DropStoredAsync();
+            _ = StoredDroppedAsync(storeDrop);
         }
 
         signal?.SignalWrite();
@@ -341,9 +341,10 @@ public sealed class Session
 
     /// <summary>
     /// The offline queue's limits: the oldest go first. They are in memory while a window is there;
-    /// otherwise the store drops them (true: the caller starts that, outside the lock).
+    /// otherwise the store drops them: that is handed to the store here, under the lock, so it is
+    /// ordered with the session's page reads; the caller awaits it outside the lock.
     /// </summary>
-    bool TrimStored(ref List<Delivery>? dropped)
+    Task<(int Count, long Bytes)>? TrimStored(ref List<Delivery>? dropped)
     {
         var limits = _engine.Options.OfflineQueue;
         while (_storedCount > limits.MaxMessages || _storedBytes > limits.MaxBytes)
@@ -356,31 +357,22 @@ public sealed class Session
 
             if (!_spilled || _paging || _dropping)
             {
-                return false; // nothing to drop now, or the store is already at it
+                return null; // nothing to drop now, or the store is already at it
             }
 
             _dropping = true;
-            return true;
+            return _engine.Store.DropOldestQueuedAsync(ClientId, Math.Max(0, _storedCount - limits.MaxMessages), Math.Max(0, _storedBytes - limits.MaxBytes)).AsTask();
         }
 
-        return false;
+        return null;
     }
 
-    async Task DropStoredAsync()
+    async Task StoredDroppedAsync(Task<(int Count, long Bytes)> drop)
     {
-        var limits = _engine.Options.OfflineQueue;
-        int count;
-        long bytes;
-        lock (_gate)
-        {
-            count = Math.Max(0, _storedCount - limits.MaxMessages);
-            bytes = Math.Max(0, _storedBytes - limits.MaxBytes);
-        }
-
         (int Count, long Bytes) gone = (0, 0);
         try
         {
-            gone = await _engine.Store.DropOldestQueuedAsync(ClientId, count, bytes);
+            gone = await drop;
         }
         catch (Exception ex)
         {
@@ -388,14 +380,17 @@ public sealed class Session
         }
 
         List<Delivery>? dropped = null;
-        bool again;
+        Task<(int Count, long Bytes)>? again = null;
         lock (_gate)
         {
             _dropping = false;
             _storedCount = Math.Max(0, _storedCount - gone.Count);
             _storedBytes = Math.Max(0, _storedBytes - gone.Bytes);
             _droppedSinceConnected += gone.Count;
-            again = gone.Count > 0 && !IsDiscarded && TrimStored(ref dropped);
+            if (gone.Count > 0 && !IsDiscarded)
+            {
+                again = TrimStored(ref dropped);
+            }
         }
 
         if (gone.Count > 0)
@@ -405,9 +400,9 @@ public sealed class Session
         }
 
         Dropped(dropped, "offline queue limit");
-        if (again)
+        if (again is not null)
         {
-            await DropStoredAsync();
+            await StoredDroppedAsync(again);
         }
     }
 
@@ -415,12 +410,12 @@ public sealed class Session
     /// The window ran dry and more waits in the store: read the next page of it. What arrives meanwhile
     /// goes to the store behind it, so order is kept and nothing is read twice.
     /// </summary>
-    async Task PageInAsync()
+    async Task PagedInAsync(Task<IReadOnlyList<QueuedMessage>> read)
     {
         IReadOnlyList<QueuedMessage> page;
         try
         {
-            page = await _engine.Store.ReadQueueAsync(ClientId, _engine.Options.MaxQueuedMessages, _engine.Options.MaxQueuedBytes);
+            page = await read;
         }
         catch (Exception ex)
         {
@@ -522,7 +517,7 @@ public sealed class Session
     {
         List<Delivery>? expired = null;
         Task? heldIdsDurable = null;
-        var pageIn = false;
+        Task<IReadOnlyList<QueuedMessage>>? pageIn = null;
         lock (_gate)
         {
             if (!ReferenceEquals(_connection, caller))
@@ -613,17 +608,19 @@ public sealed class Session
             }
 
             // The window ran dry and more waits in the store. Read after the in-flight marks above, so
-            // what was just taken is not read again.
+            // what was just taken is not read again, and handed to the store under the lock, so it is
+            // ordered with the queue's trims.
             if (_queue.Count == 0 && _spilled && !_paging)
             {
                 _spilled = false;
-                _paging = pageIn = true;
+                _paging = true;
+                pageIn = _engine.Store.ReadQueueAsync(ClientId, _engine.Options.MaxQueuedMessages, _engine.Options.MaxQueuedBytes).AsTask();
             }
         }
 
-        if (pageIn)
+        if (pageIn is not null)
         {
-            _ = PageInAsync();
+            _ = PagedInAsync(pageIn);
         }
 
         heldIdsDurable?.ContinueWith(static (_, state) => ((Session)state!).Connection?.SignalWrite(), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
