@@ -17,7 +17,7 @@ namespace Broker.Engine;
 /// store's state before the first connection, runs one heartbeat for every timer (keep-alive,
 /// delayed wills, session expiry), and tells clients when it shuts down.
 /// </summary>
-public sealed class BrokerEngine : IAsyncDisposable
+public sealed class BrokerEngine : IBrokerPublisher, IAsyncDisposable
 {
     readonly EngineContext _engine;
     readonly CancellationTokenSource _stopping = new();
@@ -101,18 +101,27 @@ public sealed class BrokerEngine : IAsyncDisposable
     /// </summary>
     public ValueTask PublishAsync(ClientPrincipal sender, string topic, ReadOnlyMemory<byte> payload, MqttQualityOfServiceLevel qos, bool retain)
     {
+        var id = _engine.NextMessageId();
         var message = new BrokerMessage
         {
             Topic = topic,
             Payload = payload,
             Qos = qos,
             Retain = retain,
-            UserProperties = _engine.Policy.TransformUserProperties(sender, null),
+            UserProperties = _engine.Policy.TransformUserProperties(sender, null, id),
             SenderClientId = sender.ClientId,
             SenderUserId = sender.UserId,
-            Id = _engine.NextMessageId(),
+            Id = id,
         };
         return _engine.Router.RouteAsync(message);
+    }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<BrokerMessage> GetRetained(string filter)
+    {
+        var found = new List<BrokerMessage>();
+        _engine.Retained.CollectMatching(filter, found);
+        return found;
     }
 
     public async Task StartAsync(CancellationToken cancellationToken)
@@ -124,6 +133,12 @@ public sealed class BrokerEngine : IAsyncDisposable
             // Restored whatever the bounds: an operator who lowers a limit loses nothing already retained.
             EngineLog.RetainedOverLimits(_engine.Logger, _engine.Retained.Count, _engine.Retained.Bytes, _engine.Retained.MaxMessages, _engine.Retained.MaxBytes);
         }
+        if (_engine.ConnectionObserver is { } observer)
+        {
+            // Before the first connection: the policy corrects what the store says about an earlier run.
+            await observer.BrokerStartedAsync(this, cancellationToken);
+        }
+
         _heartbeat = HeartbeatAsync(_stopping.Token);
         IsStarted = true;
     }
@@ -151,6 +166,19 @@ public sealed class BrokerEngine : IAsyncDisposable
         if (_heartbeat is not null)
         {
             await _heartbeat;
+        }
+
+        if (_engine.ConnectionObserver is { } observer)
+        {
+            // The store is still open: what the policy writes about the closed connections is kept.
+            try
+            {
+                await observer.BrokerStoppingAsync(cancellationToken);
+            }
+            catch (Exception ex)
+            {
+                EngineLog.ObserverFailed(_engine.Logger, "shutdown", ex);
+            }
         }
     }
 

@@ -17,6 +17,8 @@ internal sealed class EngineContext
     {
         Options = options;
         Policy = policy;
+        ConnectionObserver = policy as IConnectionObserver;
+        DeliveryObserver = policy as IDeliveryObserver;
         Store = store;
         // Both go through one limiter: the lines a client can cause are at most ClientLogLimiter.LinesPerSecond a second per event.
         ClientLog = new ClientLogLimiter(time);
@@ -36,6 +38,49 @@ internal sealed class EngineContext
     public IBrokerPolicy Policy { get; }
 
     public IBrokerStore Store { get; }
+
+    /// <summary>The policy, when it follows connections; null otherwise.</summary>
+    public IConnectionObserver? ConnectionObserver { get; }
+
+    /// <summary>The policy, when it follows acknowledgements; null otherwise.</summary>
+    public IDeliveryObserver? DeliveryObserver { get; }
+
+    long _lastConnection;
+
+    /// <summary>A number for a connection that took a session, unique for this run (<see cref="IConnectionObserver"/>).</summary>
+    public long NextConnectionNumber() => Interlocked.Increment(ref _lastConnection);
+
+    /// <summary>
+    /// A recipient acknowledged a delivery: the delivery observer hears it when it wants this message's
+    /// acknowledgements (asked once per message object, the answer kept on it). Never throws.
+    /// </summary>
+    public void Acknowledged(BrokerMessage message, ClientPrincipal recipient)
+    {
+        var observer = DeliveryObserver;
+        if (observer is null)
+        {
+            return;
+        }
+
+        try
+        {
+            var interest = Volatile.Read(ref message.AckInterest);
+            if (interest == 0)
+            {
+                interest = observer.ObservesAcknowledgements(message) ? 2 : 1;
+                Volatile.Write(ref message.AckInterest, interest);
+            }
+
+            if (interest == 2)
+            {
+                observer.Acknowledged(message, recipient);
+            }
+        }
+        catch (Exception ex)
+        {
+            EngineLog.ObserverFailed(Logger, "acknowledgement", ex);
+        }
+    }
 
     public ILogger Logger { get; }
 

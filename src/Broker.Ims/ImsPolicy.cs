@@ -1,10 +1,15 @@
 using Broker.Engine.Policy;
+using Broker.Engine.Routing;
 using Broker.Engine.Store;
 using Broker.Ims.Acl;
 using Broker.Ims.Identity;
 using Broker.Ims.Options;
+using Broker.Ims.Presence;
+using Broker.Ims.Receipts;
 using Broker.Ims.Stamping;
 using Broker.Ims.Topics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using MQTTnet.Packets;
 using MQTTnet.Protocol;
 
@@ -12,11 +17,12 @@ namespace Broker.Ims;
 
 /// <summary>
 /// The IM conventions on the engine's seams: identity at CONNECT (§1), topic grammar (§2), the ACL
-/// (§3) on publish, subscribe and every delivery, sender stamps (§4), P2P routing (§5).
+/// (§3) on publish, subscribe and every delivery, sender stamps (§4), P2P routing (§5), presence (§10,
+/// following connections), message ids and delivery receipts (§11, following acknowledgements).
 /// With <c>Broker:Conventions:Enabled = false</c> only authentication and configured ACL rules
 /// remain: a plain MQTT broker (§8).
 /// </summary>
-public sealed class ImsPolicy : IBrokerPolicy
+public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObserver
 {
     readonly ImsOptions _options;
     readonly KnownUsers _users;
@@ -29,9 +35,12 @@ public sealed class ImsPolicy : IBrokerPolicy
     readonly JwtAuthenticator? _jwt;
     readonly string[] _sysRoles;
     readonly bool _sysOpen;
+    readonly BrokerVoice _voice;
+    readonly PresenceTracker? _presence;
+    readonly DeliveryReceipts? _receipts;
 
-    /// <param name="time">The clock tokens' exp and nbf are checked against (tests swap it).</param>
-    public ImsPolicy(ImsOptions options, IUserDirectory users, Groups.IGroupDirectory groups, PasswordVerifier passwords, IBrokerStore store, TimeProvider? time = null)
+    /// <param name="time">The clock tokens' exp and nbf are checked against, and presence and receipts read (tests swap it).</param>
+    public ImsPolicy(ImsOptions options, IUserDirectory users, Groups.IGroupDirectory groups, PasswordVerifier passwords, IBrokerStore store, TimeProvider? time = null, ILoggerFactory? loggerFactory = null)
     {
         _options = options;
         _users = new KnownUsers(users);
@@ -46,6 +55,13 @@ public sealed class ImsPolicy : IBrokerPolicy
 
         // Plain mode with no rules is mosquitto without an acl_file: $SYS is open to everyone there too.
         _sysOpen = !_conventions && _acl.Count == 0;
+
+        var clock = time ?? TimeProvider.System;
+        _voice = new BrokerVoice((loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Broker.Ims"));
+        _presence = options.Presence.IsEnabled(_conventions) && options.ParentTopics.Count > 0
+            ? new PresenceTracker(options.ParentTopics[0], _voice, clock)
+            : null;
+        _receipts = _conventions ? new DeliveryReceipts(_voice, clock) : null;
     }
 
     public async ValueTask<AuthenticationResult> AuthenticateAsync(ConnectRequest request, CancellationToken cancellationToken)
@@ -182,10 +198,38 @@ public sealed class ImsPolicy : IBrokerPolicy
 
     public string? ResolveDirectRoute(string topic) => _conventions ? _topics.DirectTarget(topic) : null;
 
-    public List<MqttUserProperty>? TransformUserProperties(ClientPrincipal sender, List<MqttUserProperty>? userProperties) =>
+    public List<MqttUserProperty>? TransformUserProperties(ClientPrincipal sender, List<MqttUserProperty>? userProperties, long messageId) =>
         !_conventions ? userProperties
-        : sender.PolicyState is ValueTuple<MqttUserProperty, MqttUserProperty> stamp ? SenderStamp.Apply(stamp, userProperties)
-        : SenderStamp.Apply(sender.UserId, sender.ClientId, userProperties);
+        : sender.PolicyState is ValueTuple<MqttUserProperty, MqttUserProperty> stamp ? SenderStamp.Apply(stamp, userProperties, messageId)
+        : SenderStamp.Apply(sender.UserId, sender.ClientId, userProperties, messageId);
+
+    // ---- §10 presence: the engine's connection events -----------------------------------------------
+
+    public Task BrokerStartedAsync(IBrokerPublisher broker, CancellationToken cancellationToken)
+    {
+        _voice.Attach(broker);
+        _presence?.CorrectAfterRestart(_options.ParentTopics);
+        return _voice.DrainAsync(cancellationToken); // corrected (and durable) before the first client connects
+    }
+
+    public void ClientConnected(ClientPrincipal client, long connection) => _presence?.Connected(client, connection);
+
+    public void ClientDisconnected(ClientPrincipal client, long connection, bool takenOver) => _presence?.Disconnected(client, connection, takenOver);
+
+    public async Task BrokerStoppingAsync(CancellationToken cancellationToken)
+    {
+        _presence?.Stop();
+        using var bound = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        bound.CancelAfter(TimeSpan.FromSeconds(10));
+        await _voice.DrainAsync(bound.Token).ConfigureAwait(false);
+        _voice.Detach();
+    }
+
+    // ---- §11 delivery receipts: the engine's acknowledgements ---------------------------------------
+
+    public bool ObservesAcknowledgements(BrokerMessage message) => _receipts is not null && DeliveryReceipts.Observes(message);
+
+    public void Acknowledged(BrokerMessage message, ClientPrincipal recipient) => _receipts?.Acknowledged(message, recipient);
 
     /// <summary>Plain mode with no rules is mosquitto without an acl_file: everything allowed.</summary>
     PolicyDecision Acl(ClientPrincipal principal, string topic, AclAccess access, bool isFilter) =>

@@ -43,14 +43,14 @@ public class FrameBenchmarks
             Payload = new ReadOnlySequence<byte>(payload),
         };
 
-        // What a v5 recipient gets: the same message with the broker's sender stamp (contract §4).
+        // What a v5 recipient gets: the same message with the broker's sender stamp (contract §4) and ims-id (§11).
         _outboundStamped = new MqttPublishPacket
         {
             Topic = Topic,
             PacketIdentifier = 42,
             QualityOfServiceLevel = MqttQualityOfServiceLevel.AtLeastOnce,
             Payload = new ReadOnlySequence<byte>(payload),
-            UserProperties = SenderStamp.Apply("user42", Data.Device(42), null),
+            UserProperties = SenderStamp.Apply("user42", Data.Device(42), null, 1_850_728_127_725_207_552), // and the message id (§11)
         };
 
         // The wire bytes of the inbound PUBLISH, as a v3.1.1 client sends them.

@@ -170,6 +170,19 @@ internal sealed partial class MqttConnection
             await _engine.Store.FlushAsync();
         }
 
+        if (_engine.ConnectionObserver is { } observer)
+        {
+            _connectionNumber = _engine.NextConnectionNumber();
+            try
+            {
+                observer.ClientConnected(principal, _connectionNumber);
+            }
+            catch (Exception ex)
+            {
+                EngineLog.ObserverFailed(_engine.Logger, "connection", ex);
+            }
+        }
+
         _engine.Counters.ConnectionOpened();
         EngineLog.ClientConnected(_engine.ConnectionLogger, clientId, principal.UserId, RemoteEndPoint, VersionName(_version), _meta.Transport, present);
         return true;
@@ -217,7 +230,8 @@ internal sealed partial class MqttConnection
             ResponseTopic = connect.WillResponseTopic,
             CorrelationData = connect.WillCorrelationData,
             PayloadFormat = connect.WillPayloadFormatIndicator,
-            UserProperties = _engine.Policy.TransformUserProperties(principal, connect.WillUserProperties),
+            // The will's id for the policy is given now, once; it is routed under a fresh engine id when it goes out.
+            UserProperties = _engine.Policy.TransformUserProperties(principal, connect.WillUserProperties, _engine.NextMessageId()),
             SenderClientId = principal.ClientId,
             SenderUserId = principal.UserId,
         };

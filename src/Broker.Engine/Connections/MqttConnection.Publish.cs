@@ -383,6 +383,7 @@ internal sealed partial class MqttConnection
     BrokerMessage BuildMessage(MqttPublishPacket packet, string topic)
     {
         var payload = packet.Payload;
+        var id = _engine.NextMessageId();
         return new BrokerMessage
         {
             Topic = topic,
@@ -393,11 +394,11 @@ internal sealed partial class MqttConnection
             ResponseTopic = packet.ResponseTopic,
             CorrelationData = packet.CorrelationData,
             PayloadFormat = packet.PayloadFormatIndicator,
-            UserProperties = _engine.Policy.TransformUserProperties(_principal!, packet.UserProperties),
+            UserProperties = _engine.Policy.TransformUserProperties(_principal!, packet.UserProperties, id),
             ExpiresAtUnixMs = packet.MessageExpiryInterval > 0 ? _engine.NowUnixMs + packet.MessageExpiryInterval * 1000L : 0,
             SenderClientId = _clientId,
             SenderUserId = _principal!.UserId,
-            Id = _engine.NextMessageId(),
+            Id = id,
         };
     }
 
@@ -413,7 +414,7 @@ internal sealed partial class MqttConnection
         if (IsV5 && (int)packet.ReasonCode >= 0x80)
         {
             // The receiver refused it: the exchange ends here, no PUBREL [MQTT-4.3.3-4 v5].
-            _session!.Complete(id, DeliveryState.AwaitingAck);
+            _session!.Complete(id, DeliveryState.AwaitingAck, acknowledged: false);
             return ValueTask.FromResult(true);
         }
 
@@ -456,7 +457,7 @@ internal sealed partial class MqttConnection
 
     bool HandlePubComp(MqttPubCompPacket packet)
     {
-        _session!.Complete(packet.PacketIdentifier, DeliveryState.AwaitingComp);
+        _session!.Complete(packet.PacketIdentifier, DeliveryState.AwaitingComp, acknowledged: false); // acknowledged at PUBREC
         return true;
     }
 }

@@ -36,6 +36,8 @@ internal sealed partial class MqttConnection
     uint _clientMaxPacketSize = uint.MaxValue;
     string _closeReason = "connection closed by the client";
     bool _sendWill = true;
+    volatile bool _takenOver;
+    long _connectionNumber; // for the connection observer, 0 when there is none
     volatile bool _closing;
     volatile bool _waitingForStore;
 
@@ -195,6 +197,7 @@ internal sealed partial class MqttConnection
     public void TakeOver()
     {
         EngineLog.SessionTakenOver(_engine.ConnectionLogger, _clientId);
+        _takenOver = true;
         CloseFromOutside(MqttDisconnectReasonCode.SessionTakenOver, "session taken over");
     }
 
@@ -592,7 +595,18 @@ internal sealed partial class MqttConnection
         _engine.Counters.ConnectionClosed();
         var takenOver = !ReferenceEquals(_session.Connection, this);
         EngineLog.ClientDisconnected(_engine.ConnectionLogger, _clientId, _closeReason);
-        _engine.Sessions.Close(_session, this);
+        var detached = _engine.Sessions.Close(_session, this);
+        if (_connectionNumber != 0 && _engine.ConnectionObserver is { } observer)
+        {
+            try
+            {
+                observer.ClientDisconnected(_principal, _connectionNumber, takenOver: _takenOver || !detached);
+            }
+            catch (Exception ex)
+            {
+                EngineLog.ObserverFailed(_engine.Logger, "connection", ex);
+            }
+        }
         if (_sendWill && _will is not null)
         {
             ScheduleWill(takenOver);

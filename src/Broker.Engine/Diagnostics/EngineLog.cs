@@ -58,6 +58,9 @@ internal static partial class EngineLog
     [LoggerMessage(4002, LogLevel.Error, "Store write failed for a publish on {Topic}; not acknowledged")]
     public static partial void StoreFailed(ILogger logger, string topic, Exception exception);
 
+    [LoggerMessage(4010, LogLevel.Error, "The policy's {What} observer failed")]
+    public static partial void ObserverFailed(ILogger logger, string what, Exception exception);
+
     [LoggerMessage(5001, LogLevel.Warning, "Dropped a message for {ClientId} on {Topic}: {Reason} ({Total} dropped so far)")]
     public static partial void MessageDropped(ILogger logger, string clientId, string topic, string reason, long total);
 

@@ -16,6 +16,6 @@ public sealed class AllowAllPolicy : IBrokerPolicy
 
     public string? ResolveDirectRoute(string topic) => null;
 
-    public List<MqttUserProperty>? TransformUserProperties(ClientPrincipal sender, List<MqttUserProperty>? userProperties) => userProperties;
+    public List<MqttUserProperty>? TransformUserProperties(ClientPrincipal sender, List<MqttUserProperty>? userProperties, long messageId) => userProperties;
 
 }

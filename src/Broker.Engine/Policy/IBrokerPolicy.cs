@@ -12,7 +12,8 @@ namespace Broker.Engine.Policy;
 /// reason code for the client's protocol version.
 /// Pipeline: connection → <see cref="AuthenticateAsync"/> → <see cref="AuthorizePublish"/> /
 /// <see cref="AuthorizeSubscribe"/> → <see cref="ResolveDirectRoute"/> or subscriptions →
-/// <see cref="CanRead"/> per recipient → deliver.
+/// <see cref="CanRead"/> per recipient → deliver. Optional seams a policy may also implement:
+/// <see cref="IConnectionObserver"/> (who is connected) and <see cref="IDeliveryObserver"/> (acknowledgements).
 /// </summary>
 public interface IBrokerPolicy
 {
@@ -31,8 +32,12 @@ public interface IBrokerPolicy
     /// <summary>A client id the topic is addressed to directly (point to point), or null to route by subscriptions.</summary>
     string? ResolveDirectRoute(string topic);
 
-    /// <summary>Rewrites a message's user properties once at ingress (e.g. a sender stamp); returns the input when nothing changes.</summary>
-    List<MqttUserProperty>? TransformUserProperties(ClientPrincipal sender, List<MqttUserProperty>? userProperties);
+    /// <summary>
+    /// Rewrites a message's user properties once at ingress (e.g. a sender stamp); returns the input when
+    /// nothing changes. <paramref name="messageId"/> is the id the engine gave this publish (for a will: given
+    /// at CONNECT); unique across restarts, it carries the time it was made.
+    /// </summary>
+    List<MqttUserProperty>? TransformUserProperties(ClientPrincipal sender, List<MqttUserProperty>? userProperties, long messageId);
 }
 
 public enum PolicyDecision : byte

@@ -39,6 +39,12 @@ public sealed class BrokerMessage
     /// <summary>Monotonic id given by the engine; the store keys queue rows by it.</summary>
     public long Id { get; init; }
 
+    /// <summary>
+    /// Whether a delivery observer wants this message's acknowledgements: 0 not asked yet, 1 no, 2 yes
+    /// (<see cref="EngineContext.Acknowledged"/>). Not copied by <see cref="With"/>: a copy is asked again.
+    /// </summary>
+    internal int AckInterest;
+
     public bool IsExpired(long nowUnixMs) => ExpiresAtUnixMs != 0 && nowUnixMs >= ExpiresAtUnixMs;
 
     /// <summary>Seconds left, for the Message Expiry Interval sent on to the receiver [MQTT-3.3.2-6].</summary>

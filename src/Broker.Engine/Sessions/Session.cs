@@ -644,10 +644,15 @@ public sealed class Session
     /// <summary>Completes when every change this session has handed to the store so far is durable (at once when it is not persistent).</summary>
     internal Task Committed() => IsPersistent ? _engine.Store.FlushAsync().AsTask() : Task.CompletedTask;
 
-    /// <summary>PUBACK (QoS 1) or PUBCOMP (QoS 2): the message is done. False for an unknown id.</summary>
-    internal bool Complete(ushort packetId, DeliveryState expected)
+    /// <summary>
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2): the message is done. False for an unknown id. An acknowledged
+    /// QoS 1 delivery is reported (<see cref="EngineContext.Acknowledged"/>) before its removal goes to the
+    /// store: a crash can repeat that report, never lose it.
+    /// </summary>
+    internal bool Complete(ushort packetId, DeliveryState expected, bool acknowledged = true)
     {
         long messageId;
+        BrokerMessage message;
         MqttConnection? signal;
         lock (_gate)
         {
@@ -658,8 +663,14 @@ public sealed class Session
 
             _inflightById.Remove(packetId);
             _inflight.Remove(node);
-            messageId = node.Value.Delivery.Message.Id;
+            message = node.Value.Delivery.Message;
+            messageId = message.Id;
             signal = _queue.Count > 0 || _spilled ? _connection : null; // a freed in-flight slot matters only if something waits
+        }
+
+        if (acknowledged && expected == DeliveryState.AwaitingAck)
+        {
+            _engine.Acknowledged(message, Principal);
         }
 
         if (IsPersistent)
@@ -671,9 +682,13 @@ public sealed class Session
         return true;
     }
 
-    /// <summary>PUBREC: remember "released pending" so a reconnect resumes with PUBREL [MQTT-4.3.3-4].</summary>
+    /// <summary>
+    /// PUBREC: remember "released pending" so a reconnect resumes with PUBREL [MQTT-4.3.3-4]. The first
+    /// PUBREC of a delivery is reported (<see cref="EngineContext.Acknowledged"/>), outside the lock.
+    /// </summary>
     internal bool Released(ushort packetId)
     {
+        BrokerMessage? acknowledged = null;
         lock (_gate)
         {
             if (!_inflightById.TryGetValue(packetId, out var node) || node.Value.Delivery.Qos != MqttQualityOfServiceLevel.ExactlyOnce)
@@ -684,14 +699,20 @@ public sealed class Session
             if (node.Value.State == DeliveryState.AwaitingAck)
             {
                 node.Value = node.Value with { State = DeliveryState.AwaitingComp };
+                acknowledged = node.Value.Delivery.Message;
                 if (IsPersistent)
                 {
                     _engine.Store.UpdateDelivery(ClientId, node.Value.Delivery.Message.Id, packetId, DeliveryState.AwaitingComp);
                 }
             }
-
-            return true;
         }
+
+        if (acknowledged is not null)
+        {
+            _engine.Acknowledged(acknowledged, Principal);
+        }
+
+        return true;
     }
 
     /// <summary>A message the client cannot take (larger than its Maximum Packet Size [MQTT-3.1.2-25]) is discarded.</summary>

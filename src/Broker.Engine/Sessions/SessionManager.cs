@@ -58,20 +58,25 @@ internal sealed class SessionManager(EngineContext engine)
         return (session, present);
     }
 
-    /// <summary>Called when a connection ends; a session with expiry 0 ends with it [MQTT-3.1.2-23].</summary>
-    public void Close(Session session, MqttConnection connection)
+    /// <summary>
+    /// Called when a connection ends; a session with expiry 0 ends with it [MQTT-3.1.2-23]. False when the
+    /// session had already gone to another connection (a takeover).
+    /// </summary>
+    public bool Close(Session session, MqttConnection connection)
     {
         lock (_openGate)
         {
             if (!session.Detach(connection, engine.NowUnixMs))
             {
-                return;
+                return false;
             }
 
             if (session.ExpirySeconds == 0)
             {
                 Remove(session);
             }
+
+            return true;
         }
     }
 

@@ -33,6 +33,20 @@ public sealed class ImsOptions
 
     /// <summary>Read access to <c>$SYS/...</c>.</summary>
     public SysOptions Sys { get; set; } = new();
+
+    /// <summary>The broker-kept presence of every user (contract §10).</summary>
+    public PresenceOptions Presence { get; set; } = new();
+}
+
+public sealed class PresenceOptions
+{
+    /// <summary>
+    /// <c>Broker:Presence:Enabled</c>: the broker keeps <c>P/u/Presence</c> (contract §10). Unset: on when the
+    /// conventions are on, off in plain mode; true in plain mode is a configuration error.
+    /// </summary>
+    public bool? Enabled { get; set; }
+
+    public bool IsEnabled(bool conventions) => Enabled ?? conventions;
 }
 
 public sealed class ConventionsOptions

@@ -17,6 +17,8 @@ public static class ImsOptionsDefaults
     /// </summary>
     public static IReadOnlyList<AclRuleOptions> AclRules { get; } =
     [
+        Rule("%p/+/Presence", "publish", "deny"),       // presence: only the broker publishes it (contract §10), the user included
+        Rule("%p/+/Inbox/Receipt/Delivered/#", "publish", "deny"), // delivery receipts: only the broker (§11); services included
         Rule("%p/p2p/+", "publish"),                    // point to point: anyone may send to a device
         Rule("%p/p2p/%c", "receive"),                   // ... which receives it without subscribing
         Rule("%p/p2p/#", "all", "deny"),                // nobody subscribes to P2P topics

@@ -85,6 +85,11 @@ public sealed class ImsOptionsValidator : IValidateOptions<ImsOptions>
             errors.Add($"Broker:OfflineP2PTtl must be positive (was {o.OfflineP2PTtl}).");
         }
 
+        if (o.Presence.Enabled == true && !o.Conventions.Enabled)
+        {
+            errors.Add("Broker:Presence:Enabled is true but Broker:Conventions:Enabled is false: presence (P/<user>/Presence) is an IM convention; leave it unset or false in plain mode.");
+        }
+
         ValidateJwt(o.Jwt, errors);
         for (var i = 0; i < o.Sys.Roles.Count; i++)
         {

@@ -44,6 +44,16 @@ public sealed class DefaultRulesTests
     [InlineData("alice", "IMS/System/Beijing", false)]
     // a service may publish anywhere under the parent, even unsigned inbox messages
     [InlineData("assistant", "IMS/alice/Inbox/Reply", true)]
+    // presence: only the broker, the user included, a service too (contract §10)
+    [InlineData("alice", "IMS/alice/Presence", false)]
+    [InlineData("alice", "IMS/bob/Presence", false)]
+    [InlineData("assistant", "IMS/alice/Presence", false)]
+    [InlineData("admin", "IMS/alice/Presence", false)]
+    [InlineData("alice", "IMS/alice/Presence/note", true)]   // below it: the feed again
+    // delivery receipts: only the broker (contract §11); read receipts are the app's
+    [InlineData("alice", "IMS/bob/Inbox/Receipt/Delivered/alice", false)]
+    [InlineData("assistant", "IMS/bob/Inbox/Receipt/Delivered/assistant", false)]
+    [InlineData("alice", "IMS/bob/Inbox/Receipt/Read/alice", true)]
     // anything else
     [InlineData("alice", "IMS/nobody", false)]
     [InlineData("alice", "OTHER/alice", false)]
@@ -74,6 +84,7 @@ public sealed class DefaultRulesTests
 
     [Theory]
     [InlineData("carol", "IMS/bob/status", true)]
+    [InlineData("carol", "IMS/bob/Presence", true)]          // presence reads as the feed (contract §10)
     [InlineData("carol", "IMS/bob/Inbox/Add/GFReq/alice", false)]
     [InlineData("bob", "IMS/bob/Inbox/Add/GFReq/alice", true)]
     [InlineData("bob", "IMS/p2p/GID_IMS@@@bob-phone", true)]

@@ -32,11 +32,12 @@ public sealed class TopicRulesTests
     [Fact]
     public void SenderStamp_ReplacesForgedPropertiesAndKeepsOthers()
     {
-        List<MqttUserProperty> sent = [new("ims-sender", "admin"u8.ToArray().AsMemory()), new("k", "v"u8.ToArray().AsMemory())];
+        List<MqttUserProperty> sent = [new("ims-sender", "admin"u8.ToArray().AsMemory()), new("k", "v"u8.ToArray().AsMemory()), new("ims-id", "1"u8.ToArray().AsMemory())];
 
-        var stamped = SenderStamp.Apply("alice", "GID_IMS@@@a", sent);
+        var stamped = SenderStamp.Apply("alice", "GID_IMS@@@a", sent, 1234567890123);
 
-        Assert.Equal([("k", "v"), ("ims-sender", "alice"), ("ims-client", "GID_IMS@@@a")], stamped.Select(p => (p.Name, p.ReadValueAsString())));
-        Assert.Equal(2, sent.Count); // the client's list is not mutated: it may be shared
+        Assert.Equal([("k", "v"), ("ims-sender", "alice"), ("ims-client", "GID_IMS@@@a"), ("ims-id", "1234567890123")], stamped.Select(p => (p.Name, p.ReadValueAsString())));
+        Assert.Equal(3, sent.Count); // the client's list is not mutated: it may be shared
+        Assert.Equal(1234567890123, SenderStamp.IdIn(stamped));
     }
 }

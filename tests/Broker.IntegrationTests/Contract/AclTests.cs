@@ -11,6 +11,9 @@ namespace Broker.IntegrationTests.Contract;
 /// </summary>
 public sealed class AclTests
 {
+    /// <summary>Presence (§10, PresenceTests) would also reach the wildcard subscribers and the retained count here.</summary>
+    static void NoPresence(Dictionary<string, string?> settings) => settings["Broker:Presence:Enabled"] = "false";
+
     public static TheoryData<MqttProtocolVersion> Versions => new() { MqttProtocolVersion.V311, MqttProtocolVersion.V500 };
 
     // ---- P/u and P/u/... outside Inbox: the user's own feed -------------------------------------
@@ -36,7 +39,7 @@ public sealed class AclTests
     [MemberData(nameof(Versions))]
     public async Task Feed_OtherUserPublishes_IsRefusedAndNotDelivered(MqttProtocolVersion version)
     {
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         await using var bob = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob");
         await bob.SubscribeOkAsync("IMS/alice/#");
         await using var carol = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@carol-phone", "carol", version);

@@ -12,12 +12,15 @@ namespace Broker.IntegrationTests.Contract;
 /// </summary>
 public sealed class LeakTests
 {
+    /// <summary>Presence (§10, PresenceTests) would also reach the wildcard subscribers and the retained count here.</summary>
+    static void NoPresence(Dictionary<string, string?> settings) => settings["Broker:Presence:Enabled"] = "false";
+
     [Theory]
     [InlineData(MqttProtocolVersion.V311)]
     [InlineData(MqttProtocolVersion.V500)]
     public async Task Wildcard_OnAnotherUsersTree_DeliversTheFeedButNeverTheInbox(MqttProtocolVersion version)
     {
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         await using var carol = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@carol-phone", "carol", version);
         await carol.SubscribeOkAsync("IMS/bob/#");
         await carol.SubscribeOkAsync("IMS/bob/+/+/+/alice");
@@ -35,7 +38,7 @@ public sealed class LeakTests
     [Fact]
     public async Task RetainedMessageInAnInbox_IsNotDeliveredToAWildcardSubscriber()
     {
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         await using var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice");
         await using var bob = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob");
         await alice.PublishAsync("IMS/bob/Inbox/Add/GFReq/alice", "retained secret", retain: true);

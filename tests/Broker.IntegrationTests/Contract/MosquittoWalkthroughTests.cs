@@ -77,7 +77,7 @@ public sealed class MosquittoWalkthroughTests
 
         await Run("mosquitto_pub", Pub(broker, "GID_IMS@@@alice-phone", "alice", "-V", "mqttv5", "-t", "IMS/bob/Inbox/Msg/alice", "-m", "hi", "-q", "1", "-D", "publish", "user-property", "ims-sender", "bob"));
 
-        Assert.Equal("IMS/bob/Inbox/Msg/alice hi ims-sender:alice ims-client:GID_IMS@@@alice-phone", await bob.NextMessageAsync());
+        Assert.Matches(@"^IMS/bob/Inbox/Msg/alice hi ims-sender:alice ims-client:GID_IMS@@@alice-phone ims-id:\d+$", await bob.NextMessageAsync());
     }
 
     [Theory]

@@ -7,6 +7,9 @@ namespace Broker.IntegrationTests.Contract;
 /// <summary>Contract §5: IMS/p2p/&lt;clientId&gt; reaches exactly that device, without a subscription.</summary>
 public sealed class P2pTests
 {
+    /// <summary>Presence (§10, PresenceTests) would also reach the wildcard subscribers and the retained count here.</summary>
+    static void NoPresence(Dictionary<string, string?> settings) => settings["Broker:Presence:Enabled"] = "false";
+
     [Theory]
     [InlineData(MqttProtocolVersion.V311, MqttQualityOfServiceLevel.AtMostOnce)]
     [InlineData(MqttProtocolVersion.V311, MqttQualityOfServiceLevel.AtLeastOnce)]
@@ -27,7 +30,7 @@ public sealed class P2pTests
     [Fact]
     public async Task OtherDevicesAndWildcardSubscribers_DoNotReceiveIt()
     {
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         await using var phone = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob");
         await using var laptop = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-laptop", "bob");
         await laptop.SubscribeOkAsync("IMS/bob/#");
@@ -77,7 +80,7 @@ public sealed class P2pTests
     [Fact]
     public async Task RetainFlag_IsIgnored_SoNothingLingersOnAP2pTopic()
     {
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         await using var phone = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob");
         await using var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice");
 
