@@ -30,6 +30,7 @@ internal sealed partial class MqttConnection
     MqttProtocolVersion _version;
     Session? _session;
     ClientPrincipal? _principal;
+    ClientLimits? _limits;
     string _clientId = "";
     long _lastActivityMs = Environment.TickCount64;
     int _keepAliveSeconds;
@@ -581,6 +582,7 @@ internal sealed partial class MqttConnection
         }
 
         _transport.Output.CancelPendingFlush(); // a flush still waiting after that ends now
+        _limits?.Close(); // its device slot goes back
         if (_session is null || _principal is null)
         {
             _closed.TrySetResult();

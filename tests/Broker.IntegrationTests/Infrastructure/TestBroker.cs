@@ -45,10 +45,17 @@ public sealed class TestBroker : IAsyncDisposable
 
     public BrokerCounters Counters => _app.Services.GetRequiredService<BrokerCounters>();
 
+    /// <remarks>
+    /// The per-user publish rate and device limits of contract §13 are off here (floods, storms and batches of
+    /// many tests are not what they test); the tests of §13 set the limits they check.
+    /// </remarks>
     public static Task<TestBroker> StartImsAsync(Action<Dictionary<string, string?>>? configure = null, bool fakeClock = false) =>
         StartAsync(settings =>
         {
             AddDemoUsers(settings);
+            settings["Broker:Limits:Roles:user:PublishRate"] = "0";
+            settings["Broker:Limits:Roles:user:PublishBytesRate"] = "0";
+            settings["Broker:Limits:Roles:user:MaxDevices"] = "0";
             configure?.Invoke(settings);
         }, fakeClock);
 
