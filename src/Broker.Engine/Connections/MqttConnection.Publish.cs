@@ -402,6 +402,20 @@ internal sealed partial class MqttConnection
     }
 
     bool _rateBytesOnly;
+    CancellationTokenSource? _rateWait;
+
+    /// <summary>Wakes a receive loop waiting for rate tokens: the connection is closing.</summary>
+    void EndRateWait()
+    {
+        try
+        {
+            Volatile.Read(ref _rateWait)?.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The wait ended meanwhile.
+        }
+    }
 
     static int BytesCost(ClientLimits limits, MqttPublishPacket packet) => (int)Math.Min(packet.Payload.Length, limits.PublishBytesBurst);
 
@@ -418,8 +432,14 @@ internal sealed partial class MqttConnection
         _engine.Counters.PublishWasThrottled();
         var left = limits.RateGrace - TimeSpan.FromMilliseconds(now - _overRateSince);
         using var grace = new CancellationTokenSource(left > TimeSpan.Zero ? left : TimeSpan.Zero);
+        Volatile.Write(ref _rateWait, grace); // a close from outside (takeover, kick, shutdown) ends the wait
         try
         {
+            if (_closing)
+            {
+                return false;
+            }
+
             if (!bytesOnly && limits.Publishes is { } count)
             {
                 using var lease = await count.AcquireAsync(1, grace.Token);
@@ -440,7 +460,11 @@ internal sealed partial class MqttConnection
         }
         catch (OperationCanceledException)
         {
-            return RateTooHigh(limits);
+            return !_closing && RateTooHigh(limits);
+        }
+        finally
+        {
+            Volatile.Write(ref _rateWait, null);
         }
 
         _lastRateWait = Environment.TickCount64;

@@ -225,6 +225,7 @@ internal sealed partial class MqttConnection
     {
         Disconnect(reason, text);
         _transport.Input.CancelPendingRead();
+        EndRateWait();
     }
 
     /// <summary>The CONNECT: read with the connect timeout's token; after it the receive loop reads in <see cref="RunAsync"/>.</summary>

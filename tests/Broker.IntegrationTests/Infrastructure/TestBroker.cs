@@ -53,9 +53,7 @@ public sealed class TestBroker : IAsyncDisposable
         StartAsync(settings =>
         {
             AddDemoUsers(settings);
-            settings["Broker:Limits:Roles:user:PublishRate"] = "0";
-            settings["Broker:Limits:Roles:user:PublishBytesRate"] = "0";
-            settings["Broker:Limits:Roles:user:MaxDevices"] = "0";
+            TurnOffUserRateLimits(settings);
             configure?.Invoke(settings);
         }, fakeClock);
 
@@ -111,6 +109,14 @@ public sealed class TestBroker : IAsyncDisposable
         settings["Broker:Groups:0:Id"] = "Group123";
         settings["Broker:Groups:0:Members:0"] = "alice";
         settings["Broker:Groups:0:Members:1"] = "bob";
+    }
+
+    /// <summary>Contract §13's publish rate and device limits for role user, off (the tests of §13 set their own).</summary>
+    public static void TurnOffUserRateLimits(IDictionary<string, string?> settings)
+    {
+        settings["Broker:Limits:Roles:user:PublishRate"] = "0";
+        settings["Broker:Limits:Roles:user:PublishBytesRate"] = "0";
+        settings["Broker:Limits:Roles:user:MaxDevices"] = "0";
     }
 
     public static readonly (string Name, string Role)[] DemoUsers =
