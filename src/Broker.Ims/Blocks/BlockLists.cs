@@ -22,6 +22,7 @@ public sealed partial class BlockLists
     readonly ConcurrentDictionary<string, HashSet<string>>.AlternateLookup<ReadOnlySpan<char>> _bySpan;
     readonly Lock _gate = new();
     long _version;
+    int _users; // users with a non-empty list, under _gate
     long _withheld;
     long _lastLogMs;
 
@@ -39,7 +40,8 @@ public sealed partial class BlockLists
     /// <summary>Deliveries withheld by a block so far.</summary>
     public long Withheld => Interlocked.Read(ref _withheld);
 
-    public bool IsEmpty => _byUser.IsEmpty;
+    /// <summary>No user has blocked anyone: the read check's fast path (ConcurrentDictionary.IsEmpty would take every lock when empty).</summary>
+    public bool IsEmpty => Volatile.Read(ref _users) == 0;
 
     /// <summary>Has <paramref name="user"/> blocked <paramref name="other"/>?</summary>
     public bool Blocks(ReadOnlySpan<char> user, string other) => _bySpan.TryGetValue(user, out var set) && set.Contains(other);
@@ -107,6 +109,8 @@ public sealed partial class BlockLists
             {
                 _byUser[user] = next;
             }
+
+            Volatile.Write(ref _users, _byUser.Count); // Count takes the locks too, but only here, on a change
 
             Interlocked.Increment(ref _version);
         }

@@ -129,6 +129,30 @@ public sealed class BlockListTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task OfflineP2pInTheMailbox_IsWithheld_WhenTheDeviceComes()
+    {
+        const string Tablet = "GID_IMS@@@alice-tablet"; // no session yet: P2P waits in the mailbox (§5)
+        await using var broker = await TestBroker.StartImsAsync();
+        await using (var bob = await TestClient.ConnectAsync(broker.MqttPort, BobPhone, "bob"))
+        {
+            await Expect.PublishAcceptedAsync(bob, "IMS/p2p/" + Tablet, "from bob");
+        }
+
+        await using (var alice = await TestClient.ConnectAsync(broker.MqttPort, AlicePhone, "alice"))
+        {
+            await BlockAsync(alice, "bob");
+        }
+
+        await using (var carol = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@carol-phone", "carol"))
+        {
+            await Expect.PublishAcceptedAsync(carol, "IMS/p2p/" + Tablet, "from carol");
+        }
+
+        await using var tablet = await TestClient.ConnectAsync(broker.MqttPort, Tablet, "alice", cleanStart: false, sessionExpiry: 3600);
+        await tablet.ExpectOnlyAsync("IMS/p2p/" + Tablet, "from carol");
+    }
+
     [Theory]
     [InlineData(MqttProtocolVersion.V311)]
     [InlineData(MqttProtocolVersion.V500)]
