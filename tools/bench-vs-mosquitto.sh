@@ -101,6 +101,8 @@ ENV=(
   Broker__Mqtt__Host=127.0.0.1 Broker__Mqtt__Port="$IMS_PORT" Broker__Http__Port="$HTTP_PORT"
   Broker__DataPath="$DATA" Broker__Store__Type="$STORE"
   Broker__Groups__0__Id=benchgrp
+  # A benchmark measures the broker, not contract §13's per-user limits (20 publishes/s, 20 devices for role user).
+  Broker__Limits__Roles__user__PublishRate=0 Broker__Limits__Roles__user__PublishBytesRate=0 Broker__Limits__Roles__user__MaxDevices=0
 )
 [ -n "${SYNC:-}" ] && ENV+=(Broker__Store__Synchronous="$SYNC")
 # IMS_ENV="NAME=value ..." adds environment variables to our broker only (A/B experiments).

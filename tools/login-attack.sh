@@ -22,7 +22,8 @@ HASH="$(printf '%s\n' "$PASSWORD" | dotnet "$BROKER_DLL" hash-password | tail -1
 run() { # label, then extra broker settings
   local label="$1"; shift
   local env=(Broker__Mqtt__Host=127.0.0.1 "Broker__Mqtt__Port=$PORT" "Broker__Http__Port=$HTTP_PORT" Broker__Store__Type=memory
-             Broker__Sys__Interval=00:00:00 Serilog__MinimumLevel__Default=Error "$@")
+             Broker__Sys__Interval=00:00:00 Serilog__MinimumLevel__Default=Error
+             Broker__Limits__Roles__user__PublishRate=0 Broker__Limits__Roles__user__PublishBytesRate=0 Broker__Limits__Roles__user__MaxDevices=0 "$@")
   for ((i = 0; i < USERS; i++)); do
     env+=("Broker__Users__${i}__Name=bench$i" "Broker__Users__${i}__PasswordHash=$HASH")
   done

@@ -2,7 +2,9 @@ using Broker.Engine.Policy;
 using Broker.Engine.Routing;
 using Broker.Engine.Store;
 using Broker.Ims.Acl;
+using Broker.Ims.Blocks;
 using Broker.Ims.Identity;
+using Broker.Ims.Limits;
 using Broker.Ims.Options;
 using Broker.Ims.Presence;
 using Broker.Ims.Receipts;
@@ -38,10 +40,19 @@ public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObs
     readonly BrokerVoice _voice;
     readonly PresenceTracker? _presence;
     readonly DeliveryReceipts? _receipts;
+    readonly BlockLists _blocks;
+    readonly UserLimits _limits;
+    readonly string[] _parents;
 
     /// <param name="time">The clock tokens' exp and nbf are checked against, and presence and receipts read (tests swap it).</param>
-    public ImsPolicy(ImsOptions options, IUserDirectory users, Groups.IGroupDirectory groups, PasswordVerifier passwords, IBrokerStore store, TimeProvider? time = null, ILoggerFactory? loggerFactory = null)
+    /// <param name="blocks">Block lists (§12); the host shares its instance with the admin API.</param>
+    /// <param name="limits">Per-user limits (§13); made from <paramref name="options"/> when not given.</param>
+    public ImsPolicy(ImsOptions options, IUserDirectory users, Groups.IGroupDirectory groups, PasswordVerifier passwords, IBrokerStore store, TimeProvider? time = null,
+        ILoggerFactory? loggerFactory = null, BlockLists? blocks = null, UserLimits? limits = null)
     {
+        _blocks = blocks ?? new BlockLists(store);
+        _limits = limits ?? new UserLimits(options);
+        _parents = [.. options.ParentTopics];
         _options = options;
         _users = new KnownUsers(users);
         _groups = groups;
@@ -190,8 +201,105 @@ public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObs
         return Acl(subscriber, filter, AclAccess.Subscribe, isFilter: true);
     }
 
-    public bool CanRead(ClientPrincipal recipient, string topic) =>
-        IsSys(topic) ? MayReadSys(recipient) : Acl(recipient, topic, AclAccess.Receive, isFilter: false) == PolicyDecision.Allow;
+    public bool CanRead(ClientPrincipal recipient, BrokerMessage message)
+    {
+        var topic = message.Topic;
+        if (IsSys(topic))
+        {
+            return MayReadSys(recipient);
+        }
+
+        if (Acl(recipient, topic, AclAccess.Receive, isFilter: false) != PolicyDecision.Allow)
+        {
+            return false;
+        }
+
+        if (_blocks.IsEmpty || !IsBlocked(recipient, message))
+        {
+            return true;
+        }
+
+        _blocks.CountWithheld(recipient.ClientId, topic, message.SenderUserId);
+        return false;
+    }
+
+    /// <summary>
+    /// §12: the recipient blocked the sender (inbox, P2P, group, feed: anything the sender published), or the
+    /// message is on the feed (or presence) of a user who blocked the recipient: <c>P/o</c> and <c>P/o/...</c>
+    /// outside <c>Inbox</c>, whoever published it (the broker publishes presence).
+    /// </summary>
+    bool IsBlocked(ClientPrincipal recipient, BrokerMessage message)
+    {
+        var me = recipient.UserId;
+        if (message.SenderUserId is { } sender && sender != me && _blocks.Blocks(me, sender))
+        {
+            return true;
+        }
+
+        return _conventions && FeedOwner(message.Topic) is { IsEmpty: false } owner && !owner.SequenceEqual(me) && _blocks.Blocks(owner, me);
+    }
+
+    /// <summary>The second level of <c>P/o</c> or <c>P/o/...</c> outside <c>P/o/Inbox</c>; empty when the topic is no user's feed.</summary>
+    ReadOnlySpan<char> FeedOwner(string topic)
+    {
+        var span = topic.AsSpan();
+        var slash = span.IndexOf('/');
+        if (slash <= 0 || !IsParent(span[..slash]))
+        {
+            return [];
+        }
+
+        var rest = span[(slash + 1)..];
+        var next = rest.IndexOf('/');
+        if (next < 0)
+        {
+            return rest;
+        }
+
+        var third = rest[(next + 1)..];
+        var end = third.IndexOf('/');
+        return (end < 0 ? third : third[..end]).SequenceEqual("Inbox") ? [] : rest[..next];
+    }
+
+    bool IsParent(ReadOnlySpan<char> level)
+    {
+        foreach (var parent in _parents)
+        {
+            if (level.SequenceEqual(parent))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    public long ReadRulesVersion => _blocks.Version;
+
+    /// <summary>The command space of §12: <c>$IMS/block/&lt;user&gt;</c> and <c>$IMS/unblock/&lt;user&gt;</c>.</summary>
+    public const string CommandSpace = "$IMS";
+
+    public bool TryHandleCommand(ClientPrincipal sender, string topic, ReadOnlyMemory<byte> payload, out CommandResult result)
+    {
+        result = default;
+        if (!_conventions || !(topic.StartsWith(CommandSpace + "/", StringComparison.Ordinal) || topic == CommandSpace))
+        {
+            return false; // plain mode: $IMS is an ordinary topic
+        }
+
+        var parts = topic.Split('/');
+        var block = parts.Length == 3 && parts[1] == "block";
+        if (parts.Length != 3 || !(block || parts[1] == "unblock") || BlockLists.TargetProblem(sender.UserId, parts[2], _groups) is not null)
+        {
+            result = new CommandResult(PolicyDecision.TopicInvalid); // v5 0x90: no such command, or not a user one may block
+            return true;
+        }
+
+        result = new CommandResult(PolicyDecision.Allow, _blocks.SetAsync(sender.UserId, parts[2], block));
+        return true;
+    }
+
+    public ClientLimits? OpenLimits(ClientPrincipal principal, out bool quotaExceeded) => _limits.Open(principal, out quotaExceeded);
 
     /// <summary><c>$SYS/...</c> is read-only, and readable by the roles of <c>Broker:Sys:Roles</c>.</summary>
     bool MayReadSys(ClientPrincipal principal) => _sysOpen || Array.IndexOf(_sysRoles, principal.Role) >= 0;

@@ -78,6 +78,8 @@ public static class BrokerApp
         builder.Services.AddSingleton<PasswordCheckGate>();
         builder.Services.AddSingleton<PasswordVerifier>();
         builder.Services.AddSingleton<DirectoryPersistence>();
+        builder.Services.AddSingleton<Broker.Ims.Blocks.BlockLists>();
+        builder.Services.AddSingleton<Broker.Ims.Limits.UserLimits>();
         builder.Services.AddSingleton<IBrokerPolicy, ImsPolicy>();
         builder.Services.AddSingleton<BrokerEngine>();
         builder.Services.AddHostedService<EngineService>();

@@ -109,6 +109,14 @@ internal sealed partial class MqttConnection
             return false;
         }
 
+        // The policy's limits for this principal (devices at once, publish rate, quotas); held until the connection closes.
+        _limits = _engine.Policy.OpenLimits(principal, out var quotaExceeded);
+        if (quotaExceeded)
+        {
+            await RefuseAsync(MqttConnectReasonCode.QuotaExceeded, "the user has as many devices connected as its quota allows (MaxDevices)", clientId, connect.Username);
+            return false;
+        }
+
         _keepAliveSeconds = connect.KeepAlivePeriod;
         ushort serverKeepAlive = 0;
         var cap = options.Mqtt.KeepAliveCap;

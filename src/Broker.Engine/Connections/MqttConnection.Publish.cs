@@ -14,6 +14,13 @@ internal sealed partial class MqttConnection
 
     async ValueTask<bool> HandlePublishAsync(MqttPublishPacket packet)
     {
+        // The user's publish rate: tokens taken at once on the fast path; otherwise this connection is not
+        // read until they come back (slowed down, never dropped), up to RateGrace.
+        if (_limits is { LimitsRate: true } limits && !TryTakeRate(limits, packet) && !await WaitForRateAsync(limits, packet))
+        {
+            return false;
+        }
+
         // Store backpressure: while the store's write queue is at its bound (Broker:Store:MaxPendingWrites)
         // this publish waits, and with it the reading of this connection: TCP slows the publisher down.
         var room = _engine.Store.WaitForRoomAsync();
@@ -52,7 +59,23 @@ internal sealed partial class MqttConnection
         }
 
         var decision = CheckTopicName(topic);
-        if (decision == PolicyDecision.Allow)
+        if (decision == PolicyDecision.Allow && topic[0] == '$'
+            && _engine.Policy.TryHandleCommand(_principal!, topic, PayloadOf(packet), out var command))
+        {
+            // A command in a $-space the policy owns: never routed, never retained; acknowledged once durable.
+            if (command.Decision == PolicyDecision.Allow)
+            {
+                return qos switch
+                {
+                    MqttQualityOfServiceLevel.AtLeastOnce => await AcknowledgeAsync(command.Durable, new MqttPubAckPacket { PacketIdentifier = id }, qos, id, topic),
+                    MqttQualityOfServiceLevel.ExactlyOnce => await AcknowledgeAsync(command.Durable, new MqttPubRecPacket { PacketIdentifier = id }, qos, id, topic),
+                    _ => Observe(command.Durable, topic),
+                };
+            }
+
+            decision = command.Decision;
+        }
+        else if (decision == PolicyDecision.Allow)
         {
             decision = _engine.Policy.AuthorizePublish(_principal!, topic);
         }
@@ -74,17 +97,17 @@ internal sealed partial class MqttConnection
             // QoS 2 reaches no queue before it is durable, and a persistent session's packet id is stored in
             // the same commit as the message: a re-send after a crash is then answered, never routed again.
             durable = qos == MqttQualityOfServiceLevel.ExactlyOnce
-                ? _engine.Router.RouteHeld(message, session.IsPersistent ? new InboundPacket(_clientId, id) : null, out held, out retain)
-                : _engine.Router.RouteAsync(message, out retain);
+                ? _engine.Router.RouteHeld(message, session.IsPersistent ? new InboundPacket(_clientId, id) : null, out held, out retain, _limits?.MaxRetained ?? 0)
+                : _engine.Router.RouteAsync(message, out retain, _limits?.MaxRetained ?? 0);
         }
         catch (Exception ex)
         {
             durable = ValueTask.FromException(ex);
         }
 
-        if (retain is RetainResult.RefusedMessages or RetainResult.RefusedBytes)
+        if (retain is RetainResult.RefusedMessages or RetainResult.RefusedBytes or RetainResult.RefusedOwnerQuota)
         {
-            // Over a broker-wide retained bound: nothing was routed; counted and logged by the router.
+            // Over a broker-wide retained bound or the user's quota: nothing was routed; counted and logged by the router.
             return await RefuseAsync(MqttPubAckReasonCode.QuotaExceeded, qos, id, topic);
         }
 
@@ -378,6 +401,119 @@ internal sealed partial class MqttConnection
         }
 
         return topic.StartsWith("$SYS", StringComparison.Ordinal) ? PolicyDecision.NotAuthorized : PolicyDecision.Allow;
+    }
+
+    static ReadOnlyMemory<byte> PayloadOf(MqttPublishPacket packet) =>
+        packet.Payload.IsSingleSegment ? packet.Payload.First : System.Buffers.BuffersExtensions.ToArray(packet.Payload);
+
+    // ---- publish rate limits (a policy's, per user over all its connections) ----------------------------
+    //
+    // The receive loop awaits each packet's handler, so waiting here for tokens stops reading this connection:
+    // TCP pushes back on the client, nothing is dropped. _overRateSince: when this connection first had to
+    // wait in the current stretch of waits (0: none); a stretch ends when a publish found its tokens at once
+    // more than a second after the last wait. A stretch longer than RateGrace closes the connection (v5 0x96).
+
+    long _overRateSince;
+    long _lastRateWait;
+
+    bool TryTakeRate(ClientLimits limits, MqttPublishPacket packet)
+    {
+        // Successful leases of a token bucket are one shared instance: no allocation on this path.
+        if (limits.Publishes is { } count && !count.AttemptAcquire(1).IsAcquired)
+        {
+            return false;
+        }
+
+        if (limits.PublishBytes is { } bytes && BytesCost(limits, packet) is > 0 and var cost && !bytes.AttemptAcquire(cost).IsAcquired)
+        {
+            _rateBytesOnly = true; // the publish token is taken: only the bytes are still owed
+            return false;
+        }
+
+        if (_overRateSince != 0 && Environment.TickCount64 - _lastRateWait > 1000)
+        {
+            _overRateSince = 0;
+        }
+
+        return true;
+    }
+
+    bool _rateBytesOnly;
+    CancellationTokenSource? _rateWait;
+
+    /// <summary>Wakes a receive loop waiting for rate tokens: the connection is closing.</summary>
+    void EndRateWait()
+    {
+        try
+        {
+            Volatile.Read(ref _rateWait)?.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The wait ended meanwhile.
+        }
+    }
+
+    static int BytesCost(ClientLimits limits, MqttPublishPacket packet) => (int)Math.Min(packet.Payload.Length, limits.PublishBytesBurst);
+
+    async ValueTask<bool> WaitForRateAsync(ClientLimits limits, MqttPublishPacket packet)
+    {
+        var bytesOnly = _rateBytesOnly;
+        _rateBytesOnly = false;
+        var now = Environment.TickCount64;
+        if (_overRateSince == 0 || now - _lastRateWait > 1000)
+        {
+            _overRateSince = now;
+        }
+
+        _engine.Counters.PublishWasThrottled();
+        var left = limits.RateGrace - TimeSpan.FromMilliseconds(now - _overRateSince);
+        using var grace = new CancellationTokenSource(left > TimeSpan.Zero ? left : TimeSpan.Zero);
+        Volatile.Write(ref _rateWait, grace); // a close from outside (takeover, kick, shutdown) ends the wait
+        try
+        {
+            if (_closing)
+            {
+                return false;
+            }
+
+            if (!bytesOnly && limits.Publishes is { } count)
+            {
+                using var lease = await count.AcquireAsync(1, grace.Token);
+                if (!lease.IsAcquired)
+                {
+                    return RateTooHigh(limits);
+                }
+            }
+
+            if (limits.PublishBytes is { } bytes && BytesCost(limits, packet) is > 0 and var cost)
+            {
+                using var lease = await bytes.AcquireAsync(cost, grace.Token);
+                if (!lease.IsAcquired)
+                {
+                    return RateTooHigh(limits);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            return !_closing && RateTooHigh(limits);
+        }
+        finally
+        {
+            Volatile.Write(ref _rateWait, null);
+        }
+
+        _lastRateWait = Environment.TickCount64;
+        return !_closing;
+    }
+
+    bool RateTooHigh(ClientLimits limits)
+    {
+        _engine.Counters.RateDisconnected();
+        EngineLog.RateDisconnected(_engine.ConnectionLogger, _clientId, _principal!.UserId, limits.RateGrace.TotalSeconds);
+        Disconnect(MqttDisconnectReasonCode.MessageRateTooHigh, "message rate too high");
+        return false;
     }
 
     BrokerMessage BuildMessage(MqttPublishPacket packet, string topic)

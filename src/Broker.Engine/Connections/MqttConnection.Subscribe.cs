@@ -41,6 +41,13 @@ internal sealed partial class MqttConnection
                 decision = _engine.Policy.AuthorizeSubscribe(_principal!, inner);
             }
 
+            // The policy's quota of subscriptions per session: a new filter beyond it is refused; replacing one is not.
+            if (decision == PolicyDecision.Allow && _limits is { MaxSubscriptions: > 0 } limits
+                && session.SubscriptionCount >= limits.MaxSubscriptions && !session.HasSubscription(key))
+            {
+                decision = PolicyDecision.QuotaExceeded;
+            }
+
             if (decision != PolicyDecision.Allow)
             {
                 _engine.Counters.SubscribeWasRefused(decision);

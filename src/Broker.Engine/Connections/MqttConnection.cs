@@ -30,6 +30,7 @@ internal sealed partial class MqttConnection
     MqttProtocolVersion _version;
     Session? _session;
     ClientPrincipal? _principal;
+    ClientLimits? _limits;
     string _clientId = "";
     long _lastActivityMs = Environment.TickCount64;
     int _keepAliveSeconds;
@@ -229,6 +230,7 @@ internal sealed partial class MqttConnection
         Disconnect(reason, text);
         _transport.Input.CancelPendingRead();
         Interlocked.CompareExchange(ref _storeWaitEnded, null, null)?.TrySetResult(); // a receive loop waiting for store room (Publish.cs)
+        EndRateWait();
     }
 
     /// <summary>The CONNECT: read with the connect timeout's token; after it the receive loop reads in <see cref="RunAsync"/>.</summary>
@@ -586,6 +588,7 @@ internal sealed partial class MqttConnection
         }
 
         _transport.Output.CancelPendingFlush(); // a flush still waiting after that ends now
+        _limits?.Close(); // its device slot goes back
         if (_session is null || _principal is null)
         {
             _closed.TrySetResult();

@@ -21,12 +21,14 @@ internal static class ReasonCodes
     {
         Policy.PolicyDecision.Allow => MqttPubAckReasonCode.Success,
         Policy.PolicyDecision.TopicInvalid => MqttPubAckReasonCode.TopicNameInvalid,
+        Policy.PolicyDecision.QuotaExceeded => MqttPubAckReasonCode.QuotaExceeded,
         _ => MqttPubAckReasonCode.NotAuthorized,
     };
 
     public static MqttSubscribeReasonCode ToSubAck(Policy.PolicyDecision decision) => decision switch
     {
         Policy.PolicyDecision.TopicInvalid => MqttSubscribeReasonCode.TopicFilterInvalid,
+        Policy.PolicyDecision.QuotaExceeded => MqttSubscribeReasonCode.QuotaExceeded,
         _ => MqttSubscribeReasonCode.NotAuthorized,
     };
 

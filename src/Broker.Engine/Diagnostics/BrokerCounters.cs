@@ -18,8 +18,10 @@ public sealed class BrokerCounters : IDisposable
     readonly long[] _received = new long[3];
     readonly long[] _sent = new long[3];
     long _dropped;
-    readonly long[] _publishRefused = new long[3]; // by PolicyDecision: -, not authorized, topic invalid
-    readonly long[] _subscribeRefused = new long[3]; // by PolicyDecision, as for publishes
+    readonly long[] _publishRefused = new long[4]; // by PolicyDecision: -, not authorized, topic invalid, quota exceeded
+    readonly long[] _subscribeRefused = new long[4]; // by PolicyDecision, as for publishes
+    long _publishThrottled;
+    long _rateDisconnects;
     long _readDenied;
     long _malformed;
     long _oversized;
@@ -53,6 +55,8 @@ public sealed class BrokerCounters : IDisposable
         _meter.CreateObservableCounter("login.failures", () => LoginFailures, "{attempt}", "CONNECTs refused for a bad user name or password");
         _meter.CreateObservableCounter("login.delayed", () => LoginsDelayed, "{attempt}", "Logins held back by a failed-login penalty");
         _meter.CreateObservableCounter("login.busy", () => LoginsBusy, "{attempt}", "CONNECTs answered server busy: too many password checks at once");
+        _meter.CreateObservableCounter("publish.throttled", () => PublishThrottled, "{wait}", "Times a connection's reading stopped until its user's publish rate limit refilled");
+        _meter.CreateObservableCounter("publish.rate_disconnects", () => RateDisconnects, "{connection}", "Connections closed after RateGraceSeconds over the publish rate limit (v5 0x96)");
         _meter.CreateObservableCounter("retained.refused", () => RetainedRefused, "{message}", "Retained publishes refused (not retained, not delivered) at Broker:Limits:MaxRetainedMessages or MaxRetainedBytes");
     }
 
@@ -96,6 +100,16 @@ public sealed class BrokerCounters : IDisposable
     /// <summary>Retained publishes refused because the retained messages were at a broker-wide bound.</summary>
     public long RetainedRefused => Interlocked.Read(ref _retainedRefused);
 
+    /// <summary>Waits for a publish rate limit (a connection stopped being read until its bucket refilled).</summary>
+    public long PublishThrottled => Interlocked.Read(ref _publishThrottled);
+
+    /// <summary>Connections closed for staying over the publish rate limit for RateGraceSeconds.</summary>
+    public long RateDisconnects => Interlocked.Read(ref _rateDisconnects);
+
+    internal void PublishWasThrottled() => Interlocked.Increment(ref _publishThrottled);
+
+    internal void RateDisconnected() => Interlocked.Increment(ref _rateDisconnects);
+
     internal void ConnectionOpened() => Interlocked.Increment(ref _connections);
 
     internal void ConnectionClosed() => Interlocked.Decrement(ref _connections);
@@ -110,9 +124,9 @@ public sealed class BrokerCounters : IDisposable
 
     internal void MessageDropped(int count) => Interlocked.Add(ref _dropped, count);
 
-    internal void PublishWasRefused(Policy.PolicyDecision decision) => Interlocked.Increment(ref _publishRefused[(int)decision % 3]);
+    internal void PublishWasRefused(Policy.PolicyDecision decision) => Interlocked.Increment(ref _publishRefused[(int)decision % 4]);
 
-    internal void SubscribeWasRefused(Policy.PolicyDecision decision) => Interlocked.Increment(ref _subscribeRefused[(int)decision % 3]);
+    internal void SubscribeWasRefused(Policy.PolicyDecision decision) => Interlocked.Increment(ref _subscribeRefused[(int)decision % 4]);
 
     internal void ReadWasDenied() => Interlocked.Increment(ref _readDenied);
 
@@ -151,6 +165,7 @@ public sealed class BrokerCounters : IDisposable
     [
         new(Interlocked.Read(ref byDecision[(int)Policy.PolicyDecision.NotAuthorized]), new KeyValuePair<string, object?>("reason", "not_authorized")),
         new(Interlocked.Read(ref byDecision[(int)Policy.PolicyDecision.TopicInvalid]), new KeyValuePair<string, object?>("reason", "topic_invalid")),
+        new(Interlocked.Read(ref byDecision[(int)Policy.PolicyDecision.QuotaExceeded]), new KeyValuePair<string, object?>("reason", "quota_exceeded")),
     ];
 
     static Measurement<long>[] ByQos(long[] values) =>

@@ -72,4 +72,10 @@ internal static partial class EngineLog
 
     [LoggerMessage(5004, LogLevel.Warning, "Retained publish of {ClientId} on {Topic} refused, not delivered: Broker:Limits:{Limit} = {Value} reached ({Total} refused so far)")]
     public static partial void RetainedRefused(ILogger logger, string? clientId, string topic, string limit, long value, long total);
+
+    [LoggerMessage(5005, LogLevel.Warning, "Retained publish of {ClientId} (user {UserId}) on {Topic} refused, not delivered: the user owns {Quota} retained messages, its MaxRetained quota (Broker:Limits:Roles) ({Total} refused so far)")]
+    public static partial void RetainedQuotaRefused(ILogger logger, string? clientId, string? userId, string topic, int quota, long total);
+
+    [LoggerMessage(1010, LogLevel.Warning, "Client {ClientId} (user {UserId}) disconnected: over its publish rate limit for {GraceSeconds} s (RateGraceSeconds, Broker:Limits:Roles)")]
+    public static partial void RateDisconnected(ILogger logger, string clientId, string userId, double graceSeconds);
 }

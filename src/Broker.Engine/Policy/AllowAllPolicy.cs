@@ -12,7 +12,7 @@ public sealed class AllowAllPolicy : IBrokerPolicy
 
     public PolicyDecision AuthorizeSubscribe(ClientPrincipal subscriber, string filter) => PolicyDecision.Allow;
 
-    public bool CanRead(ClientPrincipal recipient, string topic) => true;
+    public bool CanRead(ClientPrincipal recipient, Routing.BrokerMessage message) => true;
 
     public string? ResolveDirectRoute(string topic) => null;
 

@@ -26,8 +26,43 @@ public interface IBrokerPolicy
     /// <summary>May <paramref name="subscriber"/> subscribe to <paramref name="filter"/> (the part after <c>$share/name/</c>)?</summary>
     PolicyDecision AuthorizeSubscribe(ClientPrincipal subscriber, string filter);
 
-    /// <summary>Read check at delivery, for every recipient and message, retained ones included.</summary>
-    bool CanRead(ClientPrincipal recipient, string topic);
+    /// <summary>
+    /// Read check at delivery, for every recipient and message: live, retained, queued in a session or in
+    /// the mailbox, read back from the store. The message carries its topic and its sender
+    /// (<see cref="BrokerMessage.SenderUserId"/>), so rules may depend on who sent it (block lists).
+    /// </summary>
+    bool CanRead(ClientPrincipal recipient, BrokerMessage message);
+
+    /// <summary>
+    /// Moves whenever <see cref="CanRead"/> may answer differently for a message already queued (e.g. a
+    /// block list changed): a session checks the messages of its in-memory queue again before sending
+    /// them. A constant when the rules only change with the configuration.
+    /// </summary>
+    long ReadRulesVersion => 0;
+
+    /// <summary>
+    /// A publish to a command space the policy owns (a <c>$</c> topic such as <c>$IMS/...</c>, never matched by
+    /// wildcards [MQTT-4.7.2-1]): the policy handles it instead of the router. False: not a command, route it.
+    /// True: <paramref name="result"/> says whether it was taken (the v5 reason code otherwise) and, when taken,
+    /// what the acknowledgement of a QoS 1/2 publish waits for (the change being durable). Never routed, never retained.
+    /// </summary>
+    bool TryHandleCommand(ClientPrincipal sender, string topic, ReadOnlyMemory<byte> payload, out CommandResult result)
+    {
+        result = default;
+        return false;
+    }
+
+    /// <summary>
+    /// The limits of one connection of <paramref name="principal"/> (publish rate, quotas), asked once after
+    /// authentication; buckets may be shared by all connections of a user. Null: no limits.
+    /// <paramref name="quotaExceeded"/>: refused (CONNACK v5 0x97, v3.1.1 0x03). The engine calls
+    /// <see cref="ClientLimits.Close"/> when the connection ends.
+    /// </summary>
+    ClientLimits? OpenLimits(ClientPrincipal principal, out bool quotaExceeded)
+    {
+        quotaExceeded = false;
+        return null;
+    }
 
     /// <summary>A client id the topic is addressed to directly (point to point), or null to route by subscriptions.</summary>
     string? ResolveDirectRoute(string topic);
@@ -49,6 +84,18 @@ public enum PolicyDecision : byte
 
     /// <summary>Topic name / filter refused by the grammar (v5 0x90 for publish, 0x8F for subscribe).</summary>
     TopicInvalid,
+
+    /// <summary>Over a quota (v5 0x97; v3.1.1: SUBACK 0x80, a publish acknowledged and dropped).</summary>
+    QuotaExceeded,
+}
+
+/// <summary>What the policy made of a command publish (<see cref="IBrokerPolicy.TryHandleCommand"/>).</summary>
+public readonly struct CommandResult(PolicyDecision decision, ValueTask durable = default)
+{
+    public PolicyDecision Decision { get; } = decision;
+
+    /// <summary>Completes when the command's change is durable: a QoS 1/2 acknowledgement waits for it.</summary>
+    public ValueTask Durable { get; } = durable;
 }
 
 /// <summary>Who is on the other end of a connection, decided once at CONNECT.</summary>

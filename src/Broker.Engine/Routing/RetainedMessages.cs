@@ -17,6 +17,9 @@ public enum RetainResult : byte
 
     /// <summary>Not kept: it would take the retained messages above <c>Broker:Limits:MaxRetainedBytes</c>.</summary>
     RefusedBytes,
+
+    /// <summary>Not kept: its publisher owns as many retained messages as its quota allows (a policy's limit per user).</summary>
+    RefusedOwnerQuota,
 }
 
 /// <summary>
@@ -36,6 +39,7 @@ public sealed class RetainedMessages(long maxMessages = long.MaxValue, long maxB
     readonly ConcurrentDictionary<string, BrokerMessage> _byTopic = new(StringComparer.Ordinal);
     readonly ReaderWriterLockSlim _lock = new(LockRecursionPolicy.NoRecursion);
     readonly Node _root = new("");
+    readonly Dictionary<string, int> _byOwner = new(StringComparer.Ordinal); // under _lock
     int _count;
     long _bytes;
 
@@ -58,7 +62,12 @@ public sealed class RetainedMessages(long maxMessages = long.MaxValue, long maxB
     /// and deleting, always succeed. <paramref name="withinLimits"/> false keeps it whatever the bounds
     /// (restore at start, the broker's own <c>$SYS</c> topics).
     /// </summary>
-    public RetainResult TrySet(BrokerMessage message, bool withinLimits = true)
+    /// <param name="ownerQuota">
+    /// When above 0, the most retained messages the publisher (<see cref="BrokerMessage.SenderUserId"/>, the
+    /// owner of a topic's current retained message) may own: taking one more topic beyond it is refused;
+    /// replacing its own is not.
+    /// </param>
+    public RetainResult TrySet(BrokerMessage message, bool withinLimits = true, int ownerQuota = 0)
     {
         var size = SizeOf(message);
         _lock.EnterWriteLock();
@@ -81,6 +90,22 @@ public sealed class RetainedMessages(long maxMessages = long.MaxValue, long maxB
                 if (growth > 0 && _bytes + growth > MaxBytes)
                 {
                     return RetainResult.RefusedBytes;
+                }
+            }
+
+            var owner = message.SenderUserId ?? "";
+            var previousOwner = previous?.SenderUserId ?? "";
+            if (isNew || previousOwner != owner)
+            {
+                if (ownerQuota > 0 && _byOwner.GetValueOrDefault(owner) >= ownerQuota)
+                {
+                    return RetainResult.RefusedOwnerQuota;
+                }
+
+                _byOwner[owner] = _byOwner.GetValueOrDefault(owner) + 1;
+                if (!isNew)
+                {
+                    Disown(previousOwner);
                 }
             }
 
@@ -118,6 +143,7 @@ public sealed class RetainedMessages(long maxMessages = long.MaxValue, long maxB
             }
 
             _count--;
+            Disown(removed.SenderUserId ?? "");
             Interlocked.Add(ref _bytes, -SizeOf(removed));
             RemoveFromTree(topic);
             return true;
@@ -125,6 +151,35 @@ public sealed class RetainedMessages(long maxMessages = long.MaxValue, long maxB
         finally
         {
             _lock.ExitWriteLock();
+        }
+    }
+
+    /// <summary>Retained messages whose current message <paramref name="userId"/> published.</summary>
+    public int OwnedBy(string userId)
+    {
+        _lock.EnterReadLock();
+        try
+        {
+            return _byOwner.GetValueOrDefault(userId);
+        }
+        finally
+        {
+            _lock.ExitReadLock();
+        }
+    }
+
+    void Disown(string owner)
+    {
+        if (_byOwner.TryGetValue(owner, out var n))
+        {
+            if (n <= 1)
+            {
+                _byOwner.Remove(owner);
+            }
+            else
+            {
+                _byOwner[owner] = n - 1;
+            }
         }
     }
 

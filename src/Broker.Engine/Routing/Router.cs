@@ -20,13 +20,14 @@ internal sealed class Router(EngineContext engine)
     readonly Admission.LogGate _retainRefusedLog = new(TimeSpan.FromSeconds(1));
 
     /// <summary>Routes a publish. The task completes when the message is durable for every persistent recipient.</summary>
-    public ValueTask RouteAsync(BrokerMessage message) => Route(message, hold: false, null, out _, out _);
+    public ValueTask RouteAsync(BrokerMessage message) => Route(message, hold: false, null, out _, out _, 0);
 
     /// <summary>
     /// As <see cref="RouteAsync(BrokerMessage)"/>; when <paramref name="retain"/> says refused, the retained
     /// message was over a bound and nothing was routed (see <see cref="ApplyRetain"/>).
     /// </summary>
-    public ValueTask RouteAsync(BrokerMessage message, out RetainResult retain) => Route(message, hold: false, null, out _, out retain);
+    /// <param name="retainQuota">When above 0, the retained messages the publisher may own (<see cref="RetainedMessages.TrySet"/>).</param>
+    public ValueTask RouteAsync(BrokerMessage message, out RetainResult retain, int retainQuota = 0) => Route(message, hold: false, null, out _, out retain, retainQuota);
 
     /// <summary>
     /// Routes a QoS 2 publish for exactly once at every crash point [engine invariant 2]: no recipient's
@@ -37,10 +38,10 @@ internal sealed class Router(EngineContext engine)
     /// recipients: the caller releases them once the task succeeds, and never when it fails (not stored
     /// means neither acked nor delivered).
     /// </summary>
-    public ValueTask RouteHeld(BrokerMessage message, InboundPacket? inbound, out HeldRoute? held, out RetainResult retain) =>
-        Route(message, hold: true, inbound, out held, out retain);
+    public ValueTask RouteHeld(BrokerMessage message, InboundPacket? inbound, out HeldRoute? held, out RetainResult retain, int retainQuota = 0) =>
+        Route(message, hold: true, inbound, out held, out retain, retainQuota);
 
-    ValueTask Route(BrokerMessage message, bool hold, InboundPacket? inbound, out HeldRoute? held, out RetainResult retain)
+    ValueTask Route(BrokerMessage message, bool hold, InboundPacket? inbound, out HeldRoute? held, out RetainResult retain, int retainQuota)
     {
         held = null;
         retain = RetainResult.None;
@@ -66,7 +67,7 @@ internal sealed class Router(EngineContext engine)
                     }
                 }
 
-                if (CanRead(session, message.Topic))
+                if (CanRead(session, message))
                 {
                     scratch.Recipients.Add(new Recipient(session, message.Qos, false, null));
                 }
@@ -75,8 +76,8 @@ internal sealed class Router(EngineContext engine)
             {
                 if (message.Retain)
                 {
-                    retain = ApplyRetain(message, out retained);
-                    if (retain is RetainResult.RefusedMessages or RetainResult.RefusedBytes)
+                    retain = ApplyRetain(message, retainQuota, out retained);
+                    if (retain is RetainResult.RefusedMessages or RetainResult.RefusedBytes or RetainResult.RefusedOwnerQuota)
                     {
                         return ValueTask.CompletedTask; // refused as a whole: not retained, not delivered
                     }
@@ -109,7 +110,7 @@ internal sealed class Router(EngineContext engine)
         var now = engine.NowUnixMs;
         foreach (var retained in found)
         {
-            if (retained.IsExpired(now) || !CanRead(session, retained.Topic))
+            if (retained.IsExpired(now) || !CanRead(session, retained))
             {
                 continue;
             }
@@ -146,7 +147,7 @@ internal sealed class Router(EngineContext engine)
     /// whole, counted and logged (one line a second at most): the caller routes nothing, and the publisher
     /// hears 0x97 (v5), as for any refused publish (docs/reliability.md, "Retained messages").
     /// </summary>
-    RetainResult ApplyRetain(BrokerMessage message, out ValueTask stored)
+    RetainResult ApplyRetain(BrokerMessage message, int ownerQuota, out ValueTask stored)
     {
         stored = ValueTask.CompletedTask;
         if (message.Payload.IsEmpty)
@@ -159,11 +160,18 @@ internal sealed class Router(EngineContext engine)
         // $SYS values are the broker's own state, a fixed set published afresh after a start: never
         // stored, never stale, never refused.
         var sys = message.Topic.StartsWith("$SYS/", StringComparison.Ordinal);
-        var result = engine.Retained.TrySet(message, withinLimits: !sys);
-        if (result is RetainResult.RefusedMessages or RetainResult.RefusedBytes)
+        var result = engine.Retained.TrySet(message, withinLimits: !sys, ownerQuota: sys ? 0 : ownerQuota);
+        if (result is RetainResult.RefusedMessages or RetainResult.RefusedBytes or RetainResult.RefusedOwnerQuota)
         {
             var total = engine.Counters.RetainWasRefused();
-            if (_retainRefusedLog.TryPass())
+            if (result == RetainResult.RefusedOwnerQuota)
+            {
+                if (_retainRefusedLog.TryPass())
+                {
+                    EngineLog.RetainedQuotaRefused(engine.Logger, message.SenderClientId, message.SenderUserId, message.Topic, ownerQuota, total);
+                }
+            }
+            else if (_retainRefusedLog.TryPass())
             {
                 var messages = result == RetainResult.RefusedMessages;
                 EngineLog.RetainedRefused(engine.Logger, message.SenderClientId, message.Topic, messages ? "MaxRetainedMessages" : "MaxRetainedBytes",
@@ -219,7 +227,7 @@ internal sealed class Router(EngineContext engine)
         // The read check runs for every recipient and every message, so a wildcard never leaks.
         for (var i = scratch.Recipients.Count - 1; i >= 0; i--)
         {
-            if (!CanRead(scratch.Recipients[i].Session, message.Topic))
+            if (!CanRead(scratch.Recipients[i].Session, message))
             {
                 scratch.Recipients.RemoveAt(i);
             }
@@ -266,9 +274,9 @@ internal sealed class Router(EngineContext engine)
     }
 
     /// <summary>The read check of every delivery: the policy's answer, and a count when it says no.</summary>
-    public bool CanRead(Session session, string topic)
+    public bool CanRead(Session session, BrokerMessage message)
     {
-        if (engine.Policy.CanRead(session.Principal, topic))
+        if (engine.Policy.CanRead(session.Principal, message))
         {
             return true;
         }

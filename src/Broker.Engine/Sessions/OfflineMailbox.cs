@@ -114,7 +114,7 @@ internal sealed class OfflineMailbox(EngineContext engine)
             }
 
             // The read check of every delivery applies here too (rules may have changed since it arrived).
-            if (!engine.Router.CanRead(session, message.Topic))
+            if (!engine.Router.CanRead(session, message))
             {
                 Drop(session.ClientId, message, "not readable by this client");
                 continue;

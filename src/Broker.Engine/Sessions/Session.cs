@@ -220,6 +220,27 @@ public sealed class Session
         return previous is not null;
     }
 
+    long _readRulesSeen; // under _gate: the policy's ReadRulesVersion the in-memory queue was last checked against
+
+    internal int SubscriptionCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _subscriptions.Count;
+            }
+        }
+    }
+
+    internal bool HasSubscription(string key)
+    {
+        lock (_gate)
+        {
+            return _subscriptions.ContainsKey(key);
+        }
+    }
+
     internal bool Unsubscribe(string key)
     {
         Subscription? removed;
@@ -430,6 +451,7 @@ public sealed class Session
         }
 
         List<Delivery>? expired = null;
+        List<Delivery>? withheld = null;
         MqttConnection? signal;
         lock (_gate)
         {
@@ -469,11 +491,19 @@ public sealed class Session
                 // now: a rule may have changed, and a row written for an ended session of the same client id
                 // (it raced with the end) must never reach another user [engine invariant 4].
                 var d = new Delivery(message, row.Qos, row.Retain, row.SubscriptionIds is null ? null : [.. row.SubscriptionIds]);
-                if (Expired(d, now) || !_engine.Router.CanRead(this, message.Topic))
+                if (Expired(d, now))
                 {
                     _storedCount--;
                     _storedBytes -= SizeOf(d);
                     (expired ??= []).Add(d);
+                    continue;
+                }
+
+                if (!_engine.Router.CanRead(this, message))
+                {
+                    _storedCount--;
+                    _storedBytes -= SizeOf(d);
+                    (withheld ??= []).Add(d);
                     continue;
                 }
 
@@ -482,6 +512,7 @@ public sealed class Session
         }
 
         Dropped(expired, "expired");
+        Withheld(withheld);
         signal.SignalWrite();
     }
 
@@ -516,6 +547,10 @@ public sealed class Session
     internal bool TakeOutbound(MqttConnection caller, List<MqttPacket> batch, int max, bool v5, long nowUnixMs)
     {
         List<Delivery>? expired = null;
+        List<Delivery>? withheld = null;
+
+        // The read rules changed (a block list): what waits in memory passes the read check again before it goes.
+        var rules = _engine.Policy.ReadRulesVersion;
         Task? heldIdsDurable = null;
         Task<IReadOnlyList<QueuedMessage>>? pageIn = null;
         lock (_gate)
@@ -565,6 +600,12 @@ public sealed class Session
                     continue;
                 }
 
+                if (rules != _readRulesSeen && !_engine.Router.CanRead(this, next.Message))
+                {
+                    (withheld ??= []).Add(Pop());
+                    continue;
+                }
+
                 if (next.Qos == MqttQualityOfServiceLevel.AtMostOnce)
                 {
                     Pop();
@@ -607,6 +648,11 @@ public sealed class Session
                 _heldIdsDurable = heldIdsDurable = _engine.Store.FlushAsync().AsTask();
             }
 
+            if (_queue.Count == 0)
+            {
+                _readRulesSeen = rules; // all checked (what pages in from the store is checked as it comes)
+            }
+
             // The window ran dry and more waits in the store. Read after the in-flight marks above, so
             // what was just taken is not read again, and handed to the store under the lock, so it is
             // ordered with the queue's trims.
@@ -625,6 +671,7 @@ public sealed class Session
 
         heldIdsDurable?.ContinueWith(static (_, state) => ((Session)state!).Connection?.SignalWrite(), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         Dropped(expired, "expired");
+        Withheld(withheld);
         return batch.Count >= max;
     }
 
@@ -907,6 +954,26 @@ public sealed class Session
 
         _engine.Counters.MessageDropped(dropped.Count);
         LogDrop(dropped[^1].Message.Topic, reason, dropped.Count);
+    }
+
+    /// <summary>
+    /// Queued messages the read check now refuses (the rules changed since they were queued): they leave the
+    /// store too. Not "dropped" for the client (nothing it could have had); counted by the read check.
+    /// </summary>
+    void Withheld(List<Delivery>? withheld)
+    {
+        if (withheld is null || !IsPersistent)
+        {
+            return;
+        }
+
+        foreach (var d in withheld)
+        {
+            if (d.Qos != MqttQualityOfServiceLevel.AtMostOnce)
+            {
+                _engine.Store.RemoveDelivery(ClientId, d.Message.Id);
+            }
+        }
     }
 
     /// <summary>One line per second per session at most: a flood must not become a log flood.</summary>

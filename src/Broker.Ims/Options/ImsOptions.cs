@@ -36,6 +36,54 @@ public sealed class ImsOptions
 
     /// <summary>The broker-kept presence of every user (contract §10).</summary>
     public PresenceOptions Presence { get; set; } = new();
+
+    /// <summary>Per-user limits by role (contract §13), <c>Broker:Limits:Roles:&lt;role&gt;</c>; the engine's broker-wide limits share the section.</summary>
+    public ImsLimitsOptions Limits { get; set; } = new();
+}
+
+public sealed class ImsLimitsOptions
+{
+    public Dictionary<string, RoleLimitsOptions> Roles { get; set; } = new(StringComparer.OrdinalIgnoreCase);
+}
+
+/// <summary>
+/// Limits per user, over all of the user's devices together; a key left out takes its default (for role
+/// <c>user</c> with conventions on: <see cref="UserDefaults"/>; otherwise unlimited). 0 = no limit.
+/// </summary>
+public sealed class RoleLimitsOptions
+{
+    /// <summary>Publishes per second (token bucket refill).</summary>
+    public double? PublishRate { get; set; }
+
+    /// <summary>Publishes in a burst (the bucket's size).</summary>
+    public int? PublishBurst { get; set; }
+
+    /// <summary>Payload bytes per second (a bucket of one second's worth).</summary>
+    public long? PublishBytesRate { get; set; }
+
+    /// <summary>Client ids connected at once.</summary>
+    public int? MaxDevices { get; set; }
+
+    /// <summary>Retained messages owned (published the current retained message of a topic).</summary>
+    public int? MaxRetained { get; set; }
+
+    /// <summary>Subscriptions per session.</summary>
+    public int? MaxSubscriptions { get; set; }
+
+    /// <summary>How long a connection may be kept waiting over the publish rate before it is disconnected.</summary>
+    public double? RateGraceSeconds { get; set; }
+
+    /// <summary>Contract §13's defaults for role <c>user</c>.</summary>
+    public static readonly RoleLimitsOptions UserDefaults = new()
+    {
+        PublishRate = 20,
+        PublishBurst = 100,
+        PublishBytesRate = 256 * 1024,
+        MaxDevices = 20,
+        MaxRetained = 1000,
+        MaxSubscriptions = 200,
+        RateGraceSeconds = 10,
+    };
 }
 
 public sealed class PresenceOptions

@@ -27,6 +27,51 @@ public sealed class ImsOptionsValidator : IValidateOptions<ImsOptions>
             }
         }
 
+        foreach (var (role, limits) in o.Limits.Roles)
+        {
+            var key = $"Broker:Limits:Roles:{role}";
+            if (!Roles.IsKnown(role))
+            {
+                errors.Add($"{key}: \"{role}\" is not a role (user, service or admin).");
+                continue;
+            }
+
+            if (limits.PublishRate is < 0 or > 1_000_000 || limits.PublishRate is double rate && !double.IsFinite(rate))
+            {
+                errors.Add($"{key}:PublishRate must be between 0 (no limit) and 1000000 publishes a second (was {limits.PublishRate}).");
+            }
+
+            if (limits.PublishBurst is < 1 or > 1_000_000)
+            {
+                errors.Add($"{key}:PublishBurst must be between 1 and 1000000 (was {limits.PublishBurst}).");
+            }
+
+            if (limits.PublishBytesRate is < 0 or > int.MaxValue)
+            {
+                errors.Add($"{key}:PublishBytesRate must be between 0 (no limit) and {int.MaxValue} bytes a second (was {limits.PublishBytesRate}).");
+            }
+
+            if (limits.MaxDevices is < 0)
+            {
+                errors.Add($"{key}:MaxDevices must be 0 (no limit) or more (was {limits.MaxDevices}).");
+            }
+
+            if (limits.MaxRetained is < 0)
+            {
+                errors.Add($"{key}:MaxRetained must be 0 (no limit) or more (was {limits.MaxRetained}).");
+            }
+
+            if (limits.MaxSubscriptions is < 0)
+            {
+                errors.Add($"{key}:MaxSubscriptions must be 0 (no limit) or more (was {limits.MaxSubscriptions}).");
+            }
+
+            if (limits.RateGraceSeconds is <= 0 or > 3600 || limits.RateGraceSeconds is double grace && !double.IsFinite(grace))
+            {
+                errors.Add($"{key}:RateGraceSeconds must be above 0 and at most 3600 (was {limits.RateGraceSeconds}).");
+            }
+        }
+
         var userNames = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < o.Users.Count; i++)
         {

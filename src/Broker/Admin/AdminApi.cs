@@ -2,6 +2,7 @@ using System.Text;
 using Broker.Engine;
 using Broker.Engine.Policy;
 using Broker.Engine.Store;
+using Broker.Ims.Blocks;
 using Broker.Ims.Groups;
 using Broker.Ims.Identity;
 using Broker.Ims.Options;
@@ -87,6 +88,17 @@ public static class AdminApi
             engine.DisconnectUser(name);
             return Results.NoContent();
         });
+
+        // Contract §12: an app server manages a user's block list. A well-formed user id without an account is
+        // accepted, as over MQTT ($IMS/block/<user>): JWT users are not in the directory.
+        api.MapGet("/users/{name}/blocks", (string name, BlockLists blocks) =>
+            Identifiers.IsUserId(name) ? Results.Ok(blocks.Get(name)) : Results.NotFound());
+
+        api.MapPut("/users/{name}/blocks/{blocked}", (string name, string blocked, BlockLists blocks, IGroupDirectory groups) =>
+            ChangeBlockAsync(name, blocked, true, blocks, groups));
+
+        api.MapDelete("/users/{name}/blocks/{blocked}", (string name, string blocked, BlockLists blocks, IGroupDirectory groups) =>
+            ChangeBlockAsync(name, blocked, false, blocks, groups));
 
         api.MapGet("/groups", (IGroupDirectory groups) =>
             groups.All.OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => new GroupView(g.Key, [.. g.Value.Order(StringComparer.Ordinal)])));
@@ -174,6 +186,23 @@ public static class AdminApi
     }
 
     internal const string AdminUserKey = "ims.admin.user";
+
+    /// <summary>Recorded in the store, then applied: 204 once durable (idempotent both ways).</summary>
+    static async Task<IResult> ChangeBlockAsync(string name, string blocked, bool block, BlockLists blocks, IGroupDirectory groups)
+    {
+        if (!Identifiers.IsUserId(name) || Identifiers.IsReserved(name))
+        {
+            return Results.NotFound();
+        }
+
+        if (BlockLists.TargetProblem(name, blocked, groups) is { } problem)
+        {
+            return Results.ValidationProblem(new Dictionary<string, string[]> { ["blocked"] = [$"\"{blocked}\": {problem}."] });
+        }
+
+        await blocks.SetAsync(name, blocked, block);
+        return Results.NoContent();
+    }
 
     static void CheckPassword(string? password, Dictionary<string, string[]> errors)
     {

@@ -9,11 +9,12 @@ namespace Broker.Hosting;
 /// endpoint once listening, and on SIGTERM tells every client the server is going away (v5 0x8B)
 /// before Kestrel closes the sockets.
 /// </summary>
-public sealed partial class EngineService(BrokerEngine engine, DirectoryPersistence directories, ListenerEndpoints endpoints, IHostApplicationLifetime lifetime, ILogger<EngineService> logger) : IHostedService
+public sealed partial class EngineService(BrokerEngine engine, DirectoryPersistence directories, Broker.Ims.Blocks.BlockLists blocks, ListenerEndpoints endpoints, IHostApplicationLifetime lifetime, ILogger<EngineService> logger) : IHostedService
 {
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         directories.Restore(); // users and groups changed through the admin API, over the configured ones
+        blocks.Restore(); // block lists (contract §12)
         await engine.StartAsync(cancellationToken);
         lifetime.ApplicationStarted.Register(() =>
         {

@@ -325,8 +325,8 @@ public sealed class JwtAuthenticatorTests
         Assert.Equal(PolicyDecision.Allow, policy.AuthorizePublish(alice, "IMS/dave/Inbox/alice"));
         Assert.Equal(PolicyDecision.Allow, policy.AuthorizePublish(dave, "IMS/dave/status"));
         Assert.Equal(PolicyDecision.Allow, policy.AuthorizeSubscribe(alice, "IMS/dave/#"));
-        Assert.True(policy.CanRead(dave, "IMS/dave/Inbox/alice"));
-        Assert.False(policy.CanRead(alice, "IMS/dave/Inbox/alice"));
+        Assert.True(policy.CanRead(dave, new Broker.Engine.Routing.BrokerMessage { Topic = "IMS/dave/Inbox/alice" }));
+        Assert.False(policy.CanRead(alice, new Broker.Engine.Routing.BrokerMessage { Topic = "IMS/dave/Inbox/alice" }));
     }
 
     [Theory]
@@ -339,7 +339,7 @@ public sealed class JwtAuthenticatorTests
         var who = new ClientPrincipal("GID_IMS@@@x", "x", role);
 
         Assert.Equal(allowed ? PolicyDecision.Allow : PolicyDecision.NotAuthorized, policy.AuthorizeSubscribe(who, "$SYS/#"));
-        Assert.Equal(allowed, policy.CanRead(who, "$SYS/broker/uptime"));
+        Assert.Equal(allowed, policy.CanRead(who, new Broker.Engine.Routing.BrokerMessage { Topic = "$SYS/broker/uptime" }));
     }
 
     [Fact]
@@ -349,8 +349,8 @@ public sealed class JwtAuthenticatorTests
         var service = new ClientPrincipal("y", "y", Roles.Service);
 
         var usersToo = Policy(o => o.Sys.Roles.AddRange([Roles.User]));
-        Assert.True(usersToo.CanRead(user, "$SYS/broker/uptime"));
-        Assert.False(usersToo.CanRead(service, "$SYS/broker/uptime"));
+        Assert.True(usersToo.CanRead(user, new Broker.Engine.Routing.BrokerMessage { Topic = "$SYS/broker/uptime" }));
+        Assert.False(usersToo.CanRead(service, new Broker.Engine.Routing.BrokerMessage { Topic = "$SYS/broker/uptime" }));
 
         var plain = Policy(o => o.Conventions.Enabled = false);
         Assert.Equal(PolicyDecision.Allow, plain.AuthorizeSubscribe(user, "$SYS/#"));

@@ -53,6 +53,7 @@ public sealed partial class RunningBroker : IAsyncDisposable
             ["Broker:DataPath"] = Path.Combine(dataPath, "data"),
         };
         TestBroker.AddDemoUsers(config);
+        TestBroker.TurnOffUserRateLimits(config); // floods and crash loops test durability, not §13
         foreach (var (key, value) in settings ?? new Dictionary<string, string>())
         {
             config[key] = value;

@@ -45,10 +45,15 @@ public sealed class TestBroker : IAsyncDisposable
 
     public BrokerCounters Counters => _app.Services.GetRequiredService<BrokerCounters>();
 
+    /// <remarks>
+    /// The per-user publish rate and device limits of contract §13 are off here (floods, storms and batches of
+    /// many tests are not what they test); the tests of §13 set the limits they check.
+    /// </remarks>
     public static Task<TestBroker> StartImsAsync(Action<Dictionary<string, string?>>? configure = null, bool fakeClock = false) =>
         StartAsync(settings =>
         {
             AddDemoUsers(settings);
+            TurnOffUserRateLimits(settings);
             configure?.Invoke(settings);
         }, fakeClock);
 
@@ -104,6 +109,14 @@ public sealed class TestBroker : IAsyncDisposable
         settings["Broker:Groups:0:Id"] = "Group123";
         settings["Broker:Groups:0:Members:0"] = "alice";
         settings["Broker:Groups:0:Members:1"] = "bob";
+    }
+
+    /// <summary>Contract §13's publish rate and device limits for role user, off (the tests of §13 set their own).</summary>
+    public static void TurnOffUserRateLimits(IDictionary<string, string?> settings)
+    {
+        settings["Broker:Limits:Roles:user:PublishRate"] = "0";
+        settings["Broker:Limits:Roles:user:PublishBytesRate"] = "0";
+        settings["Broker:Limits:Roles:user:MaxDevices"] = "0";
     }
 
     public static readonly (string Name, string Role)[] DemoUsers =

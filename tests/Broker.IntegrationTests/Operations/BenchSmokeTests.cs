@@ -23,6 +23,7 @@ public sealed class BenchSmokeTests(ITestOutputHelper output)
         var hash = PasswordVerifier.Hash(Password);
         await using var broker = await TestBroker.StartAsync(s =>
         {
+            TestBroker.TurnOffUserRateLimits(s);
             for (var i = 0; i < 2; i++)
             {
                 s[$"Broker:Users:{i}:Name"] = $"bench{i}";
