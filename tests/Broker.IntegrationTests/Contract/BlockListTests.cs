@@ -30,6 +30,29 @@ public sealed class BlockListTests : IDisposable
         return http;
     }
 
+    /// <summary>
+    /// These tests watch feeds and inboxes message by message; the broker's presence messages (on the same
+    /// feeds) would come in between. Presence under a block has its own test below.
+    /// </summary>
+    static void NoPresence(Dictionary<string, string?> settings) => settings["Broker:Presence:Enabled"] = "false";
+
+    [Fact]
+    public async Task TheBlockedUser_DoesNotSeeTheBlockersPresence()
+    {
+        // Contract §12 with §10: b receives nothing from u's presence. alice is blocked by bob; she watches the
+        // presence of bob and carol. bob's retained presence (bob is online) must not come on subscribe, carol's does.
+        await using var broker = await TestBroker.StartImsAsync();
+        await using var bob = await TestClient.ConnectAsync(broker.MqttPort, BobPhone, "bob");
+        await BlockAsync(bob, "alice");
+        await using var alice = await TestClient.ConnectAsync(broker.MqttPort, AlicePhone, "alice");
+        await alice.SubscribeOkAsync("IMS/bob/Presence");
+        await alice.SubscribeOkAsync("IMS/carol/Presence");
+        await using var carol = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@carol-phone", "carol");
+
+        var first = await alice.NextAsync();
+        Assert.Equal("IMS/carol/Presence", first.ApplicationMessage.Topic);
+    }
+
     /// <summary>alice blocks bob over MQTT: QoS 1, acknowledged once durable.</summary>
     static async Task BlockAsync(TestClient blocker, string target, string verb = "block")
     {
@@ -42,7 +65,7 @@ public sealed class BlockListTests : IDisposable
     [InlineData(MqttProtocolVersion.V500)]
     public async Task Blocked_InboxP2pGroupAndRetainedFeed_NeverReachTheBlocker_ButAreAcknowledged(MqttProtocolVersion version)
     {
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         await using var alice = await TestClient.ConnectAsync(broker.MqttPort, AlicePhone, "alice", version);
         await alice.SubscribeOkAsync("IMS/alice/Inbox/#");
         await alice.SubscribeOkAsync("IMS/Group123/#");
@@ -75,7 +98,7 @@ public sealed class BlockListTests : IDisposable
     [InlineData(MqttProtocolVersion.V500)]
     public async Task TheBlockedUser_ReadsNothingOfTheBlockersFeed(MqttProtocolVersion version)
     {
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         await using var alice = await TestClient.ConnectAsync(broker.MqttPort, AlicePhone, "alice", version);
         await Expect.PublishAcceptedAsync(alice, "IMS/alice/profile", "retained before the block");
         await BlockAsync(alice, "bob");
@@ -94,7 +117,7 @@ public sealed class BlockListTests : IDisposable
     [Fact]
     public async Task AlreadyQueuedMessages_AreWithheld_AndUnblockRestores()
     {
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         await using (var sub = await TestClient.ConnectAsync(broker.MqttPort, AlicePhone, "alice", cleanStart: false, sessionExpiry: 3600))
         {
             await sub.SubscribeOkAsync("IMS/alice/Inbox/#");
@@ -133,7 +156,7 @@ public sealed class BlockListTests : IDisposable
     public async Task OfflineP2pInTheMailbox_IsWithheld_WhenTheDeviceComes()
     {
         const string Tablet = "GID_IMS@@@alice-tablet"; // no session yet: P2P waits in the mailbox (§5)
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         await using (var bob = await TestClient.ConnectAsync(broker.MqttPort, BobPhone, "bob"))
         {
             await Expect.PublishAcceptedAsync(bob, "IMS/p2p/" + Tablet, "from bob");
@@ -158,7 +181,7 @@ public sealed class BlockListTests : IDisposable
     [InlineData(MqttProtocolVersion.V500)]
     public async Task UnblockOverMqtt_Restores(MqttProtocolVersion version)
     {
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         await using var alice = await TestClient.ConnectAsync(broker.MqttPort, AlicePhone, "alice", version);
         await alice.SubscribeOkAsync("IMS/alice/Inbox/#");
         await using var bob = await TestClient.ConnectAsync(broker.MqttPort, BobPhone, "bob", version);
@@ -180,7 +203,7 @@ public sealed class BlockListTests : IDisposable
     [InlineData("$IMS/block/bob/more")]
     public async Task ABadCommand_IsRefused_0x90(string topic)
     {
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         await using var v5 = await TestClient.ConnectAsync(broker.MqttPort, AlicePhone, "alice", MqttProtocolVersion.V500);
         await using var v3 = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-laptop", "alice", MqttProtocolVersion.V311);
 
@@ -191,7 +214,7 @@ public sealed class BlockListTests : IDisposable
     [Fact]
     public async Task Commands_AreNotRouted_AndHashDoesNotSeeThem()
     {
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         await using var service = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bot", "assistant");
         await service.SubscribeOkAsync("IMS/#");
         var dollar = await service.SubscribeAsync("$IMS/#");
@@ -214,7 +237,7 @@ public sealed class BlockListTests : IDisposable
             s["Broker:DataPath"] = _dir.FullName;
         }
 
-        await using (var broker = await TestBroker.StartImsAsync(Sqlite))
+        await using (var broker = await TestBroker.StartImsAsync(s => { Sqlite(s); NoPresence(s); }))
         {
             await using var alice = await TestClient.ConnectAsync(broker.MqttPort, AlicePhone, "alice");
             await BlockAsync(alice, "bob");
@@ -224,7 +247,7 @@ public sealed class BlockListTests : IDisposable
             Assert.Equal(HttpStatusCode.NoContent, (await http.DeleteAsync("/api/users/carol/blocks/alice")).StatusCode);
         }
 
-        await using (var broker = await TestBroker.StartImsAsync(Sqlite))
+        await using (var broker = await TestBroker.StartImsAsync(s => { Sqlite(s); NoPresence(s); }))
         {
             using var http = Admin(broker);
             Assert.Equal(["bob"], (await http.GetFromJsonAsync<string[]>("/api/users/alice/blocks"))!);
@@ -243,7 +266,7 @@ public sealed class BlockListTests : IDisposable
     [Fact]
     public async Task AdminApi_ValidatesAndNeedsAnAdmin()
     {
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         using var http = Admin(broker);
         Assert.Equal(HttpStatusCode.BadRequest, (await http.PutAsync("/api/users/alice/blocks/alice", null)).StatusCode);
         Assert.Equal(HttpStatusCode.BadRequest, (await http.PutAsync("/api/users/alice/blocks/Group123", null)).StatusCode);
@@ -265,7 +288,7 @@ public sealed class BlockListTests : IDisposable
             return;
         }
 
-        await using var broker = await TestBroker.StartImsAsync();
+        await using var broker = await TestBroker.StartImsAsync(NoPresence);
         var block = await Mosquitto.RunAsync("mosquitto_pub", "-V", "mqttv5", "-d", "-h", "127.0.0.1", "-p", broker.MqttPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "-i", "GID_IMS@@@bob-phone", "-u", "bob", "-P", "bob-pass", "-t", "$IMS/block/alice", "-m", "", "-q", "1");
         Assert.Equal(0, block.ExitCode);

@@ -16,6 +16,7 @@ public sealed class UserLimitsTests
 
     static Task<TestBroker> StartAsync(params (string Key, string Value)[] limits) => TestBroker.StartImsAsync(s =>
     {
+        s["Broker:Presence:Enabled"] = "false"; // the broker's own retained presence would count in the retained figures
         foreach (var (key, value) in limits)
         {
             s["Broker:Limits:Roles:user:" + key] = value;
