@@ -158,8 +158,10 @@ internal sealed partial class MqttConnection
         var queue = _pendingAcks;
         if ((queue is null || Volatile.Read(ref _pendingAckCount) == 0) && (durable is null || durable.Value.IsCompletedSuccessfully))
         {
-            // Nothing pending ahead of it, and already durable (memory store, or no persistent recipient).
+            // Nothing pending ahead of it, and already durable (memory store, or no persistent recipient;
+            // or a held QoS 2 message whose commit finished since it was routed: released here).
             durable?.GetAwaiter().GetResult();
+            held?.Release();
             return Send(ack);
         }
 
@@ -226,6 +228,7 @@ internal sealed partial class MqttConnection
                 queue.Dequeue();
                 if (head.Durable is { IsCompletedSuccessfully: false } failed)
                 {
+                    head.Held?.Abandon();
                     StoreFailed(head, failed.Exception?.InnerException ?? new OperationCanceledException());
                 }
                 else

@@ -69,5 +69,9 @@ public sealed class BrokerMessage
     };
 }
 
-/// <summary>A message as one recipient gets it.</summary>
-public readonly record struct Delivery(BrokerMessage Message, MqttQualityOfServiceLevel Qos, bool Retain, List<uint>? SubscriptionIds);
+/// <summary>
+/// A message as one recipient gets it. <paramref name="Stored"/>: the store has a row of it for that
+/// session (a persistent session's QoS 1/2 delivery), so it counts towards the offline queue and may be
+/// read back from the store.
+/// </summary>
+public readonly record struct Delivery(BrokerMessage Message, MqttQualityOfServiceLevel Qos, bool Retain, List<uint>? SubscriptionIds, bool Stored = false);

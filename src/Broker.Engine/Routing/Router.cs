@@ -117,10 +117,12 @@ internal sealed class Router(EngineContext engine)
 
             // A fresh id: the retained message and this queued copy live and die separately in the store.
             var message = retained.With(id: engine.NextMessageId());
-            var delivery = new Delivery(message, Min(message.Qos, subscription.Qos), Retain: true, Ids(subscription));
-            if (session.IsPersistent && delivery.Qos != MqttQualityOfServiceLevel.AtMostOnce)
+            var qos = Min(message.Qos, subscription.Qos);
+            var delivery = new Delivery(message, qos, Retain: true, Ids(subscription), Stored: session.IsPersistent && qos != MqttQualityOfServiceLevel.AtMostOnce);
+            if (delivery.Stored)
             {
                 // Nobody waits on this copy's durability; the store still sees it before the queue does.
+                session.RowAppending();
                 engine.Observe(engine.Store.AppendAsync(message, [new StoredDelivery(session.ClientId, message.Id, delivery.Qos, true, delivery.SubscriptionIds)]), message.Topic);
             }
 
@@ -238,11 +240,14 @@ internal sealed class Router(EngineContext engine)
     {
         held = null;
         List<StoredDelivery>? rows = null;
-        foreach (var r in recipients)
+        for (var i = 0; i < recipients.Count; i++)
         {
             // No rows for a session that ended while this was routed (they would outlive it on disk).
+            var r = recipients[i];
             if (r.Session.IsPersistent && r.Qos != MqttQualityOfServiceLevel.AtMostOnce && !r.Session.IsDiscarded)
             {
+                r.Session.RowAppending();
+                recipients[i] = r with { Stored = true };
                 (rows ??= []).Add(new StoredDelivery(r.Session.ClientId, message.Id, r.Qos, r.Retain, r.SubscriptionIds));
             }
         }
@@ -254,7 +259,13 @@ internal sealed class Router(EngineContext engine)
         if (hold && !durable.IsCompletedSuccessfully)
         {
             // Failed already: nobody gets it. Pending: the caller releases the recipients after the commit.
-            held = durable.IsCompleted || recipients.Count == 0 ? null : new HeldRoute(message, [.. recipients]);
+            held = recipients.Count == 0 ? null : new HeldRoute(message, [.. recipients]);
+            if (durable.IsCompleted)
+            {
+                held?.Abandon();
+                held = null;
+            }
+
             return durable;
         }
 
@@ -291,9 +302,9 @@ internal sealed class Router(EngineContext engine)
 
     static MqttQualityOfServiceLevel Max(MqttQualityOfServiceLevel a, MqttQualityOfServiceLevel b) => a > b ? a : b;
 
-    internal readonly record struct Recipient(Session Session, MqttQualityOfServiceLevel Qos, bool Retain, List<uint>? SubscriptionIds)
+    internal readonly record struct Recipient(Session Session, MqttQualityOfServiceLevel Qos, bool Retain, List<uint>? SubscriptionIds, bool Stored = false)
     {
-        public void Enqueue(BrokerMessage message) => Session.Enqueue(new Delivery(message, Qos, Retain, SubscriptionIds));
+        public void Enqueue(BrokerMessage message) => Session.Enqueue(new Delivery(message, Qos, Retain, SubscriptionIds, Stored));
     }
 
     sealed class Scratch
@@ -322,6 +333,18 @@ internal sealed class HeldRoute(BrokerMessage message, Router.Recipient[] recipi
         foreach (var r in recipients)
         {
             r.Enqueue(message);
+        }
+    }
+
+    /// <summary>The commit failed: nobody gets it, and the sessions stop waiting for its rows.</summary>
+    public void Abandon()
+    {
+        foreach (var r in recipients)
+        {
+            if (r.Stored)
+            {
+                r.Session.RowAbandoned();
+            }
         }
     }
 }

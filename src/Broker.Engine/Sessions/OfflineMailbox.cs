@@ -121,7 +121,8 @@ internal sealed class OfflineMailbox(EngineContext engine)
             }
 
             // The session's row first, then the mailbox row goes: a crash in between leaves a copy, never none.
-            var delivery = new Delivery(message, message.Qos, false, null);
+            var delivery = new Delivery(message, message.Qos, false, null, Stored: true);
+            session.RowAppending();
             engine.Observe(engine.Store.AppendAsync(message, [new StoredDelivery(session.ClientId, message.Id, message.Qos, false, null)]), message.Topic);
             engine.Store.RemoveFromMailbox(session.ClientId, message.Id);
             session.Enqueue(delivery);

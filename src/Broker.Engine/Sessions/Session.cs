@@ -143,7 +143,7 @@ public sealed class Session
                 // not kept for an offline client.
                 while (_queue.TryDequeue(out var d))
                 {
-                    _spilled |= IsStored(d);
+                    _spilled |= d.Stored;
                 }
 
                 _queueBytes = 0;
@@ -283,14 +283,16 @@ public sealed class Session
         Task<(int Count, long Bytes)>? storeDrop = null;
         lock (_gate)
         {
+            var pageMayStart = delivery.Stored ? RowArrived() : null;
             if (IsDiscarded || (_connection is null && delivery.Qos == MqttQualityOfServiceLevel.AtMostOnce))
             {
                 return false;
             }
 
             var size = SizeOf(delivery);
-            if (IsStored(delivery))
+            if (delivery.Stored)
             {
+                signal = pageMayStart;
                 _storedCount++;
                 _storedBytes += size;
                 if (_connection is null || _spilled || _paging || WindowFull(size))
@@ -333,8 +335,38 @@ public sealed class Session
 
     static long SizeOf(in Delivery d) => d.Message.Payload.Length;
 
-    /// <summary>A QoS 1/2 message of a persistent session: it has a row in the store, and counts towards the offline queue's limits.</summary>
-    bool IsStored(in Delivery d) => IsPersistent && d.Qos != MqttQualityOfServiceLevel.AtMostOnce;
+    // Rows handed to the store for this session whose delivery has not reached Enqueue yet (the router
+    // writes the row first; a held QoS 2 message waits for its commit in between). A page read while one
+    // is on its way could read that row and then get it from Enqueue too: pages wait for none to be left.
+    int _rowsOnTheirWay;
+
+    /// <summary>A row for this session is about to be handed to the store; its <see cref="Enqueue"/> (or <see cref="RowAbandoned"/>) follows.</summary>
+    internal void RowAppending()
+    {
+        lock (_gate)
+        {
+            _rowsOnTheirWay++;
+        }
+    }
+
+    /// <summary>The row's message will not come (its commit failed).</summary>
+    internal void RowAbandoned()
+    {
+        MqttConnection? signal;
+        lock (_gate)
+        {
+            signal = RowArrived();
+        }
+
+        signal?.SignalWrite();
+    }
+
+    /// <summary>Under the lock: one row less on its way; the connection to wake when a page read may start now.</summary>
+    MqttConnection? RowArrived()
+    {
+        _rowsOnTheirWay = Math.Max(0, _rowsOnTheirWay - 1);
+        return _rowsOnTheirWay == 0 && _spilled && _queue.Count == 0 ? _connection : null;
+    }
 
     bool WindowFull(long size) =>
         _queue.Count > 0 && (_queue.Count >= _engine.Options.MaxQueuedMessages || _queueBytes + size > _engine.Options.MaxQueuedBytes);
@@ -351,7 +383,7 @@ public sealed class Session
         var d = _queue.Dequeue();
         var size = SizeOf(d);
         _queueBytes -= size;
-        if (IsStored(d))
+        if (d.Stored)
         {
             _storedCount--;
             _storedBytes -= size;
@@ -490,7 +522,7 @@ public sealed class Session
                 // Read back from the store, each row passes the read check again, with the session's owner
                 // now: a rule may have changed, and a row written for an ended session of the same client id
                 // (it raced with the end) must never reach another user [engine invariant 4].
-                var d = new Delivery(message, row.Qos, row.Retain, row.SubscriptionIds is null ? null : [.. row.SubscriptionIds]);
+                var d = new Delivery(message, row.Qos, row.Retain, row.SubscriptionIds is null ? null : [.. row.SubscriptionIds], Stored: true);
                 if (Expired(d, now))
                 {
                     _storedCount--;
@@ -525,7 +557,7 @@ public sealed class Session
         }
 
         var madeAt = EngineContext.MessageTimeUnixMs(d.Message.Id);
-        return madeAt > 0 && IsStored(d) && nowUnixMs - madeAt > (long)_engine.Options.OfflineQueue.Ttl.TotalMilliseconds;
+        return madeAt > 0 && d.Stored && nowUnixMs - madeAt > (long)_engine.Options.OfflineQueue.Ttl.TotalMilliseconds;
     }
 
     /// <summary>The count for the next v5 CONNACK's ims-dropped, reset: what was dropped since the client was last connected.</summary>
@@ -656,7 +688,7 @@ public sealed class Session
             // The window ran dry and more waits in the store. Read after the in-flight marks above, so
             // what was just taken is not read again, and handed to the store under the lock, so it is
             // ordered with the queue's trims.
-            if (_queue.Count == 0 && _spilled && !_paging)
+            if (_queue.Count == 0 && _spilled && !_paging && _rowsOnTheirWay == 0)
             {
                 _spilled = false;
                 _paging = true;

@@ -136,6 +136,65 @@ public sealed class CommitOrderTests
         Assert.Equal("GID_IMS@@@alice-phone", carried.ClientId);
     }
 
+    [Fact]
+    public async Task AHeldQos2Message_IsNotReadBackTwice_WhenItsSubscribersQueueIsPagedInMeanwhile()
+    {
+        // The router writes a row, then (QoS 2: after the commit) hands the message to the session. A page read
+        // of the session's queue in between would read that row, and the session would then get it again: a
+        // QoS 2 duplicate. Here the window is one message, bob (persistent) lets one message in flight at a
+        // time, and his queue is paged in while alice's QoS 2 message waits for its commit.
+        var store = new GatedStore();
+        await using var broker = await TestBroker.StartAsync(
+            settings =>
+            {
+                settings["Broker:Conventions:Enabled"] = "false";
+                settings["Broker:AllowAnonymous"] = "true";
+                settings["Broker:MaxQueuedMessages"] = "1";
+            },
+            configureServices: services => services.AddSingleton<Broker.Engine.Store.IBrokerStore>(store));
+        var v5 = MqttProtocolVersion.V500;
+        await using var bob = await Raw.ConnectAsync(broker.MqttPort, "bob", v5, cleanSession: false, sessionExpiry: 3600, receiveMaximum: 1);
+        await bob.SubscribeAsync("chat/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using var alice = await Raw.ConnectAsync(broker.MqttPort, "alice", v5);
+        for (ushort i = 1; i <= 3; i++)
+        {
+            await alice.SendAsync(Raw.Publish("chat/1", $"m{i}", MqttQualityOfServiceLevel.AtLeastOnce, packetId: i));
+            await alice.ExpectAsync<MqttPubAckPacket>();
+        }
+
+        var m1 = await bob.ExpectAsync<MqttPublishPacket>(); // m2 waits in the window, m3 in the store
+        store.Hold = true;
+        await alice.SendAsync(Raw.Publish("chat/1", "x", MqttQualityOfServiceLevel.ExactlyOnce, packetId: 4));
+        await store.CommitHeld; // x's row is written, x itself waits for the commit
+        await bob.SendAsync(new MqttPubAckPacket { PacketIdentifier = m1.PacketIdentifier });
+        var m2 = await bob.ExpectAsync<MqttPublishPacket>(); // the window is empty now: a page read would start here
+        await bob.SendAsync(new MqttPubAckPacket { PacketIdentifier = m2.PacketIdentifier });
+        await PingAsync(bob);
+
+        store.Release();
+        await alice.ExpectAsync<MqttPubRecPacket>();
+        var received = new List<string> { Raw.Text(m1), Raw.Text(m2) };
+        while (received.Count < 4)
+        {
+            var publish = await bob.ExpectAsync<MqttPublishPacket>();
+            received.Add(Raw.Text(publish));
+            if (publish.QualityOfServiceLevel == MqttQualityOfServiceLevel.ExactlyOnce)
+            {
+                await bob.SendAsync(new MqttPubRecPacket { PacketIdentifier = publish.PacketIdentifier });
+                await bob.ExpectAsync<MqttPubRelPacket>();
+                await bob.SendAsync(new MqttPubCompPacket { PacketIdentifier = publish.PacketIdentifier });
+            }
+            else
+            {
+                await bob.SendAsync(new MqttPubAckPacket { PacketIdentifier = publish.PacketIdentifier });
+            }
+        }
+
+        await alice.SendAsync(Raw.Publish("chat/1", "marker", MqttQualityOfServiceLevel.AtLeastOnce, packetId: 5));
+        Assert.Equal("marker", Raw.Text(await bob.ExpectAsync<MqttPublishPacket>())); // not x a second time
+        Assert.Equal(["m1", "m2", "m3", "x"], received);
+    }
+
     /// <summary>Records where a QoS 2 packet id mark reaches the store: alone, or with its message.</summary>
     sealed class RecordingStore : DelegatingStore
     {
