@@ -13,7 +13,8 @@ namespace Broker.IntegrationTests.Operations;
 
 /// <summary>
 /// Issue #7 item 2: the browser chat page (/chat, MQTT.js over ws://host/mqtt) in a real headless Chromium,
-/// driven over the DevTools protocol, chatting with an MQTTnet client: 1:1, group and P2P.
+/// driven over the DevTools protocol, chatting with an MQTTnet client: 1:1, group and P2P; presence dots and
+/// delivered ticks (contract §10, §11).
 /// </summary>
 public sealed class BrowserChatTests
 {
@@ -73,10 +74,34 @@ public sealed class BrowserChatTests
         await page.WaitForAsync("document.getElementById('status').dataset.state === 'connected'", "alice to connect and subscribe her inbox");
         Assert.Equal("connected as alice (GID_IMS@@@alice-web)", await page.EvaluateAsync<string>("document.getElementById('status').textContent"));
 
-        // 1:1, browser → MQTTnet.
+        // 1:1, browser → MQTTnet, with a delivered tick: none while bob's phone holds the message unacknowledged
+        // (the PUBACK to alice, "out", comes first), the tick once it acknowledges (TestClient acks on read).
         await page.EvaluateAsync("fill('dm-to', 'bob'); fill('dm-text', 'hi bob, from the browser'); click('dm-send')");
-        AssertReceived(await bob.NextAsync(), "IMS/bob/Inbox/Msg/alice", "hi bob, from the browser", "alice");
         await page.WaitForRowAsync("out", "IMS/bob/Inbox/Msg/alice", "hi bob, from the browser");
+        var sentRow = RowJs("out", "IMS/bob/Inbox/Msg/alice", "hi bob, from the browser");
+        Assert.Equal("", await page.EvaluateAsync<string>(sentRow + ".querySelector('td.receipt').textContent"));
+        var dm = await bob.NextAsync();
+        AssertReceived(dm, "IMS/bob/Inbox/Msg/alice", "hi bob, from the browser", "alice");
+        Assert.Contains(("ims-receipt", "delivered"), dm.ApplicationMessage.UserProperties.Select(p => (p.Name, p.ReadValueAsString())));
+        await page.WaitForAsync(sentRow + ".querySelector('td.receipt').textContent === '✓'", "the delivered tick on the message to bob");
+        Assert.Equal("delivered to GID_IMS@@@bob-phone", (await page.EvaluateAsync<string>(sentRow + ".querySelector('td.receipt').title")).Split(" (")[0]);
+
+        // Presence: writing to bob put him in People, online (his phone is connected).
+        await page.WaitForAsync(PeerJs("bob") + "?.dataset.online === 'true'", "bob's dot to show online");
+        Assert.Equal("online: GID_IMS@@@bob-phone", await page.EvaluateAsync<string>(PeerJs("bob") + ".title"));
+
+        // Carol, watched before she ever connects: her dot turns online when she connects, offline (with the
+        // time she was last seen) when she disconnects.
+        await page.EvaluateAsync("fill('peer', 'carol'); click('peer-add')");
+        await page.WaitForAsync(PeerJs("carol") + "?.dataset.online === 'unknown'", "carol's dot");
+        await using (await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@carol-phone", "carol"))
+        {
+            await page.WaitForAsync(PeerJs("carol") + ".dataset.online === 'true'", "carol's dot to turn online");
+        }
+
+        await page.WaitForAsync(PeerJs("carol") + ".dataset.online === 'false'", "carol's dot to turn offline");
+        Assert.StartsWith("offline, last seen ", await page.EvaluateAsync<string>(PeerJs("carol") + ".title"));
+        Assert.Equal("true", await page.EvaluateAsync<string>(PeerJs("bob") + ".dataset.online"));
 
         // 1:1 and P2P, MQTTnet → browser (P2P without any subscription of the page's).
         await bob.PublishAsync("IMS/alice/Inbox/Msg/bob", "hi alice");
@@ -109,6 +134,11 @@ public sealed class BrowserChatTests
         Assert.Empty(page.Errors);
         Console.WriteLine($"browser chat test: {started.Elapsed.TotalSeconds:F1} s (Chromium started in {browser.StartTime.TotalSeconds:F1} s)");
     }
+
+    static string PeerJs(string user) => $"document.querySelector('#peers li[data-user={JsonSerializer.Serialize(user)}]')";
+
+    static string RowJs(string dir, string topic, string payload) =>
+        $"[...document.querySelectorAll('#messages tr')].find(r => r.dataset.dir === {JsonSerializer.Serialize(dir)} && r.dataset.topic === {JsonSerializer.Serialize(topic)} && r.dataset.payload === {JsonSerializer.Serialize(payload)})";
 
     static void AssertReceived(MqttApplicationMessageReceivedEventArgs received, string topic, string payload, string sender)
     {
@@ -473,11 +503,9 @@ public sealed class BrowserChatTests
         /// <summary>Waits for a message row (dir in, out or error) and returns its ims-sender column.</summary>
         public async Task<string> WaitForRowAsync(string dir, string topic, string payload)
         {
-            var find = $"[...document.querySelectorAll('#messages tr')].find(r => r.dataset.dir === {Js(dir)} && r.dataset.topic === {Js(topic)} && r.dataset.payload === {Js(payload)})";
+            var find = RowJs(dir, topic, payload);
             await WaitForAsync(find, $"a row {dir} {topic} {payload}");
             return await EvaluateAsync<string>(find + ".dataset.sender");
         }
-
-        static string Js(string value) => JsonSerializer.Serialize(value);
     }
 }

@@ -10,6 +10,82 @@
   let client = null;
   let me = null;
   let group = null;
+  const peers = new Map(); // user -> <li> with its presence dot (kept across reconnects, resubscribed on connect)
+
+  // Delivered ticks (docs/conventions.md §10). A receipt carries only {id, user, client, at}: the ims-id
+  // of the message, which the publisher never learns at send time (the PUBACK carries no id, and the page
+  // cannot read the recipient's inbox), so receipts are matched by order:
+  // - only direct messages ask for receipts, so a receipt from user U is about a direct message to U
+  //   (never about a group or P2P message U also got);
+  // - the broker gives one connection's publishes increasing ids in the order they arrive, and each of
+  //   U's devices acknowledges U's inbox messages in that order (MQTT keeps the order of one topic);
+  // so the first receipt bearing an id not seen yet is for the oldest direct message to U not matched
+  // yet, and every later receipt with that id (U's other devices, a repeat after a broker crash) ticks
+  // the same message. Limit: a message none of U's devices ever acknowledges (U had only clean-session
+  // devices, all offline when it was sent) would shift the ticks of U's later messages by one.
+  const unmatched = new Map(); // recipient user -> records in send order, {row, id, failed, devices}
+  const byId = new Map(); // ims-id -> record
+
+  function receiptArrived(receipt) {
+    let record = byId.get(receipt.id);
+    if (!record) {
+      const list = unmatched.get(receipt.user) || [];
+      while (list.length && (list[0].id !== null || list[0].failed)) {
+        list.shift();
+      }
+      record = list.find((r) => r.id === null && !r.failed);
+      if (!record) {
+        return;
+      }
+      record.id = receipt.id;
+      byId.set(receipt.id, record);
+    }
+    record.devices.add(receipt.client);
+    const cell = record.row.querySelector('td.receipt');
+    cell.textContent = '✓';
+    cell.title = 'delivered to ' + [...record.devices].join(', ') + ' (last at ' + new Date(receipt.at).toLocaleTimeString() + ')';
+    record.row.dataset.delivered = [...record.devices].join(' ');
+  }
+
+  function presenceArrived(user, presence) {
+    const item = peers.get(user);
+    if (!item) {
+      return;
+    }
+    item.dataset.online = presence.online ? 'true' : 'false';
+    item.title = presence.online
+      ? 'online: ' + (presence.devices || []).join(', ')
+      : 'offline' + (presence.lastSeen ? ', last seen ' + new Date(presence.lastSeen).toLocaleString() : '');
+  }
+
+  function watch(user) {
+    if (!user || user === me || user.includes('/') || user.includes('+') || user.includes('#')) {
+      return;
+    }
+    if (!peers.has(user)) {
+      const item = document.createElement('li');
+      item.dataset.user = user;
+      item.dataset.online = 'unknown';
+      item.title = 'no presence known yet';
+      const dot = document.createElement('span');
+      dot.className = 'dot';
+      item.append(dot, user);
+      $('peers').appendChild(item);
+      peers.set(user, item);
+      if (client) {
+        subscribePresence(user);
+      }
+    }
+  }
+
+  function subscribePresence(user) {
+    // Retained: the current value arrives at once, then every change.
+    client.subscribe(parent + '/' + user + '/Presence', { qos: 1 }, (err) => {
+      if (err && peers.has(user)) {
+        peers.get(user).title = 'presence refused: ' + err.message;
+      }
+    });
+  }
 
   function setStatus(state, text) {
     const status = $('status');
@@ -25,30 +101,60 @@
 
   // One row per message: data-* attributes carry the raw values (the browser test reads them).
   function addRow(dir, topic, payload, sender) {
+    const row = newRow(dir, topic, payload, sender);
+    $('messages').prepend(row);
+    return row;
+  }
+
+  function setCell(row, cls, text) {
+    row.querySelector('td.' + cls).textContent = text;
+  }
+
+  function newRow(dir, topic, payload, sender) {
     const row = document.createElement('tr');
     row.dataset.dir = dir;
     row.dataset.topic = topic;
     row.dataset.payload = payload;
     row.dataset.sender = sender;
-    for (const [cls, text] of [['time', new Date().toLocaleTimeString()], ['dir', dir], ['topic', topic], ['payload', payload], ['sender', sender]]) {
+    for (const [cls, text] of [['time', new Date().toLocaleTimeString()], ['dir', dir], ['topic', topic], ['payload', payload], ['sender', sender], ['receipt', '']]) {
       const cell = document.createElement('td');
       cell.className = cls;
       cell.textContent = text; // never innerHTML: payloads come from other users
       row.appendChild(cell);
     }
-    $('messages').prepend(row);
+    return row;
   }
 
-  function publish(topic, text) {
+  // The row appears at once ("sending") and becomes "out" on the PUBACK or "error" if refused. A receipt
+  // can come before the PUBACK, so a direct message is queued for its tick at send time.
+  function publish(topic, text, receiptFrom) {
     if (!client) {
       return;
     }
-    client.publish(topic, text, { qos: 1 }, (err) => {
-      if (err) {
-        addRow('error', topic, text, 'refused: ' + err.message);
-      } else {
-        addRow('out', topic, text, me);
+    const row = addRow('sending', topic, text, '');
+    const options = { qos: 1 };
+    let record = null;
+    if (receiptFrom) {
+      options.properties = { userProperties: { 'ims-receipt': 'delivered' } };
+      record = { row: row, id: null, failed: false, devices: new Set() };
+      if (!unmatched.has(receiptFrom)) {
+        unmatched.set(receiptFrom, []);
       }
+      unmatched.get(receiptFrom).push(record);
+    }
+    client.publish(topic, text, options, (err) => {
+      if (err) {
+        if (record) {
+          record.failed = true;
+        }
+        row.dataset.dir = 'error';
+        row.dataset.sender = 'refused: ' + err.message;
+      } else {
+        row.dataset.dir = 'out';
+        row.dataset.sender = me;
+      }
+      setCell(row, 'dir', row.dataset.dir);
+      setCell(row, 'sender', row.dataset.sender);
     });
   }
 
@@ -109,9 +215,36 @@
           setStatus('connected', 'connected as ' + me + ' (' + clientId + ')');
         }
       });
+      for (const user of peers.keys()) {
+        subscribePresence(user);
+      }
     });
+    // The inbox filter IMS/<me>/Inbox/# also brings the receipts, IMS/<me>/Inbox/Receipt/Delivered/<user>
+    // (a second, overlapping subscription could bring each one twice).
+    const receipts = parent + '/' + me + '/Inbox/Receipt/Delivered/';
     client.on('message', (topic, payload, packet) => {
-      addRow('in', topic, new TextDecoder().decode(payload), senderOf(packet));
+      const text = new TextDecoder().decode(payload);
+      const levels = topic.split('/');
+      const presence = levels.length === 3 && levels[2] === 'Presence' && peers.has(levels[1]) && senderOf(packet) === '$broker';
+      if (topic.startsWith(receipts) || presence) {
+        let json = null;
+        try {
+          json = JSON.parse(text);
+        } catch (e) {
+          // not ours to show: both topics are written by the broker only
+        }
+        if (json && topic.startsWith(receipts)) {
+          receiptArrived(json);
+        } else if (json) {
+          presenceArrived(levels[1], json);
+        }
+        return;
+      }
+      const sender = senderOf(packet);
+      if (sender && sender !== '$broker') {
+        watch(sender);
+      }
+      addRow('in', topic, text, sender);
     });
     client.on('error', (err) => setStatus('error', err.message));
     client.on('close', () => {
@@ -121,6 +254,10 @@
       connected(false);
       client.end(true);
       client = null;
+      for (const item of peers.values()) {
+        item.dataset.online = 'unknown';
+        item.title = 'not connected';
+      }
     });
   });
 
@@ -132,8 +269,16 @@
 
   $('dm').addEventListener('submit', (event) => {
     event.preventDefault();
-    publish(parent + '/' + $('dm-to').value.trim() + '/Inbox/Msg/' + me, $('dm-text').value);
+    const to = $('dm-to').value.trim();
+    watch(to);
+    publish(parent + '/' + to + '/Inbox/Msg/' + me, $('dm-text').value, to);
     $('dm-text').value = '';
+  });
+
+  $('peer-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    watch($('peer').value.trim());
+    $('peer').value = '';
   });
 
   $('group-join').addEventListener('submit', (event) => {
