@@ -44,6 +44,9 @@ public sealed class SqliteStoreTests : IDisposable
             {
                 await back.ExpectOnlyAsync("IMS/bob/Inbox/Msg/alice", $"m{i}");
             }
+
+            // A QoS 2 exchange ends at PUBCOMP, a round trip after the read (PUBREL waits for its commit).
+            await broker.WaitAcknowledgedAsync("GID_IMS@@@bob-phone");
         }
 
         // After a clean stop every acknowledged message row is gone; only the session remains.
