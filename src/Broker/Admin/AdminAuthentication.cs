@@ -35,8 +35,9 @@ public sealed class AdminAuthentication(IUserDirectory users, PasswordVerifier p
 
         // Any Authorization header is an attempt: the source's penalty applies before it is looked at, and a
         // refusal is a failed login, counted (and held back) with those over MQTT. No header: nothing to check.
+        var credentials = !string.IsNullOrEmpty(header);
         var login = await engine.Logins.CheckAsync(source, TryReadBasic(header, out var basicName, out _) ? basicName : null,
-            credentials: !string.IsNullOrEmpty(header), () => IdentifyAsync(header, http.RequestAborted), static l => l.Failed);
+            credentials, () => IdentifyAsync(header, http.RequestAborted), l => credentials && l.Failed);
 
         if (login.Busy)
         {

@@ -35,9 +35,11 @@ public sealed class AdminApiTests
         var unauthorized = await anonymous.GetAsync("/api/users");
         Assert.Equal(HttpStatusCode.Unauthorized, unauthorized.StatusCode);
         Assert.Contains("Basic", unauthorized.Headers.WwwAuthenticate.ToString());
+        Assert.Equal(0, broker.Counters.LoginFailures); // no credentials, no failed login
 
         using var wrong = Http(broker, "admin", "not-the-password");
         Assert.Equal(HttpStatusCode.Unauthorized, (await wrong.GetAsync("/api/users")).StatusCode);
+        Assert.Equal(1, broker.Counters.LoginFailures);
 
         using var alice = Http(broker, "alice");
         Assert.Equal(HttpStatusCode.Forbidden, (await alice.GetAsync("/api/users")).StatusCode);
