@@ -30,6 +30,9 @@ public sealed class BrokerEngine : IBrokerPublisher, IAsyncDisposable
 
     public BrokerCounters Counters => _engine.Counters;
 
+    /// <summary>Failed-login penalties, shared by MQTT CONNECT and every other login (the admin API).</summary>
+    public Admission.LoginThrottle Logins => _engine.Logins;
+
     public IBrokerStore Store => _engine.Store;
 
     public int SessionCount => _engine.Sessions.Count;

@@ -20,8 +20,10 @@ namespace Broker.Engine.Admission;
 /// failures elsewhere, so an attacker spread over many addresses cannot lock the real user out.</item>
 /// </list>
 /// The answer is always the policy's own: only later. Wall-clock time (not the engine's clock, which tests move).
+/// One instance per engine (<see cref="BrokerEngine.Logins"/>), shared by MQTT CONNECT and the admin API's
+/// login: one guesser, one budget, whichever door it knocks on.
 /// </summary>
-internal sealed partial class LoginThrottle
+public sealed partial class LoginThrottle
 {
     sealed class Penalty
     {
@@ -39,7 +41,7 @@ internal sealed partial class LoginThrottle
     readonly ILogger _logger;
     readonly LogGate _log = new(TimeSpan.FromSeconds(10));
 
-    public LoginThrottle(LimitsOptions limits, BrokerCounters counters, ILogger logger)
+    internal LoginThrottle(LimitsOptions limits, BrokerCounters counters, ILogger logger)
     {
         _firstDelayMs = (long)limits.LoginFailureDelay.TotalMilliseconds;
         _maxDelayMs = (long)limits.LoginMaxDelay.TotalMilliseconds;
@@ -51,10 +53,22 @@ internal sealed partial class LoginThrottle
     static long NowMs => Environment.TickCount64;
 
     /// <summary>Runs <paramref name="check"/> for a CONNECT from <paramref name="source"/>, delayed as the penalties say.</summary>
-    public async Task<AuthenticationResult> CheckAsync(ConnectRequest request, IPAddress? source, Func<Task<AuthenticationResult>> check)
+    internal Task<AuthenticationResult> CheckAsync(ConnectRequest request, IPAddress? source, Func<Task<AuthenticationResult>> check) =>
+        CheckAsync(source, request.UserName, credentials: request.UserName is not null || request.Password is not null, check,
+            static result => !result.Succeeded && result.ReasonCode == MqttConnectReasonCode.BadUserNameOrPassword);
+
+    /// <summary>
+    /// Runs a credential <paramref name="check"/> from <paramref name="source"/> (any login, not only MQTT's),
+    /// delayed as the penalties say: with <paramref name="credentials"/> it first waits out the source's
+    /// penalty; a result that <paramref name="failed"/> says is a bad user name or password is counted against
+    /// the source and <paramref name="userName"/> and held back by the user name's penalty. Other results
+    /// (busy, allowed) are neither counted nor held.
+    /// </summary>
+    public async Task<T> CheckAsync<T>(IPAddress? source, string? userName, bool credentials, Func<Task<T>> check, Func<T, bool> failed)
     {
+        ArgumentNullException.ThrowIfNull(check);
+        ArgumentNullException.ThrowIfNull(failed);
         var delayed = false;
-        var credentials = request.UserName is not null || request.Password is not null;
         if (credentials && source is not null && _sources.TryGetValue(source, out var penalty))
         {
             long wait;
@@ -71,9 +85,9 @@ internal sealed partial class LoginThrottle
         }
 
         var result = await check().ConfigureAwait(false);
-        if (!result.Succeeded && result.ReasonCode == MqttConnectReasonCode.BadUserNameOrPassword)
+        if (failed(result))
         {
-            var hold = Failed(source, request.UserName);
+            var hold = Failed(source, userName);
             if (hold > 0)
             {
                 delayed = true;
@@ -131,7 +145,7 @@ internal sealed partial class LoginThrottle
     /// Forgets keys without a failure for <c>LoginFailureReset</c> (from the engine's heartbeat), so memory
     /// follows recent failures only. A failure racing with its key's removal is lost: one delay less, once.
     /// </summary>
-    public void Sweep()
+    internal void Sweep()
     {
         var now = NowMs;
         Sweep(_sources, now);
@@ -151,7 +165,7 @@ internal sealed partial class LoginThrottle
     }
 
     /// <summary>Source addresses and user names with failures on record (tests, metrics).</summary>
-    public int TrackedCount => _sources.Count + _users.Count;
+    internal int TrackedCount => _sources.Count + _users.Count;
 
     [LoggerMessage(2010, LogLevel.Warning, "Failed logins are being throttled: {Total} so far; the latest from {Source}, its failure {SourceFailures} in a row, so its next login waits {DelayMs} ms (Broker:Limits:LoginFailureDelay, LoginMaxDelay)")]
     static partial void LogThrottled(ILogger logger, long total, IPAddress? source, int sourceFailures, long delayMs);

@@ -56,6 +56,6 @@ public sealed partial class PasswordCheckGate : IDisposable
 
     public void Dispose() => _limiter.Dispose();
 
-    [LoggerMessage(2011, LogLevel.Warning, "CONNECT answered server busy: {Permits} password checks are running and the queue is full (Broker:Limits:MaxConcurrentPasswordChecks, MaxQueuedPasswordChecks); {Total} so far")]
+    [LoggerMessage(2011, LogLevel.Warning, "Login answered server busy: {Permits} password checks are running and the queue is full (Broker:Limits:MaxConcurrentPasswordChecks, MaxQueuedPasswordChecks); {Total} so far")]
     static partial void LogBusy(ILogger logger, int permits, long total);
 }

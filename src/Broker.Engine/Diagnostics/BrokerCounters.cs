@@ -52,9 +52,9 @@ public sealed class BrokerCounters : IDisposable
             new(OverMaxConnections, new KeyValuePair<string, object?>("reason", "max_connections")),
             new(OverSourceRate, new KeyValuePair<string, object?>("reason", "source_rate")),
         ], "{connection}", "Connections closed on accept, before any MQTT is read, by reason");
-        _meter.CreateObservableCounter("login.failures", () => LoginFailures, "{attempt}", "CONNECTs refused for a bad user name or password");
+        _meter.CreateObservableCounter("login.failures", () => LoginFailures, "{attempt}", "Logins (MQTT CONNECT, admin API) refused for a bad user name or password");
         _meter.CreateObservableCounter("login.delayed", () => LoginsDelayed, "{attempt}", "Logins held back by a failed-login penalty");
-        _meter.CreateObservableCounter("login.busy", () => LoginsBusy, "{attempt}", "CONNECTs answered server busy: too many password checks at once");
+        _meter.CreateObservableCounter("login.busy", () => LoginsBusy, "{attempt}", "Logins (MQTT CONNECT, admin API) answered server busy: too many password checks at once");
         _meter.CreateObservableCounter("publish.throttled", () => PublishThrottled, "{wait}", "Times a connection's reading stopped until its user's publish rate limit refilled");
         _meter.CreateObservableCounter("publish.rate_disconnects", () => RateDisconnects, "{connection}", "Connections closed after RateGraceSeconds over the publish rate limit (v5 0x96)");
         _meter.CreateObservableCounter("retained.refused", () => RetainedRefused, "{message}", "Retained publishes refused (not retained, not delivered) at Broker:Limits:MaxRetainedMessages or MaxRetainedBytes");

@@ -11,7 +11,7 @@ namespace Broker.Ims.Identity;
 /// random salt): slow on purpose. A client that reconnects often would pay that on every CONNECT,
 /// so a successful check is remembered as an HMAC of the password under a key that lives only in
 /// this process, tied to the stored hash (a password change forgets it). Failures are never cached.
-/// The hash of a CONNECT runs under the engine's <see cref="PasswordCheckGate"/>; a remembered password never does.
+/// The hash of a login (MQTT CONNECT, the admin API) runs under the engine's <see cref="PasswordCheckGate"/>; a remembered password never does.
 /// </summary>
 public sealed class PasswordVerifier(PasswordCheckGate? gate = null)
 {
@@ -28,7 +28,7 @@ public sealed class PasswordVerifier(PasswordCheckGate? gate = null)
         return Convert.TryFromBase64String(value, bytes, out var written) && written > 13 && bytes[0] == 0x01;
     }
 
-    /// <summary>Checks at once, without the gate (the admin API; tests).</summary>
+    /// <summary>Checks at once, without the gate (tests).</summary>
     public bool Verify(UserAccount user, ReadOnlySpan<byte> password)
     {
         var mac = HMACSHA256.HashData(_cacheKey, password);
@@ -36,7 +36,7 @@ public sealed class PasswordVerifier(PasswordCheckGate? gate = null)
     }
 
     /// <summary>
-    /// A CONNECT's check: a remembered password answers at once; a hash waits for a place at the
+    /// A login's check (MQTT CONNECT, the admin API): a remembered password answers at once; a hash waits for a place at the
     /// <see cref="PasswordCheckGate"/> and is <see cref="PasswordCheck.Busy"/> when there is none.
     /// </summary>
     public async ValueTask<PasswordCheck> VerifyAsync(UserAccount user, ReadOnlyMemory<byte> password, CancellationToken cancellationToken)
@@ -77,7 +77,7 @@ public sealed class PasswordVerifier(PasswordCheckGate? gate = null)
     }
 }
 
-/// <summary>What a CONNECT's password check found.</summary>
+/// <summary>What a login's password check found.</summary>
 public enum PasswordCheck
 {
     Valid,

@@ -1,5 +1,7 @@
 using System.Net.Http.Headers;
 using System.Text;
+using Broker.Engine;
+using Broker.Engine.Admission;
 using Broker.Ims.Identity;
 using Broker.Ims.Options;
 
@@ -8,17 +10,43 @@ namespace Broker.Admin;
 /// <summary>
 /// The admin API's gate: HTTP Basic with a configured user's name and password (so <c>curl -u
 /// admin:...</c> works), role <c>admin</c>. 401 without valid credentials, 403 for any other role.
+/// Every check goes through the engine's <see cref="LoginThrottle"/> and the password hash through the
+/// <see cref="PasswordCheckGate"/> (via <see cref="PasswordVerifier.VerifyAsync"/>), the same instances as
+/// MQTT CONNECT: failures are counted and delayed with the MQTT ones, and a full gate is 503 with Retry-After.
 /// </summary>
-public sealed class AdminAuthentication(IUserDirectory users, PasswordVerifier passwords, ImsOptions options, TimeProvider time) : IEndpointFilter
+public sealed class AdminAuthentication(IUserDirectory users, PasswordVerifier passwords, BrokerEngine engine, ImsOptions options, TimeProvider time) : IEndpointFilter
 {
     // Bearer tokens are accepted when JWT authentication is on (Broker:Jwt), with the same rules as for MQTT.
     readonly JwtAuthenticator? _jwt = options.Jwt.Enabled ? new JwtAuthenticator(options.Jwt, time) : null;
 
+    /// <summary>Who the Authorization header names; <see cref="Busy"/>: not checked, no place at the password check gate.</summary>
+    readonly record struct Login(string? Name, string? Role, bool Busy)
+    {
+        public static readonly Login Refused = new(null, null, false);
+
+        public bool Failed => Name is null && !Busy;
+    }
+
     public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
         var http = context.HttpContext;
-        var (name, role) = await IdentifyAsync(http.Request.Headers.Authorization);
-        if (name is null)
+        string? header = http.Request.Headers.Authorization;
+        var source = SourceAddress.Of(http.Connection.RemoteIpAddress);
+
+        // Any Authorization header is an attempt: the source's penalty applies before it is looked at, and a
+        // refusal is a failed login, counted (and held back) with those over MQTT. No header: nothing to check.
+        var credentials = !string.IsNullOrEmpty(header);
+        var login = await engine.Logins.CheckAsync(source, TryReadBasic(header, out var basicName, out _) ? basicName : null,
+            credentials, () => IdentifyAsync(header, http.RequestAborted), l => credentials && l.Failed);
+
+        if (login.Busy)
+        {
+            // Says nothing about the password, like MQTT's server busy; the client may try again shortly.
+            http.Response.Headers.RetryAfter = "1";
+            return Results.Problem(statusCode: StatusCodes.Status503ServiceUnavailable, title: "Too many password checks at once (Broker:Limits:MaxConcurrentPasswordChecks); try again later.");
+        }
+
+        if (login.Name is null)
         {
             http.Response.Headers.WWWAuthenticate = _jwt is null
                 ? "Basic realm=\"ims-broker\", charset=\"UTF-8\""
@@ -26,30 +54,37 @@ public sealed class AdminAuthentication(IUserDirectory users, PasswordVerifier p
             return Results.Problem(statusCode: StatusCodes.Status401Unauthorized, title: "Credentials of an admin user are required (HTTP Basic, or a bearer JWT).");
         }
 
-        if (role != Roles.Admin)
+        if (login.Role != Roles.Admin)
         {
-            return Results.Problem(statusCode: StatusCodes.Status403Forbidden, title: $"User {name} has role {role}; the admin API needs role admin.");
+            return Results.Problem(statusCode: StatusCodes.Status403Forbidden, title: $"User {login.Name} has role {login.Role}; the admin API needs role admin.");
         }
 
-        http.Items[AdminApi.AdminUserKey] = name;
+        http.Items[AdminApi.AdminUserKey] = login.Name;
         return await next(context);
     }
 
-    /// <summary>The user and role behind the Authorization header, or (null, null).</summary>
-    async ValueTask<(string? Name, string? Role)> IdentifyAsync(string? header)
+    /// <summary>The user and role behind the Authorization header, <see cref="Login.Refused"/>, or busy.</summary>
+    async Task<Login> IdentifyAsync(string? header, CancellationToken cancellationToken)
     {
         if (_jwt is not null && AuthenticationHeaderValue.TryParse(header, out var value)
             && "Bearer".Equals(value.Scheme, StringComparison.OrdinalIgnoreCase) && value.Parameter is { } token)
         {
             var identity = await _jwt.ValidateAsync(Encoding.UTF8.GetBytes(token), userName: null);
-            return identity.Succeeded ? (identity.UserId, identity.Role ?? Roles.User) : (null, null);
+            return identity.Succeeded ? new Login(identity.UserId, identity.Role ?? Roles.User, false) : Login.Refused;
         }
 
-        return TryReadBasic(header, out var name, out var password)
-            && users.TryGet(name, out var account)
-            && passwords.Verify(account, Encoding.UTF8.GetBytes(password))
-            ? (account.Name, account.Role)
-            : (null, null);
+        if (!TryReadBasic(header, out var name, out var password) || !users.TryGet(name, out var account))
+        {
+            return Login.Refused;
+        }
+
+        // A remembered password answers at once; a hash needs a place at the gate shared with MQTT CONNECT.
+        return await passwords.VerifyAsync(account, Encoding.UTF8.GetBytes(password), cancellationToken).ConfigureAwait(false) switch
+        {
+            PasswordCheck.Valid => new Login(account.Name, account.Role, false),
+            PasswordCheck.Busy => new Login(null, null, true),
+            _ => Login.Refused,
+        };
     }
 
     static bool TryReadBasic(string? header, out string name, out string password)

@@ -1,9 +1,12 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
+using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
+using Broker.Engine.Admission;
 using Broker.IntegrationTests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
 using MQTTnet;
 using MQTTnet.Formatter;
 
@@ -32,13 +35,127 @@ public sealed class AdminApiTests
         var unauthorized = await anonymous.GetAsync("/api/users");
         Assert.Equal(HttpStatusCode.Unauthorized, unauthorized.StatusCode);
         Assert.Contains("Basic", unauthorized.Headers.WwwAuthenticate.ToString());
+        Assert.Equal(0, broker.Counters.LoginFailures); // no credentials, no failed login
 
         using var wrong = Http(broker, "admin", "not-the-password");
         Assert.Equal(HttpStatusCode.Unauthorized, (await wrong.GetAsync("/api/users")).StatusCode);
+        Assert.Equal(1, broker.Counters.LoginFailures);
 
         using var alice = Http(broker, "alice");
         Assert.Equal(HttpStatusCode.Forbidden, (await alice.GetAsync("/api/users")).StatusCode);
     }
+
+    /// <summary>An HTTP client whose connections come from <paramref name="from"/> (127.0.0.2 is another source to the broker).</summary>
+    static HttpClient HttpFrom(TestBroker broker, IPAddress from, string user, string password)
+    {
+        var handler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (context, cancellationToken) =>
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    socket.Bind(new IPEndPoint(from, 0));
+                    await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+                    return new NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            },
+        };
+        var http = new HttpClient(handler) { BaseAddress = new Uri($"http://127.0.0.1:{broker.HttpPort}") };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{user}:{password}")));
+        return http;
+    }
+
+    [Fact]
+    public async Task WrongBasicPasswords_AreFailedLogins_SharedWithMqtt_AndDelayed_WhileTheAdminStillGetsIn()
+    {
+        await using var broker = await TestBroker.StartImsAsync(s =>
+        {
+            s["Broker:Limits:LoginFailureDelay"] = "00:00:00.100";
+            s["Broker:Limits:LoginMaxDelay"] = "00:00:02";
+        });
+
+        // Guessing the admin's password over HTTP Basic, from 127.0.0.1: the usual 401, counted and delayed.
+        for (var i = 0; i < 3; i++)
+        {
+            using var guesser = Http(broker, "admin", $"guess-{i}");
+            var response = await guesser.GetAsync("/api/users");
+            Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+            Assert.Contains("Basic", response.Headers.WwwAuthenticate.ToString());
+        }
+
+        Assert.Equal(3, broker.Counters.LoginFailures);
+        Assert.Equal(3, broker.Counters.LoginsDelayed);
+
+        // One attacker, one budget: an MQTT guess from the same address is counted with the HTTP ones (and delayed).
+        Assert.Equal(MqttClientConnectResultCode.BadUserNameOrPassword, await Connect.V5ResultAsync(broker.MqttPort, "GID_IMS@@@guesser", "alice", "guess-mqtt"));
+        Assert.Equal(4, broker.Counters.LoginFailures);
+        Assert.Equal(4, broker.Counters.LoginsDelayed);
+
+        // The admin, from another address, with the right password: in, although her user name has failures on record.
+        using (var admin = HttpFrom(broker, IPAddress.Parse("127.0.0.2"), "admin", "admin-pass"))
+        {
+            Assert.Equal(HttpStatusCode.OK, (await admin.GetAsync("/api/users")).StatusCode);
+        }
+
+        // And from the guesser's address too: later, but in (nobody is locked out).
+        using (var admin = Http(broker))
+        {
+            Assert.Equal(HttpStatusCode.OK, (await admin.GetAsync("/api/users")).StatusCode);
+        }
+
+        Assert.Equal(4, broker.Counters.LoginFailures);
+        var metrics = await MetricsAsync(broker);
+        Assert.Equal(4, Value(metrics, "ims_broker_login_failures"));
+        Assert.True(Value(metrics, "ims_broker_login_delayed") >= 4);
+    }
+
+    [Fact]
+    public async Task BasicLogin_WithThePasswordCheckGateFull_Is503WithRetryAfter_AndNoFailure()
+    {
+        await using var broker = await TestBroker.StartImsAsync(s =>
+        {
+            s["Broker:Limits:MaxConcurrentPasswordChecks"] = "1";
+            s["Broker:Limits:MaxQueuedPasswordChecks"] = "0";
+        });
+
+        // The test holds the only place itself, as MQTT CONNECTs being hashed would: nothing depends on timing.
+        var gate = broker.Services.GetRequiredService<PasswordCheckGate>();
+        using (var slowCheck = await gate.EnterAsync())
+        {
+            Assert.True(slowCheck.IsAcquired);
+            using var admin = Http(broker);
+            var busy = await admin.GetAsync("/api/users");
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, busy.StatusCode);
+            Assert.NotNull(busy.Headers.RetryAfter);
+        }
+
+        Assert.Equal(1, broker.Counters.LoginsBusy);
+        Assert.Equal(0, broker.Counters.LoginFailures);
+        using (var admin = Http(broker))
+        {
+            Assert.Equal(HttpStatusCode.OK, (await admin.GetAsync("/api/users")).StatusCode);
+        }
+    }
+
+    static async Task<string> MetricsAsync(TestBroker broker)
+    {
+        using var http = Http(broker, user: null);
+        return await http.GetStringAsync("/metrics");
+    }
+
+    /// <summary>The sum of a Prometheus metric's samples over all label sets.</summary>
+    static double Value(string exposition, string name) =>
+        exposition.Split('\n')
+            .Where(line => !line.StartsWith('#') && line.LastIndexOf(' ') > 0)
+            .Select(line => (Sample: line[..line.LastIndexOf(' ')], Value: line[(line.LastIndexOf(' ') + 1)..]))
+            .Where(s => s.Sample == name || s.Sample.StartsWith(name + "{", StringComparison.Ordinal))
+            .Sum(s => double.Parse(s.Value, System.Globalization.CultureInfo.InvariantCulture));
 
     [Fact]
     public async Task Users_AddedAtRunTime_CanConnect_AndChangePassword_AndBeRemoved()
