@@ -122,7 +122,7 @@ public sealed class AllocationBudgetTests(ITestOutputHelper output) : IDisposabl
     /// </summary>
     Action RouteOp(int k, out Action drain)
     {
-        var engine = new EngineContext(new EngineOptions(), new AllowAllPolicy(), new InMemoryBrokerStore(), NullLoggerFactory.Instance, _counters, TimeProvider.System);
+        var engine = TestEngine.Create(_counters);
         var sessions = new List<(Session Session, MqttConnection Connection)>();
         for (var i = 0; i < k; i++)
         {

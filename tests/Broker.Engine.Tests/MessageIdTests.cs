@@ -18,7 +18,7 @@ public sealed class MessageIdTests : IDisposable
 
     public void Dispose() => _counters.Dispose();
 
-    EngineContext NewEngine() => new(new EngineOptions(), new AllowAllPolicy(), new InMemoryBrokerStore(), NullLoggerFactory.Instance, _counters, TimeProvider.System);
+    EngineContext NewEngine() => TestEngine.Create(_counters);
 
     [Fact]
     public void AfterARestart_NewIdsAreAboveEveryIdOnDisk_OrphansIncluded()

@@ -21,7 +21,7 @@ public sealed class SessionLifecycleTests : IDisposable
     readonly EngineContext _engine;
 
     public SessionLifecycleTests() =>
-        _engine = new EngineContext(new EngineOptions(), new AllowAllPolicy(), new InMemoryBrokerStore(), NullLoggerFactory.Instance, _counters, TimeProvider.System);
+        _engine = TestEngine.Create(_counters);
 
     public void Dispose() => _counters.Dispose();
 

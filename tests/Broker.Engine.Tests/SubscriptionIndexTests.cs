@@ -12,7 +12,7 @@ namespace Broker.Engine.Tests;
 /// <summary>The subscription index: exact map, wildcard tree, '$' rule, share groups, and cost by matches.</summary>
 public sealed class SubscriptionIndexTests
 {
-    readonly EngineContext _engine = new(new EngineOptions(), new AllowAllPolicy(), new InMemoryBrokerStore(), NullLoggerFactory.Instance, new BrokerCounters(), TimeProvider.System);
+    readonly EngineContext _engine = TestEngine.Create(new BrokerCounters());
     readonly SubscriptionIndex _index = new();
     readonly Dictionary<string, Session> _sessions = [];
 

@@ -27,8 +27,7 @@ public sealed class CommitOrderTests
         // delivered first, a crash before the commit would route the publisher's DUP re-send a second time.
         var store = new GatedStore();
         await using var broker = await StartAsync(store);
-        await using var bob = await Raw.ConnectAsync(broker.MqttPort, "bob", version, cleanSession: false, sessionExpiry: 3600);
-        await bob.SubscribeAsync("chat/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using var bob = await PersistentSubscriberAsync(broker, version);
         await using var alice = await Raw.ConnectAsync(broker.MqttPort, "alice", version, cleanSession: false, sessionExpiry: 3600);
 
         store.Hold = true;
@@ -73,8 +72,7 @@ public sealed class CommitOrderTests
         // That needs "released pending" on disk before the PUBREL leaves.
         var store = new GatedStore();
         await using var broker = await StartAsync(store);
-        await using var bob = await Raw.ConnectAsync(broker.MqttPort, "bob", version, cleanSession: false, sessionExpiry: 3600);
-        await bob.SubscribeAsync("chat/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using var bob = await PersistentSubscriberAsync(broker, version);
         await using var alice = await Raw.ConnectAsync(broker.MqttPort, "alice", version);
         await alice.SendAsync(Raw.Publish("chat/1", Payload, MqttQualityOfServiceLevel.ExactlyOnce, packetId: 1));
         var delivered = await bob.ExpectAsync<MqttPublishPacket>();
@@ -98,8 +96,7 @@ public sealed class CommitOrderTests
         // while the client still holds it (a loss).
         var store = new GatedStore { FlushesOnly = true };
         await using var broker = await StartAsync(store);
-        await using var bob = await Raw.ConnectAsync(broker.MqttPort, "bob", version, cleanSession: false, sessionExpiry: 3600);
-        await bob.SubscribeAsync("chat/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using var bob = await PersistentSubscriberAsync(broker, version);
         await using var alice = await Raw.ConnectAsync(broker.MqttPort, "alice", version);
 
         store.Hold = true;
@@ -237,6 +234,14 @@ public sealed class CommitOrderTests
                 }
             }
         }
+    }
+
+    /// <summary>bob, with a persistent session, subscribed to chat/# at QoS 2.</summary>
+    static async Task<RawClient> PersistentSubscriberAsync(TestBroker broker, MqttProtocolVersion version)
+    {
+        var bob = await Raw.ConnectAsync(broker.MqttPort, "bob", version, cleanSession: false, sessionExpiry: 3600);
+        await bob.SubscribeAsync("chat/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        return bob;
     }
 
     /// <summary>PINGREQ → PINGRESP, which waits for no commit: the next packet must be that PINGRESP.</summary>

@@ -198,17 +198,7 @@ public sealed class AdmissionTests
         }
     }
 
-    static async Task<string> MetricsAsync(TestBroker broker)
-    {
-        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{broker.HttpPort}") };
-        return await http.GetStringAsync("/metrics");
-    }
+    static Task<string> MetricsAsync(TestBroker broker) => Metrics.ReadAsync(broker);
 
-    /// <summary>The sum of a Prometheus metric's samples over all label sets.</summary>
-    static double Value(string exposition, string name) =>
-        exposition.Split('\n')
-            .Where(line => !line.StartsWith('#') && line.LastIndexOf(' ') > 0)
-            .Select(line => (Sample: line[..line.LastIndexOf(' ')], Value: line[(line.LastIndexOf(' ') + 1)..]))
-            .Where(s => s.Sample == name || s.Sample.StartsWith(name + "{", StringComparison.Ordinal))
-            .Sum(s => double.Parse(s.Value, System.Globalization.CultureInfo.InvariantCulture));
+    static double Value(string exposition, string name) => Metrics.Value(exposition, name);
 }

@@ -63,25 +63,6 @@ public sealed class HealthAndMetricsTests
         Assert.True(int.Parse(TestClient.Text(connected)) >= 0);
     }
 
-    /// <summary>The sum of a Prometheus metric's samples over all label sets (prometheus-net names them {meter}_{instrument}).</summary>
-    static double Value(string exposition, string name)
-    {
-        double total = 0;
-        foreach (var line in exposition.Split('\n'))
-        {
-            var space = line.LastIndexOf(' ');
-            if (line.StartsWith('#') || space <= 0)
-            {
-                continue;
-            }
-
-            var sample = line[..space];
-            if (sample == name || sample.StartsWith(name + "{", StringComparison.Ordinal))
-            {
-                total += double.Parse(line[(space + 1)..], System.Globalization.CultureInfo.InvariantCulture);
-            }
-        }
-
-        return total;
-    }
+    /// <summary>prometheus-net names a metric {meter}_{instrument}.</summary>
+    static double Value(string exposition, string name) => Metrics.Value(exposition, name);
 }
