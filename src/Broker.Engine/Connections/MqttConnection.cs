@@ -338,7 +338,9 @@ internal sealed partial class MqttConnection
     const int WriteBatch = 64;
     [ThreadStatic] static List<MqttPacket>? t_batch;
     int _writeRequests = 1;
-    Task? _pendingFlush;
+    bool _writerOpened;
+    int _writerEnded; // 1 once the writer has stopped for good (see WriterEnded)
+    TaskCompletionSource? _writerEndedSignal; // created by CloseAsync only when it must wait for that
 
     /// <summary>Something is waiting for this client (in the control queue or the session): write it now, or make the writer go round again.</summary>
     public void SignalWrite()
@@ -349,7 +351,18 @@ internal sealed partial class MqttConnection
         }
     }
 
-    void OpenWriter() => Drain();
+    void OpenWriter()
+    {
+        _writerOpened = true;
+        Drain();
+    }
+
+    /// <summary>The writer stopped for good: a close waiting for the final DISCONNECT to be written may go on.</summary>
+    void WriterEnded()
+    {
+        Interlocked.Exchange(ref _writerEnded, 1); // a full fence: CloseAsync sets the signal, then reads this
+        Volatile.Read(ref _writerEndedSignal)?.TrySetResult();
+    }
 
     void Drain()
     {
@@ -362,7 +375,7 @@ internal sealed partial class MqttConnection
                 var flush = _transport.Output.FlushAsync();
                 if (!flush.IsCompletedSuccessfully)
                 {
-                    _pendingFlush = DrainAfterFlushAsync(flush);
+                    _ = DrainAfterFlushAsync(flush);
                     return;
                 }
 
@@ -420,6 +433,7 @@ internal sealed partial class MqttConnection
         }
 
         _closing = true;
+        WriterEnded();
         try
         {
             _transport.Input.CancelPendingRead(); // the receive loop ends and lets go of the session
@@ -435,6 +449,7 @@ internal sealed partial class MqttConnection
     {
         if (flush.IsCompleted || flush.IsCanceled)
         {
+            WriterEnded();
             return false;
         }
 
@@ -443,6 +458,7 @@ internal sealed partial class MqttConnection
             // The final DISCONNECT is out: stop reading too. A peer that went away is left alone: the
             // input completes by itself after the packets it sent last.
             _transport.Input.CancelPendingRead();
+            WriterEnded();
             return false;
         }
 
@@ -581,10 +597,17 @@ internal sealed partial class MqttConnection
     {
         _closing = true;
         SignalWrite(); // writes a final DISCONNECT if one is queued, then the writer stops
-        if (_pendingFlush is { IsCompleted: false } flushing)
+        if (_writerOpened)
         {
-            // A stuck client gets two seconds to take it.
-            await Task.WhenAny(flushing, Task.Delay(2000));
+            // The writer may be running on another thread (a publisher's routing, a store commit) and write
+            // the final DISCONNECT there: the transport is not let go before it has stopped. A stuck client
+            // gets two seconds to take what is waiting.
+            var ended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            Interlocked.CompareExchange(ref _writerEndedSignal, ended, null);
+            if (Volatile.Read(ref _writerEnded) == 0)
+            {
+                await Task.WhenAny(_writerEndedSignal!.Task, Task.Delay(2000));
+            }
         }
 
         _transport.Output.CancelPendingFlush(); // a flush still waiting after that ends now
