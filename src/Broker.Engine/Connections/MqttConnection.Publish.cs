@@ -65,12 +65,7 @@ internal sealed partial class MqttConnection
             // A command in a $-space the policy owns: never routed, never retained; acknowledged once durable.
             if (command.Decision == PolicyDecision.Allow)
             {
-                return qos switch
-                {
-                    MqttQualityOfServiceLevel.AtLeastOnce => await AcknowledgeAsync(command.Durable, new MqttPubAckPacket { PacketIdentifier = id }, qos, id, topic),
-                    MqttQualityOfServiceLevel.ExactlyOnce => await AcknowledgeAsync(command.Durable, new MqttPubRecPacket { PacketIdentifier = id }, qos, id, topic),
-                    _ => Observe(command.Durable, topic),
-                };
+                return await AcknowledgePublishAsync(command.Durable, qos, id, topic);
             }
 
             decision = command.Decision;
@@ -105,38 +100,39 @@ internal sealed partial class MqttConnection
             durable = ValueTask.FromException(ex);
         }
 
-        if (retain is RetainResult.RefusedMessages or RetainResult.RefusedBytes or RetainResult.RefusedOwnerQuota)
+        if (retain.IsRefused())
         {
             // Over a broker-wide retained bound or the user's quota: nothing was routed; counted and logged by the router.
             return await RefuseAsync(MqttPubAckReasonCode.QuotaExceeded, qos, id, topic);
         }
 
-        return qos switch
-        {
-            MqttQualityOfServiceLevel.AtLeastOnce => await AcknowledgeAsync(durable, new MqttPubAckPacket { PacketIdentifier = id }, qos, id, topic),
-            MqttQualityOfServiceLevel.ExactlyOnce => await AcknowledgeAsync(durable, new MqttPubRecPacket { PacketIdentifier = id }, qos, id, topic, held),
-            _ => Observe(durable, topic),
-        };
+        return await AcknowledgePublishAsync(durable, qos, id, topic, held: held);
     }
 
     /// <summary>
     /// A publish that was not taken: v5 hears why in its PUBACK / PUBREC; v3.1.1 cannot be told, so it is
     /// acknowledged as usual and the message is dropped [contract §2]. QoS 0 hears nothing.
     /// </summary>
-    async ValueTask<bool> RefuseAsync(MqttPubAckReasonCode reason, MqttQualityOfServiceLevel qos, ushort id, string topic)
+    ValueTask<bool> RefuseAsync(MqttPubAckReasonCode reason, MqttQualityOfServiceLevel qos, ushort id, string topic)
     {
         if (qos == MqttQualityOfServiceLevel.ExactlyOnce && IsV5)
         {
             _session!.EndInboundQos2(id); // a PUBREC >= 0x80 ends the exchange [MQTT-4.3.3-4 v5]
         }
 
-        return qos switch
-        {
-            MqttQualityOfServiceLevel.AtLeastOnce => await AcknowledgeAsync(null, new MqttPubAckPacket { PacketIdentifier = id, ReasonCode = reason }, qos, id, topic),
-            MqttQualityOfServiceLevel.ExactlyOnce => await AcknowledgeAsync(null, new MqttPubRecPacket { PacketIdentifier = id, ReasonCode = (MqttPubRecReasonCode)reason }, qos, id, topic),
-            _ => true,
-        };
+        return qos == MqttQualityOfServiceLevel.AtMostOnce ? ValueTask.FromResult(true) : AcknowledgePublishAsync(null, qos, id, topic, reason);
     }
+
+    /// <summary>
+    /// The answer to a PUBLISH by its QoS: PUBACK (1) or PUBREC (2) once <paramref name="durable"/> is (with
+    /// <paramref name="reason"/>, v5), nothing for QoS 0 (a failed write is still logged).
+    /// </summary>
+    ValueTask<bool> AcknowledgePublishAsync(ValueTask? durable, MqttQualityOfServiceLevel qos, ushort id, string topic, MqttPubAckReasonCode reason = MqttPubAckReasonCode.Success, HeldRoute? held = null) => qos switch
+    {
+        MqttQualityOfServiceLevel.AtLeastOnce => AcknowledgeAsync(durable, new MqttPubAckPacket { PacketIdentifier = id, ReasonCode = reason }, qos, id, topic),
+        MqttQualityOfServiceLevel.ExactlyOnce => AcknowledgeAsync(durable, new MqttPubRecPacket { PacketIdentifier = id, ReasonCode = (MqttPubRecReasonCode)reason }, qos, id, topic, held),
+        _ => ValueTask.FromResult(durable is { } written ? Observe(written, topic) : true),
+    };
 
     // ---- acknowledgements: after the store, in order, without stopping the receive loop ------------
     //

@@ -135,20 +135,12 @@ internal sealed partial class MqttConnection
 
     string Name => _clientId.Length > 0 ? _clientId : _meta.ConnectionId;
 
-    /// <summary>One switch on packet type, as mosquitto's handle__packet.</summary>
-    ValueTask<bool> DispatchAsync(MqttPacket packet)
-    {
-        // A packet id is never 0 where the packet has one [MQTT-2.3.1-1]; a QoS 0 PUBLISH has none.
-        // Checked before any handler: an acknowledgement for id 0 cannot even be encoded.
-        if (packet is MqttPacketWithIdentifier { PacketIdentifier: 0 } and not MqttPublishPacket { QualityOfServiceLevel: MqttQualityOfServiceLevel.AtMostOnce })
-        {
-            return ValueTask.FromResult(ProtocolError($"{packet.GetType().Name} with packet identifier 0 [MQTT-2.3.1-1]"));
-        }
-
-        return Handle(packet);
-    }
-
-    ValueTask<bool> Handle(MqttPacket packet) => packet switch
+    /// <summary>
+    /// One switch on packet type, as mosquitto's handle__packet. The packet has passed
+    /// <see cref="PacketValidator"/>: a packet identifier is never 0 here [MQTT-2.3.1-1], so every
+    /// acknowledgement can be encoded.
+    /// </summary>
+    ValueTask<bool> DispatchAsync(MqttPacket packet) => packet switch
     {
         MqttPublishPacket publish => HandlePublishAsync(publish),
         MqttPubAckPacket ack => ValueTask.FromResult(HandlePubAck(ack)),

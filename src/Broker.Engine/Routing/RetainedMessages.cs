@@ -22,6 +22,12 @@ public enum RetainResult : byte
     RefusedOwnerQuota,
 }
 
+public static class RetainResults
+{
+    /// <summary>Not kept, for any of the bounds: the publish is refused as a whole (not delivered either).</summary>
+    public static bool IsRefused(this RetainResult result) => result >= RetainResult.RefusedMessages;
+}
+
 /// <summary>
 /// The last retained message per topic [MQTT-3.3.1-5], bounded broker-wide by a number of messages and
 /// a number of bytes. An exact filter is one lookup in a concurrent map, without a lock. Wildcard

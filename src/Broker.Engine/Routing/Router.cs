@@ -77,7 +77,7 @@ internal sealed class Router(EngineContext engine)
                 if (message.Retain)
                 {
                     retain = ApplyRetain(message, retainQuota, out retained);
-                    if (retain is RetainResult.RefusedMessages or RetainResult.RefusedBytes or RetainResult.RefusedOwnerQuota)
+                    if (retain.IsRefused())
                     {
                         return ValueTask.CompletedTask; // refused as a whole: not retained, not delivered
                     }
@@ -163,7 +163,7 @@ internal sealed class Router(EngineContext engine)
         // stored, never stale, never refused.
         var sys = message.Topic.StartsWith("$SYS/", StringComparison.Ordinal);
         var result = engine.Retained.TrySet(message, withinLimits: !sys, ownerQuota: sys ? 0 : ownerQuota);
-        if (result is RetainResult.RefusedMessages or RetainResult.RefusedBytes or RetainResult.RefusedOwnerQuota)
+        if (result.IsRefused())
         {
             var total = engine.Counters.RetainWasRefused();
             if (result == RetainResult.RefusedOwnerQuota)

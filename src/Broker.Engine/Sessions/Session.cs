@@ -381,15 +381,20 @@ public sealed class Session
     Delivery Pop()
     {
         var d = _queue.Dequeue();
-        var size = SizeOf(d);
-        _queueBytes -= size;
+        _queueBytes -= SizeOf(d);
         if (d.Stored)
         {
-            _storedCount--;
-            _storedBytes -= size;
+            Uncount(d);
         }
 
         return d;
+    }
+
+    /// <summary>A stored message leaves the offline queue's counts (sent, dropped or withheld).</summary>
+    void Uncount(in Delivery d)
+    {
+        _storedCount--;
+        _storedBytes -= SizeOf(d);
     }
 
     /// <summary>
@@ -525,16 +530,14 @@ public sealed class Session
                 var d = new Delivery(message, row.Qos, row.Retain, row.SubscriptionIds is null ? null : [.. row.SubscriptionIds], Stored: true);
                 if (Expired(d, now))
                 {
-                    _storedCount--;
-                    _storedBytes -= SizeOf(d);
+                    Uncount(d);
                     (expired ??= []).Add(d);
                     continue;
                 }
 
                 if (!_engine.Router.CanRead(this, message))
                 {
-                    _storedCount--;
-                    _storedBytes -= SizeOf(d);
+                    Uncount(d);
                     (withheld ??= []).Add(d);
                     continue;
                 }
@@ -969,7 +972,7 @@ public sealed class Session
         var stored = 0;
         foreach (var d in dropped)
         {
-            if (d.Qos != MqttQualityOfServiceLevel.AtMostOnce && IsPersistent)
+            if (d.Stored)
             {
                 _engine.Store.RemoveDelivery(ClientId, d.Message.Id);
                 stored++;
@@ -994,14 +997,9 @@ public sealed class Session
     /// </summary>
     void Withheld(List<Delivery>? withheld)
     {
-        if (withheld is null || !IsPersistent)
+        foreach (var d in withheld ?? [])
         {
-            return;
-        }
-
-        foreach (var d in withheld)
-        {
-            if (d.Qos != MqttQualityOfServiceLevel.AtMostOnce)
+            if (d.Stored)
             {
                 _engine.Store.RemoveDelivery(ClientId, d.Message.Id);
             }

@@ -56,7 +56,7 @@ internal static class StoreRestore
 
             engine.RestoreMessageId(message.Id);
             var ids = row.SubscriptionIds is null ? null : new List<uint>(row.SubscriptionIds);
-            session.RestoreDelivery(new Delivery(message, row.Qos, row.Retain, ids), row.PacketId, row.State);
+            session.RestoreDelivery(new Delivery(message, row.Qos, row.Retain, ids, Stored: true), row.PacketId, row.State);
             messages++;
         }
 
