@@ -3,15 +3,66 @@ using Broker.Engine.Store;
 using MQTTnet.Packets;
 using MQTTnet.Protocol;
 
-namespace Broker.Store.Sqlite;
+namespace Broker.Engine.Store;
 
 /// <summary>
 /// Compact binary forms for what has no column of its own: a message's MQTT 5 properties, a
 /// session's subscriptions, a delivery's subscription identifiers. Each starts with a version byte.
+/// Stores without columns (Redis) and the messages between cluster nodes use the whole-message form.
 /// </summary>
-internal static class MessageCodec
+public static class MessageCodec
 {
     const byte V1 = 1;
+
+    /// <summary>A whole message in one buffer (a store without columns, or a message between nodes).</summary>
+    public static byte[] EncodeMessage(BrokerMessage m)
+    {
+        using var stream = new MemoryStream(64 + m.Topic.Length + m.Payload.Length);
+        using var w = new BinaryWriter(stream);
+        WriteMessage(w, m);
+        w.Flush();
+        return stream.ToArray();
+    }
+
+    public static void WriteMessage(BinaryWriter w, BrokerMessage m)
+    {
+        w.Write(V1);
+        w.Write(m.Id);
+        w.Write(m.Topic);
+        w.Write((byte)m.Qos);
+        w.Write(m.Retain);
+        w.Write(m.ExpiresAtUnixMs);
+        WriteNullable(w, m.SenderClientId);
+        WriteNullable(w, m.SenderUserId);
+        WriteBytes(w, EncodeProperties(m));
+        w.Write(m.Payload.Length);
+        w.Write(m.Payload.Span);
+    }
+
+    public static BrokerMessage DecodeMessage(byte[] data)
+    {
+        using var r = new BinaryReader(new MemoryStream(data));
+        return ReadMessage(r);
+    }
+
+    public static BrokerMessage ReadMessage(BinaryReader r)
+    {
+        if (r.ReadByte() != V1)
+        {
+            throw new InvalidDataException("unknown message format");
+        }
+
+        var id = r.ReadInt64();
+        var topic = r.ReadString();
+        var qos = r.ReadByte();
+        var retain = r.ReadBoolean();
+        var expiresAt = r.ReadInt64();
+        var senderClient = ReadNullable(r);
+        var senderUser = ReadNullable(r);
+        var properties = ReadBytes(r);
+        var payload = r.ReadBytes(r.ReadInt32());
+        return Decode(id, topic, payload, qos, retain, properties, expiresAt, senderClient, senderUser);
+    }
 
     public static byte[]? EncodeProperties(BrokerMessage m)
     {

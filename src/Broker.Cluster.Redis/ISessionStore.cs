@@ -1,0 +1,63 @@
+using Broker.Engine.Cluster;
+using Broker.Engine.Routing;
+using Broker.Engine.Store;
+
+namespace Broker.Cluster.Redis;
+
+/// <summary>
+/// What the cluster needs of the shared store beyond <see cref="IBrokerStore"/>: session ownership
+/// (claim with a fencing epoch), a session's durable state read back by the node that claimed it,
+/// direct messages decided next to the session they are for, and the durable readers of each route.
+/// Every operation on one client id touches keys of one hash slot (<c>{c/&lt;cid&gt;}</c>), so it is one atomic script.
+/// </summary>
+public interface ISessionStore
+{
+    /// <summary>
+    /// Makes <paramref name="incarnation"/> the session's owner: epoch + 1. Clean start deletes the
+    /// durable session (record, queue, in-flight, inbound QoS 2) in the same script. Later session writes
+    /// of this node carry the new epoch; a write with an older one is refused (<see cref="Fenced"/>).
+    /// </summary>
+    Task<ClaimResult> ClaimAsync(string clientId, string incarnation, bool cleanStart);
+
+    /// <summary>
+    /// The durable session of <paramref name="clientId"/> (null when none): its record, in-flight rows with
+    /// their messages, the queued rows' count and bytes, inbound QoS 2 ids. A persistent session takes the
+    /// client id's mailbox into its queue here, in the same script.
+    /// </summary>
+    Task<ClaimedSession?> LoadSessionAsync(string clientId);
+
+    /// <summary>Clears the owner when it is still <paramref name="incarnation"/> (a session given up, not ended).</summary>
+    Task ReleaseOwnershipAsync(string clientId, string incarnation);
+
+    /// <summary>The incarnation that owns the session, or null.</summary>
+    Task<string?> GetOwnerAsync(string clientId);
+
+    /// <summary>
+    /// Rows for recipients hosted on other nodes: each written only if that client id still has a persistent
+    /// session; returns the client ids that got one (the message goes to their nodes with this list).
+    /// </summary>
+    Task<IReadOnlyList<string>> AppendRowsAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> rows, InboundPacket? inbound);
+
+    /// <summary>
+    /// A direct message, decided atomically next to its client id's session: a session exists → a row when it
+    /// is persistent and the QoS is 1/2; no session → the mailbox (QoS 1/2) until <paramref name="mailboxExpiresAtUnixMs"/>.
+    /// </summary>
+    Task<DirectResult> AppendDirectAsync(string clientId, BrokerMessage message, long mailboxExpiresAtUnixMs, InboundPacket? inbound);
+
+    /// <summary>A persistent session reads <paramref name="route"/> with this subscription (QoS 1/2 only).</summary>
+    Task AddReaderAsync(string route, string clientId, SubscriptionRecord subscription);
+
+    Task RemoveReaderAsync(string route, string clientId, string filter);
+
+    /// <summary>The durable readers of a route: one entry per (client id, filter).</summary>
+    Task<IReadOnlyList<RouteReader>> ReadReadersAsync(string route);
+
+    /// <summary>A session write of this node was refused: another node owns the session now (epoch moved).</summary>
+    event Action<string>? Fenced;
+}
+
+public readonly record struct ClaimResult(long Epoch, string? PreviousOwner, bool Existed);
+
+public readonly record struct DirectResult(bool SessionExists, bool Stored, bool Mailed);
+
+public sealed record RouteReader(string ClientId, SubscriptionRecord Subscription);
