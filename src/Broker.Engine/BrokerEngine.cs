@@ -23,10 +23,13 @@ public sealed class BrokerEngine : IBrokerPublisher, IAsyncDisposable
     readonly CancellationTokenSource _stopping = new();
     Task? _heartbeat;
 
-    public BrokerEngine(IOptions<EngineOptions> options, IBrokerPolicy policy, IBrokerStore store, ILoggerFactory loggerFactory, BrokerCounters counters, TimeProvider? time = null)
+    public BrokerEngine(IOptions<EngineOptions> options, IBrokerPolicy policy, IBrokerStore store, ILoggerFactory loggerFactory, BrokerCounters counters, TimeProvider? time = null, Cluster.IClusterLink? cluster = null)
     {
-        _engine = new EngineContext(options.Value, policy, store, loggerFactory, counters, time ?? TimeProvider.System);
+        _engine = new EngineContext(options.Value, policy, store, loggerFactory, counters, time ?? TimeProvider.System, cluster);
     }
+
+    /// <summary>The other nodes of the cluster (<see cref="Cluster.SingleNode"/> when alone).</summary>
+    public Cluster.IClusterLink Cluster => _engine.Cluster;
 
     public BrokerCounters Counters => _engine.Counters;
 
@@ -130,6 +133,7 @@ public sealed class BrokerEngine : IBrokerPublisher, IAsyncDisposable
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         var restored = await StoreRestore.RestoreAsync(_engine, cancellationToken);
+        await _engine.Cluster.StartAsync(new Cluster.ClusterPeer(_engine), cancellationToken);
         EngineLog.Restored(_engine.Logger, restored.Sessions, restored.Messages, restored.Retained);
         if (_engine.Retained.IsOverLimits)
         {
@@ -170,6 +174,8 @@ public sealed class BrokerEngine : IBrokerPublisher, IAsyncDisposable
         {
             await _heartbeat;
         }
+
+        await _engine.Cluster.StopAsync(cancellationToken);
 
         if (_engine.ConnectionObserver is { } observer)
         {

@@ -13,9 +13,11 @@ internal sealed class EngineContext
 {
     long _lastMessageId;
 
-    public EngineContext(EngineOptions options, IBrokerPolicy policy, IBrokerStore store, ILoggerFactory loggerFactory, BrokerCounters counters, TimeProvider time)
+    public EngineContext(EngineOptions options, IBrokerPolicy policy, IBrokerStore store, ILoggerFactory loggerFactory, BrokerCounters counters, TimeProvider time, Cluster.IClusterLink? cluster = null)
     {
         Options = options;
+        Cluster = cluster ?? Broker.Engine.Cluster.SingleNode.Instance;
+        _nodeBits = (long)(Cluster.NodeIndex & NodeIndexMask) << SequenceBits;
         Policy = policy;
         ConnectionObserver = policy as IConnectionObserver;
         DeliveryObserver = policy as IDeliveryObserver;
@@ -38,6 +40,9 @@ internal sealed class EngineContext
     public IBrokerPolicy Policy { get; }
 
     public IBrokerStore Store { get; }
+
+    /// <summary>The other nodes (<see cref="Cluster.SingleNode"/> when there are none).</summary>
+    public Cluster.IClusterLink Cluster { get; }
 
     /// <summary>The policy, when it follows connections; null otherwise.</summary>
     public IConnectionObserver? ConnectionObserver { get; }
@@ -133,24 +138,37 @@ internal sealed class EngineContext
     }
 
     /// <summary>
-    /// Message ids never repeat, across restarts too, and tell when the message was made: the clock in
-    /// milliseconds × 2^20, or the last id + 1 when that is higher (more than a million in one
-    /// millisecond, or a clock that went back). A new run starts past every id an earlier one gave, so
-    /// an id the store no longer shows (a message whose rows were all deleted) is never reused either.
+    /// Message ids never repeat, across restarts and across the nodes of a cluster, and tell when the
+    /// message was made: the clock in milliseconds × 2^20, then the node's index (8 bits), then a
+    /// sequence (12 bits). Past 4,096 in one millisecond, or with a clock that went back, the next id
+    /// borrows the following millisecond. A new run starts past every id an earlier one gave, so an id
+    /// the store no longer shows (a message whose rows were all deleted) is never reused either.
     /// </summary>
     public long NextMessageId()
     {
-        var now = NowUnixMs << MessageIdTimeShift;
+        var now = (NowUnixMs << MessageIdTimeShift) | _nodeBits;
         while (true)
         {
             var last = Volatile.Read(ref _lastMessageId);
-            var next = Math.Max(last + 1, now);
+            var next = last + 1;
+            if ((next & ~SequenceMask) != ((last & ~SequenceMask)))
+            {
+                // The sequence ran out (or the last id was another node's, from a restore): the next millisecond.
+                next = (((last >> MessageIdTimeShift) + 1) << MessageIdTimeShift) | _nodeBits;
+            }
+
+            next = Math.Max(next, now);
             if (Interlocked.CompareExchange(ref _lastMessageId, next, last) == last)
             {
                 return next;
             }
         }
     }
+
+    const int SequenceBits = 12;
+    const long SequenceMask = (1L << SequenceBits) - 1;
+    const int NodeIndexMask = 0xFF;
+    readonly long _nodeBits;
 
     const int MessageIdTimeShift = 20;
 
@@ -162,9 +180,12 @@ internal sealed class EngineContext
 
     public void RestoreMessageId(long id)
     {
-        if (id > _lastMessageId)
+        // Into this node's own id space: the next id is past this one whoever gave it.
+        var own = (id & ~((1L << MessageIdTimeShift) - 1)) | _nodeBits | SequenceMask;
+        own = own >= id ? own : own + (1L << MessageIdTimeShift);
+        if (own > _lastMessageId)
         {
-            _lastMessageId = id;
+            _lastMessageId = own;
         }
     }
 

@@ -148,6 +148,22 @@ internal sealed partial class MqttConnection
         _principal = principal;
 
         await TakeOverPreviousAsync(clientId);
+
+        // In a cluster the session may live on another node or only in the shared store: claim it first.
+        try
+        {
+            if (await _engine.Cluster.ClaimAsync(principal, connect.CleanSession, CancellationToken.None) is { } claimed)
+            {
+                _engine.Sessions.Adopt(claimed);
+            }
+        }
+        catch (Exception ex)
+        {
+            EngineLog.ClaimFailed(_engine.ConnectionLogger, clientId, ex.Message);
+            await RefuseAsync(MqttConnectReasonCode.ServerUnavailable, "the cluster's shared state is out of reach", clientId, connect.Username);
+            return false;
+        }
+
         var (session, present) = _engine.Sessions.Open(this, principal, connect.CleanSession, expiry, sendQuota);
         var dropped = session.TakeDroppedCount();
         _control.Add(new MqttConnAckPacket

@@ -50,7 +50,6 @@ internal sealed class Router(EngineContext engine)
         try
         {
             var target = engine.Policy.ResolveDirectRoute(message.Topic);
-            var retained = ValueTask.CompletedTask;
             if (target is not null)
             {
                 // A direct message is for one device, now or when it is back: never retained for others.
@@ -61,7 +60,8 @@ internal sealed class Router(EngineContext engine)
                 ValueTask mailed;
                 while ((session = engine.Sessions.Get(target)) is null)
                 {
-                    if (engine.Mailbox.TryAdd(target, message, inbound, out mailed))
+                    // Not on this node: the node that hosts it, or the cluster's mailbox; alone, the local mailbox.
+                    if (engine.Cluster.TryRouteDirect(target, message, inbound, out mailed) || engine.Mailbox.TryAdd(target, message, inbound, out mailed))
                     {
                         return mailed;
                     }
@@ -71,29 +71,48 @@ internal sealed class Router(EngineContext engine)
                 {
                     scratch.Recipients.Add(new Recipient(session, message.Qos, false, null));
                 }
+
+                return Deliver(message, scratch.Recipients, hold, inbound, ValueTask.CompletedTask, out held);
             }
-            else
+
+            var retained = ValueTask.CompletedTask;
+            if (message.Retain)
             {
-                if (message.Retain)
+                retain = ApplyRetain(message, retainQuota, out retained);
+                if (retain.IsRefused())
                 {
-                    retain = ApplyRetain(message, retainQuota, out retained);
-                    if (retain.IsRefused())
-                    {
-                        return ValueTask.CompletedTask; // refused as a whole: not retained, not delivered
-                    }
+                    return ValueTask.CompletedTask; // refused as a whole: not retained, not delivered
                 }
-
-                engine.Index.Match(message.Topic, scratch.Matches, scratch.SharedPicks);
-                CollectSubscribers(message, scratch);
             }
 
-            var durable = Deliver(message, scratch.Recipients, hold, inbound, out held);
-            return retained.IsCompletedSuccessfully ? durable : BothAsync(retained, durable);
+            engine.Index.Match(message.Topic, scratch.Matches, scratch.SharedPicks);
+            CollectSubscribers(message, scratch);
+
+            // Readers on other nodes: their rows are written (and awaited with ours) before anyone gets it.
+            return Deliver(message, scratch.Recipients, hold, inbound, Both(retained, engine.Cluster.RouteAsync(message, null)), out held);
         }
         finally
         {
             scratch.Clear();
         }
+    }
+
+    /// <summary>Completes when both have; no state machine when either is done already.</summary>
+    static ValueTask Both(ValueTask first, ValueTask second)
+    {
+        if (first.IsCompletedSuccessfully)
+        {
+            first.GetAwaiter().GetResult();
+            return second;
+        }
+
+        if (second.IsCompletedSuccessfully)
+        {
+            second.GetAwaiter().GetResult();
+            return first;
+        }
+
+        return BothAsync(first, second);
     }
 
     static async ValueTask BothAsync(ValueTask first, ValueTask second)
@@ -156,6 +175,7 @@ internal sealed class Router(EngineContext engine)
         {
             engine.Retained.Remove(message.Topic);
             stored = engine.Store.DeleteRetainedAsync(message.Topic);
+            engine.Cluster.RetainedChanged(message);
             return RetainResult.None;
         }
 
@@ -186,6 +206,7 @@ internal sealed class Router(EngineContext engine)
         if (!sys)
         {
             stored = engine.Store.SetRetainedAsync(message);
+            engine.Cluster.RetainedChanged(message);
         }
 
         return result;
@@ -236,7 +257,8 @@ internal sealed class Router(EngineContext engine)
         }
     }
 
-    ValueTask Deliver(BrokerMessage message, List<Recipient> recipients, bool hold, InboundPacket? inbound, out HeldRoute? held)
+    /// <param name="also">What else the publisher's ack waits for (the retained message, rows on other nodes).</param>
+    ValueTask Deliver(BrokerMessage message, List<Recipient> recipients, bool hold, InboundPacket? inbound, ValueTask also, out HeldRoute? held)
     {
         held = null;
         List<StoredDelivery>? rows = null;
@@ -256,6 +278,8 @@ internal sealed class Router(EngineContext engine)
         var durable = rows is not null ? engine.Store.AppendAsync(message, rows, inbound)
             : inbound is { } packet ? RecordInbound(packet)
             : ValueTask.CompletedTask;
+        durable = Both(also, durable);
+
         if (hold && !durable.IsCompletedSuccessfully)
         {
             // Failed already: nobody gets it. Pending: the caller releases the recipients after the commit.
@@ -275,6 +299,49 @@ internal sealed class Router(EngineContext engine)
         }
 
         return durable;
+    }
+
+    /// <summary>
+    /// A message routed on another node of the cluster, for the sessions of this one: their read check and
+    /// QoS as for any publish. The rows the publishing node wrote (<paramref name="storedFor"/>) are read from
+    /// the store by their sessions; nothing is written here, and nothing goes back to the cluster.
+    /// </summary>
+    public void DeliverFromCluster(BrokerMessage message, string? directClientId, IReadOnlyCollection<string> storedFor)
+    {
+        var scratch = t_scratch ??= new Scratch();
+        scratch.Clear();
+        try
+        {
+            if (directClientId is not null)
+            {
+                if (engine.Sessions.Get(directClientId) is { } session && CanRead(session, message))
+                {
+                    scratch.Recipients.Add(new Recipient(session, message.Qos, false, null));
+                }
+            }
+            else
+            {
+                engine.Index.Match(message.Topic, scratch.Matches, scratch.SharedPicks);
+                CollectSubscribers(message, scratch);
+            }
+
+            foreach (var r in scratch.Recipients)
+            {
+                var delivery = new Delivery(message, r.Qos, r.Retain, r.SubscriptionIds, Stored: true);
+                if (storedFor.Count > 0 && storedFor.Contains(r.Session.ClientId))
+                {
+                    r.Session.StoredElsewhere(delivery);
+                }
+                else
+                {
+                    r.Session.Enqueue(delivery with { Stored = false });
+                }
+            }
+        }
+        finally
+        {
+            scratch.Clear();
+        }
     }
 
     /// <summary>Nothing of the message is stored (no persistent recipient): the packet id alone, and what waits for it waits for its commit.</summary>

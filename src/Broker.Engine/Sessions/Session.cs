@@ -170,6 +170,18 @@ public sealed class Session
     /// <summary>Ends the session: subscriptions leave the index and queued messages are released.</summary>
     internal void Discard()
     {
+        Leave(ended: true);
+        _engine.Store.DeleteSession(ClientId);
+    }
+
+    /// <summary>
+    /// Another node took the session over: it leaves this node's memory and index, and its durable state
+    /// (which now belongs to that node) stays as it is.
+    /// </summary>
+    internal void Forget() => Leave(ended: false);
+
+    void Leave(bool ended)
+    {
         lock (_gate)
         {
             IsDiscarded = true;
@@ -179,6 +191,7 @@ public sealed class Session
             foreach (var s in _subscriptions.Values)
             {
                 _engine.Index.Remove(s);
+                _engine.Cluster.SubscriptionChanged(this, s, added: false, ended);
             }
 
             _subscriptions.Clear();
@@ -190,7 +203,7 @@ public sealed class Session
             _inboundQos2?.Clear();
         }
 
-        _engine.Store.DeleteSession(ClientId);
+        _engine.Cluster.SessionLeft(this, ended);
     }
 
     // ---- subscriptions -------------------------------------------------------------------------
@@ -211,9 +224,11 @@ public sealed class Session
             if (previous is not null)
             {
                 _engine.Index.Remove(previous);
+                _engine.Cluster.SubscriptionChanged(this, previous, added: false);
             }
 
             _engine.Index.Add(subscription);
+            _engine.Cluster.SubscriptionChanged(this, subscription, added: true);
         }
 
         PersistRecord();
@@ -255,6 +270,7 @@ public sealed class Session
         }
 
         _engine.Index.Remove(removed);
+        _engine.Cluster.SubscriptionChanged(this, removed, added: false);
         PersistRecord();
         return true;
     }
@@ -356,6 +372,38 @@ public sealed class Session
         lock (_gate)
         {
             signal = RowArrived();
+        }
+
+        signal?.SignalWrite();
+    }
+
+    /// <summary>
+    /// A row another node wrote for this session (cluster): it is read from the store like any row that
+    /// waits there, in the store's order, so it is never delivered twice nor ahead of older rows.
+    /// </summary>
+    internal void StoredElsewhere(in Delivery delivery)
+    {
+        MqttConnection? signal;
+        List<Delivery>? dropped = null;
+        Task<(int Count, long Bytes)>? storeDrop;
+        lock (_gate)
+        {
+            if (IsDiscarded)
+            {
+                return;
+            }
+
+            _storedCount++;
+            _storedBytes += SizeOf(delivery);
+            _spilled = true;
+            storeDrop = TrimStored(ref dropped);
+            signal = _queue.Count == 0 && !_paging && _rowsOnTheirWay == 0 ? _connection : null;
+        }
+
+        Dropped(dropped, "offline queue limit");
+        if (storeDrop is not null)
+        {
+            _ = StoredDroppedAsync(storeDrop);
         }
 
         signal?.SignalWrite();
@@ -899,6 +947,7 @@ public sealed class Session
         }
 
         _engine.Index.Add(subscription);
+        _engine.Cluster.SubscriptionChanged(this, subscription, added: true);
     }
 
     internal void PersistRecord()

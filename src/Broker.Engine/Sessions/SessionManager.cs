@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Broker.Engine.Connections;
 using Broker.Engine.Diagnostics;
 using Broker.Engine.Policy;
+using Broker.Engine.Store;
 
 namespace Broker.Engine.Sessions;
 
@@ -49,6 +50,10 @@ internal sealed class SessionManager(EngineContext engine)
             session = existing ?? new Session(engine, principal.ClientId, principal);
             _sessions[principal.ClientId] = session;
             session.Attach(connection, principal, expirySeconds, sendQuota);
+            if (existing is null)
+            {
+                engine.Cluster.SessionHosted(session);
+            }
         }
 
         // Normally the connection closed the previous one first (MqttConnection.TakeOverPreviousAsync);
@@ -110,7 +115,51 @@ internal sealed class SessionManager(EngineContext engine)
         return true;
     }
 
-    public void AddRestored(Session session) => _sessions[session.ClientId] = session;
+    public void AddRestored(Session session)
+    {
+        _sessions[session.ClientId] = session;
+        engine.Cluster.SessionHosted(session);
+    }
+
+    /// <summary>
+    /// A session this node claimed from the cluster's store (<see cref="Cluster.IClusterLink.ClaimAsync"/>) joins
+    /// this node, unless it is here already (then this node's copy is the current one).
+    /// </summary>
+    public void Adopt(Cluster.ClaimedSession claimed)
+    {
+        lock (_openGate)
+        {
+            if (!_sessions.ContainsKey(claimed.Record.ClientId))
+            {
+                StoreRestore.Adopt(engine, claimed);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Another node took the session over: its connection here closes (v5 0x8E) and it leaves this node,
+    /// its durable state untouched. Completes when that connection has closed (or after 2 s).
+    /// </summary>
+    public async Task ReleaseAsync(string clientId)
+    {
+        MqttConnection? connection;
+        lock (_openGate)
+        {
+            if (!_sessions.TryRemove(clientId, out var session))
+            {
+                return;
+            }
+
+            connection = session.Connection;
+            session.Forget();
+        }
+
+        if (connection is not null)
+        {
+            connection.TakeOver();
+            await Task.WhenAny(connection.Closed, Task.Delay(TimeSpan.FromSeconds(2)));
+        }
+    }
 
     /// <summary>Heartbeat work: delayed wills that are due, sessions that expired [MQTT-3.1.2-23, 3.1.3-9].</summary>
     public void Sweep(long nowUnixMs)

@@ -24,26 +24,7 @@ internal static class StoreRestore
         var now = engine.NowUnixMs;
         foreach (var record in snapshot.Sessions)
         {
-            var session = new Session(engine, record.ClientId, new ClientPrincipal(record.ClientId, record.UserId, record.Role));
-            session.Restore(record.ExpirySeconds, record.DisconnectedAtUnixMs == 0 ? now : record.DisconnectedAtUnixMs);
-            foreach (var s in record.Subscriptions)
-            {
-                var shared = MqttTopic.TryParseShared(s.Filter, out var shareName, out var inner);
-                session.RestoreSubscription(new Subscription
-                {
-                    Session = session,
-                    Key = s.Filter,
-                    Filter = shared ? inner : s.Filter,
-                    ShareName = shared ? shareName : null,
-                    Qos = s.Qos,
-                    NoLocal = s.NoLocal,
-                    RetainAsPublished = s.RetainAsPublished,
-                    RetainHandling = s.RetainHandling,
-                    Identifier = s.SubscriptionId,
-                });
-            }
-
-            engine.Sessions.AddRestored(session);
+            engine.Sessions.AddRestored(Build(engine, record, now));
         }
 
         var messages = 0;
@@ -78,5 +59,48 @@ internal static class StoreRestore
         }
 
         return (snapshot.Sessions.Count, messages, snapshot.Retained.Count);
+    }
+
+    /// <summary>A session read back by the node that claimed it in a cluster: the same rebuild, for one session.</summary>
+    public static void Adopt(EngineContext engine, Cluster.ClaimedSession claimed)
+    {
+        var session = Build(engine, claimed.Record, engine.NowUnixMs);
+        foreach (var (row, message) in claimed.Inflight)
+        {
+            engine.RestoreMessageId(message.Id);
+            session.RestoreDelivery(new Delivery(message, row.Qos, row.Retain, row.SubscriptionIds is null ? null : [.. row.SubscriptionIds], Stored: true), row.PacketId, row.State);
+        }
+
+        session.RestoreQueued(claimed.QueuedCount, claimed.QueuedBytes);
+        foreach (var packetId in claimed.InboundQos2)
+        {
+            session.RestoreInboundQos2(packetId);
+        }
+
+        engine.Sessions.AddRestored(session);
+    }
+
+    static Session Build(EngineContext engine, SessionRecord record, long now)
+    {
+        var session = new Session(engine, record.ClientId, new ClientPrincipal(record.ClientId, record.UserId, record.Role));
+        session.Restore(record.ExpirySeconds, record.DisconnectedAtUnixMs == 0 ? now : record.DisconnectedAtUnixMs);
+        foreach (var s in record.Subscriptions)
+        {
+            var shared = MqttTopic.TryParseShared(s.Filter, out var shareName, out var inner);
+            session.RestoreSubscription(new Subscription
+            {
+                Session = session,
+                Key = s.Filter,
+                Filter = shared ? inner : s.Filter,
+                ShareName = shared ? shareName : null,
+                Qos = s.Qos,
+                NoLocal = s.NoLocal,
+                RetainAsPublished = s.RetainAsPublished,
+                RetainHandling = s.RetainHandling,
+                Identifier = s.SubscriptionId,
+            });
+        }
+
+        return session;
     }
 }

@@ -1,0 +1,27 @@
+using Broker.Engine.Routing;
+
+namespace Broker.Engine.Cluster;
+
+/// <summary>This node's engine as the other nodes reach it (through the cluster link).</summary>
+internal sealed class ClusterPeer(EngineContext engine) : IClusterPeer
+{
+    public void Deliver(BrokerMessage message, string? directClientId, IReadOnlyCollection<string> storedFor) =>
+        engine.Router.DeliverFromCluster(message, directClientId, storedFor);
+
+    public Task ReleaseAsync(string clientId) => engine.Sessions.ReleaseAsync(clientId);
+
+    public bool Hosts(string clientId) => engine.Sessions.Get(clientId) is not null;
+
+    public void RetainedChanged(BrokerMessage message)
+    {
+        if (message.Payload.IsEmpty)
+        {
+            engine.Retained.Remove(message.Topic);
+        }
+        else
+        {
+            // Kept whatever the local bounds: the node that took it checked them.
+            engine.Retained.Set(message);
+        }
+    }
+}
