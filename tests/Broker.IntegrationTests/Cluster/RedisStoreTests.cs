@@ -337,6 +337,26 @@ public sealed class RedisStoreTests : IAsyncLifetime
         Assert.Equal(queued.Select(q => q.Row.MessageId).Order(), queued.Select(q => q.Row.MessageId).ToHashSet().Order());
     }
 
+    [Fact]
+    public async Task RedisDown_FailsAwaitedWrites_TheNextFlush_AndReleasesWaitingPublishers()
+    {
+        var connection = await ConnectionMultiplexer.ConnectAsync($"{_server.Endpoint},abortConnect=false,asyncTimeout=500,connectTimeout=500");
+        _connections.Add(connection);
+        var store = new RedisBrokerStore(connection, NullLogger<RedisBrokerStore>.Instance, maxPendingWrites: 1);
+        store.UpsertSession(Persistent("bob"));
+        await store.FlushAsync();
+        await store.WaitForRoomAsync();
+
+        await _server.KillAsync();
+        store.RemoveDelivery("bob", 1); // nobody awaits it
+        var room = store.WaitForRoomAsync().AsTask();
+        Assert.False(room.IsCompleted); // one write outstanding: at the bound
+        await Assert.ThrowsAnyAsync<Exception>(() => store.AppendAsync(Message(1, "x"), [Row("bob", 1)]).AsTask());
+        await room; // the failed writes are no longer outstanding
+        await Assert.ThrowsAsync<RedisStoreException>(() => store.FlushAsync().AsTask());
+        await store.FlushAsync(); // reported once
+    }
+
     async Task<RedisBrokerStore> NewStoreAsync(TimeProvider? time = null)
     {
         var connection = await ConnectionMultiplexer.ConnectAsync(_server.Endpoint);
