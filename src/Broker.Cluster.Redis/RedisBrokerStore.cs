@@ -1,0 +1,399 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using Broker.Engine.Cluster;
+using Broker.Engine.Routing;
+using Broker.Engine.Store;
+using Microsoft.Extensions.Logging;
+using StackExchange.Redis;
+
+namespace Broker.Cluster.Redis;
+
+/// <summary>
+/// The shared store of a cluster, in Redis: per client id a session hash, a queue, its rows' blobs, the
+/// in-flight rows, the inbound QoS 2 ids and an offline mailbox, all in one hash slot (<see cref="RedisKeys"/>),
+/// so every change to one client id is one atomic script (<see cref="RedisScripts"/>). A row carries a
+/// copy of its message (one per recipient, for now).
+/// <para>
+/// Fencing: <see cref="ClaimAsync"/> raises the session's epoch and remembers it here; every later
+/// session-owned write of this node for that client id carries it, and Redis refuses the write when the
+/// epoch has moved on (another node claimed it): nothing changes and <see cref="Fenced"/> is raised once.
+/// Rule: a client id this node never claimed (one node alone, tests) writes unfenced.
+/// </para>
+/// <para>
+/// Ordering: StackExchange.Redis sends the commands of one multiplexer in the order they are issued, so
+/// fire-and-forget writes are issued at once, in call order, and a later read sees them. (The first
+/// call of a script after Redis lost its script cache is resent as EVAL by the client library; that
+/// window is the only place two writes could swap.) Awaited calls propagate Redis errors and timeouts.
+/// </para>
+/// </summary>
+public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore
+{
+    readonly IConnectionMultiplexer _redis;
+    readonly IDatabase _db;
+    readonly ILogger<RedisBrokerStore> _logger;
+    readonly TimeProvider _time;
+    readonly WriteTracker _writes;
+    readonly bool _ownsConnection;
+    readonly ConcurrentDictionary<string, Fence> _fences = new(StringComparer.Ordinal);
+
+    public RedisBrokerStore(IConnectionMultiplexer redis, ILogger<RedisBrokerStore> logger, int maxPendingWrites = 10_000, TimeProvider? time = null)
+        : this(redis, logger, maxPendingWrites, time, ownsConnection: false)
+    {
+    }
+
+    RedisBrokerStore(IConnectionMultiplexer redis, ILogger<RedisBrokerStore> logger, int maxPendingWrites, TimeProvider? time, bool ownsConnection)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxPendingWrites, 1);
+        _redis = redis;
+        _db = redis.GetDatabase();
+        _logger = logger;
+        _time = time ?? TimeProvider.System;
+        _ownsConnection = ownsConnection;
+        _writes = new WriteTracker(maxPendingWrites, ex => LogWriteFailed(_logger, ex.Message));
+    }
+
+    /// <summary>Connects to <paramref name="configuration"/> (StackExchange.Redis syntax); the store owns that connection.</summary>
+    public static async Task<RedisBrokerStore> ConnectAsync(string configuration, ILogger<RedisBrokerStore> logger, int maxPendingWrites = 10_000, TimeProvider? time = null)
+    {
+        var redis = await ConnectionMultiplexer.ConnectAsync(configuration);
+        return new RedisBrokerStore(redis, logger, maxPendingWrites, time, ownsConnection: true);
+    }
+
+    public event Action<string>? Fenced;
+
+    /// <summary>Writes sent and not yet answered.</summary>
+    public long PendingWrites => _writes.Count;
+
+    // ---- ISessionStore -----------------------------------------------------------------------------
+
+    public async Task<ClaimResult> ClaimAsync(string clientId, string incarnation, bool cleanStart)
+    {
+        var r = (RedisResult[])(await Run(RedisScripts.Claim, RedisKeys.Session(clientId), [incarnation, cleanStart ? "1" : "0"]))!;
+        var epoch = (long)r[0];
+        _fences[clientId] = new Fence(epoch);
+        var previous = (string?)r[1];
+        return new ClaimResult(epoch, string.IsNullOrEmpty(previous) ? null : previous, (long)r[2] == 1);
+    }
+
+    public async Task<ClaimedSession?> LoadSessionAsync(string clientId)
+    {
+        var result = await Run(RedisScripts.Load, RedisKeys.Session(clientId), [Now()]);
+        if (result.IsNull)
+        {
+            return null;
+        }
+
+        var r = (RedisResult[])result!;
+        var record = RowCodec.DecodeSession(clientId, (byte[])r[0]!);
+        var inbound = ((RedisResult[])r[3]!).Select(x => ushort.Parse((string)x!, CultureInfo.InvariantCulture)).Order().ToList();
+        var rows = (RedisResult[])r[4]!;
+        var inflight = new List<QueuedMessage>(rows.Length / 3);
+        for (var i = 0; i + 2 < rows.Length; i += 3)
+        {
+            var (packetId, state) = ParseInflight((string)rows[i + 1]!);
+            inflight.Add(RowCodec.DecodeRow(clientId, (byte[])rows[i + 2]!, packetId, state));
+        }
+
+        inflight.Sort((a, b) => a.Row.MessageId.CompareTo(b.Row.MessageId));
+        return new ClaimedSession(record, inflight, (int)(long)r[1], (long)r[2], inbound);
+    }
+
+    public Task ReleaseOwnershipAsync(string clientId, string incarnation) =>
+        Run(RedisScripts.Release, RedisKeys.Session(clientId), [incarnation]);
+
+    public async Task<string?> GetOwnerAsync(string clientId) => await _db.HashGetAsync(RedisKeys.SessionHash(clientId), "owner");
+
+    public async Task<IReadOnlyList<string>> AppendRowsAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> rows, InboundPacket? inbound)
+    {
+        var written = await AppendEachAsync(message, rows);
+        await WriteInboundAsync(inbound);
+        return written;
+    }
+
+    public async Task<DirectResult> AppendDirectAsync(string clientId, BrokerMessage message, long mailboxExpiresAtUnixMs, InboundPacket? inbound)
+    {
+        var blob = RowCodec.EncodeRow(message.Qos, false, null, message, MessageCodec.EncodeMessage(message));
+        var r = (RedisResult[])(await Run(RedisScripts.Direct, RedisKeys.Session(clientId),
+            [message.Id, blob, (int)message.Qos, mailboxExpiresAtUnixMs, Now()]))!;
+        var result = new DirectResult((long)r[0] == 1, (long)r[1] == 1, (long)r[2] == 1);
+        if (result.Stored || result.Mailed)
+        {
+            await WriteInboundAsync(inbound);
+        }
+
+        return result;
+    }
+
+    public Task AddReaderAsync(string route, string clientId, SubscriptionRecord subscription) =>
+        Tracked(_db.HashSetAsync(RedisKeys.Readers(route), RedisKeys.ReaderField(clientId, subscription.Filter), MessageCodec.EncodeSubscriptions([subscription])));
+
+    public Task RemoveReaderAsync(string route, string clientId, string filter) =>
+        Tracked(_db.HashDeleteAsync(RedisKeys.Readers(route), RedisKeys.ReaderField(clientId, filter)));
+
+    public async Task<IReadOnlyList<RouteReader>> ReadReadersAsync(string route)
+    {
+        var entries = await _db.HashGetAllAsync(RedisKeys.Readers(route));
+        var readers = new List<RouteReader>(entries.Length);
+        foreach (var entry in entries)
+        {
+            var subscription = MessageCodec.DecodeSubscriptions(entry.Value)[0];
+            var field = (string)entry.Name!;
+            // The filter is known from the value, so a '\n' inside a client id cannot split the field wrongly.
+            readers.Add(new RouteReader(field[..^(subscription.Filter.Length + 1)], subscription));
+        }
+
+        return readers;
+    }
+
+    // ---- IBrokerStore ------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Only the retained messages, and message id 0: in cluster mode a session is read when a node
+    /// claims it (<see cref="LoadSessionAsync"/>), not at start, and message ids carry the node index.
+    /// </summary>
+    public async ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken)
+    {
+        var snapshot = new StoreSnapshot();
+        foreach (var entry in await _db.HashGetAllAsync(RedisKeys.Retained))
+        {
+            snapshot.Retained.Add(MessageCodec.DecodeMessage(entry.Value!));
+        }
+
+        return snapshot;
+    }
+
+    public ValueTask FlushAsync() => _writes.FlushAsync();
+
+    public ValueTask WaitForRoomAsync() => _writes.WaitForRoomAsync();
+
+    public void UpsertSession(SessionRecord session) =>
+        FencedWrite(session.ClientId, RedisScripts.Upsert, RowCodec.EncodeSession(session), session.ExpirySeconds);
+
+    public void DeleteSession(string clientId) => FencedWrite(clientId, RedisScripts.Delete);
+
+    public async ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries, InboundPacket? inbound = null)
+    {
+        await AppendEachAsync(message, deliveries);
+        await WriteInboundAsync(inbound);
+    }
+
+    public void UpdateDelivery(string clientId, long messageId, ushort packetId, DeliveryState state) =>
+        FencedWrite(clientId, RedisScripts.Update, messageId, $"{packetId}:{(int)state}");
+
+    public void RemoveDelivery(string clientId, long messageId) => FencedWrite(clientId, RedisScripts.Remove, messageId);
+
+    public async ValueTask<IReadOnlyList<QueuedMessage>> ReadQueueAsync(string clientId, int maxMessages, long maxBytes)
+    {
+        if (maxMessages <= 0)
+        {
+            return [];
+        }
+
+        var blobs = (RedisResult[])(await Run(RedisScripts.Read, RedisKeys.Session(clientId), [maxMessages, maxBytes]))!;
+        return [.. blobs.Select(b => RowCodec.DecodeRow(clientId, (byte[])b!))];
+    }
+
+    public async ValueTask<(int Count, long Bytes)> DropOldestQueuedAsync(string clientId, int count, long bytes)
+    {
+        if (!TryEpoch(clientId, out var fence, out var epoch))
+        {
+            return (0, 0);
+        }
+
+        var r = (RedisResult[])(await Run(RedisScripts.DropOldest, RedisKeys.Session(clientId), [epoch, count, bytes]))!;
+        if ((long)r[0] == 0)
+        {
+            OnStale(clientId, fence);
+            return (0, 0);
+        }
+
+        return ((int)(long)r[1], (long)r[2]);
+    }
+
+    public void SetInboundQos2(string clientId, ushort packetId, bool pending) =>
+        FencedWrite(clientId, RedisScripts.Inbound, (int)packetId, pending ? "1" : "0");
+
+    public async ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs, InboundPacket? inbound = null)
+    {
+        var blob = RowCodec.EncodeRow(message.Qos, false, null, message, MessageCodec.EncodeMessage(message));
+        await Run(RedisScripts.MailboxAdd, RedisKeys.Session(clientId), [message.Id, blob, expiresAtUnixMs, Now()]);
+        await WriteInboundAsync(inbound);
+    }
+
+    public void RemoveFromMailbox(string clientId, long messageId) =>
+        _writes.Track(Run(RedisScripts.MailboxRemove, RedisKeys.Session(clientId), [messageId], track: false), awaited: false);
+
+    public ValueTask SetRetainedAsync(BrokerMessage message) =>
+        new(Tracked(_db.HashSetAsync(RedisKeys.Retained, message.Topic, MessageCodec.EncodeMessage(message))));
+
+    public ValueTask DeleteRetainedAsync(string topic) => new(Tracked(_db.HashDeleteAsync(RedisKeys.Retained, topic)));
+
+    public IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind) =>
+        [.. _db.HashGetAll(RedisKeys.Records(kind)).Select(e => ((string)e.Name!, RowCodec.DecodeRecord(e.Value!))).OrderBy(e => e.Item1, StringComparer.Ordinal)];
+
+    /// <summary>A deletion is kept as a tombstone, not an HDEL: the policy must see it at start (it overrides its configuration).</summary>
+    public ValueTask SaveRecordAsync(string kind, string key, byte[]? value) =>
+        new(Tracked(_db.HashSetAsync(RedisKeys.Records(kind), key, RowCodec.EncodeRecord(value))));
+
+    public string? GetClientOwner(string clientId) => _db.StringGet(RedisKeys.Binding(clientId));
+
+    public string BindClientOwner(string clientId, string userId) =>
+        (string)_db.ScriptEvaluate(RedisScripts.Bind, [RedisKeys.Binding(clientId)], [userId])!;
+
+    public bool ReleaseClientOwner(string clientId) => _db.KeyDelete(RedisKeys.Binding(clientId));
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            await _writes.FlushAsync();
+        }
+        catch (RedisStoreException)
+        {
+            // Already logged when it failed; nobody is left to tell.
+        }
+
+        _writes.ReleaseRoom();
+        if (_ownsConnection)
+        {
+            await _redis.DisposeAsync();
+        }
+    }
+
+    // ---- helpers -----------------------------------------------------------------------------------
+
+    /// <summary>One script per recipient, all sent before any is awaited (pipelined); the client ids that got a row.</summary>
+    async Task<IReadOnlyList<string>> AppendEachAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> rows)
+    {
+        if (rows.Count == 0)
+        {
+            return [];
+        }
+
+        var encoded = MessageCodec.EncodeMessage(message);
+        var calls = new Task<RedisResult>[rows.Count];
+        for (var i = 0; i < rows.Count; i++)
+        {
+            var row = rows[i];
+            var blob = RowCodec.EncodeRow(row.Qos, row.Retain, row.SubscriptionIds, message, encoded);
+            calls[i] = Run(RedisScripts.Append, RedisKeys.Session(row.ClientId), [message.Id, blob]);
+        }
+
+        await Task.WhenAll(calls);
+        var written = new List<string>(rows.Count);
+        for (var i = 0; i < rows.Count; i++)
+        {
+            if ((long)calls[i].Result == 1)
+            {
+                written.Add(rows[i].ClientId);
+            }
+        }
+
+        return written;
+    }
+
+    /// <summary>
+    /// The publisher's QoS 2 packet id, on its own slot, after its rows: not one commit across slots, so
+    /// a crash between the two may route the message once more when the client resends it.
+    /// </summary>
+    async Task WriteInboundAsync(InboundPacket? inbound)
+    {
+        if (inbound is not { } packet || !TryEpoch(packet.ClientId, out var fence, out var epoch))
+        {
+            return;
+        }
+
+        var r = (RedisResult[])(await Run(RedisScripts.Inbound, RedisKeys.Session(packet.ClientId), [epoch, (int)packet.PacketId, "1"]))!;
+        if ((long)r[0] == 0)
+        {
+            OnStale(packet.ClientId, fence);
+        }
+    }
+
+    /// <summary>A session-owned write nobody awaits: issued now (call order is Redis order), checked when answered.</summary>
+    void FencedWrite(string clientId, string script, params RedisValue[] args)
+    {
+        if (!TryEpoch(clientId, out var fence, out var epoch))
+        {
+            return;
+        }
+
+        var call = Run(script, RedisKeys.Session(clientId), [epoch, .. args], track: false);
+        _writes.Track(CheckFence(clientId, fence, call), awaited: false);
+    }
+
+    async Task CheckFence(string clientId, Fence? fence, Task<RedisResult> call)
+    {
+        var r = (RedisResult[])(await call.ConfigureAwait(false))!;
+        if ((long)r[0] == 0)
+        {
+            OnStale(clientId, fence);
+        }
+    }
+
+    /// <summary>The epoch this node writes with ('' when it never claimed the client id); false once fenced: nothing to send.</summary>
+    bool TryEpoch(string clientId, out Fence? fence, out RedisValue epoch)
+    {
+        if (!_fences.TryGetValue(clientId, out fence))
+        {
+            epoch = "";
+            return true;
+        }
+
+        epoch = fence.Epoch;
+        return !fence.IsFenced;
+    }
+
+    void OnStale(string clientId, Fence? fence)
+    {
+        if (fence is null || fence.MarkFenced())
+        {
+            LogFenced(_logger, clientId, fence?.Epoch ?? 0);
+            Fenced?.Invoke(clientId);
+        }
+    }
+
+    Task<RedisResult> Run(string script, RedisKey[] keys, RedisValue[] args, bool track = true)
+    {
+        var call = _db.ScriptEvaluateAsync(script, keys, args);
+        if (track)
+        {
+            _writes.Track(call, awaited: true);
+        }
+
+        return call;
+    }
+
+    Task Tracked(Task call)
+    {
+        _writes.Track(call, awaited: true);
+        return call;
+    }
+
+    RedisValue Now() => _time.GetUtcNow().ToUnixTimeMilliseconds();
+
+    static (ushort PacketId, DeliveryState State) ParseInflight(string value)
+    {
+        var colon = value.IndexOf(':', StringComparison.Ordinal);
+        return (ushort.Parse(value.AsSpan(0, colon), CultureInfo.InvariantCulture), (DeliveryState)byte.Parse(value.AsSpan(colon + 1), CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>The epoch of this node's claim on one client id, and whether a write with it was refused.</summary>
+    sealed class Fence(long epoch)
+    {
+        int _fenced;
+
+        public long Epoch { get; } = epoch;
+
+        public bool IsFenced => Volatile.Read(ref _fenced) == 1;
+
+        /// <summary>True the first time only: <see cref="Fenced"/> is raised once per claim.</summary>
+        public bool MarkFenced() => Interlocked.Exchange(ref _fenced, 1) == 0;
+    }
+
+    [LoggerMessage(4101, LogLevel.Error, "Redis store: a write nobody awaited failed ({Error}); the next flush fails")]
+    static partial void LogWriteFailed(ILogger logger, string error);
+
+    [LoggerMessage(4102, LogLevel.Warning, "Redis store: session {ClientId} is owned elsewhere now (epoch {Epoch} is stale); its writes from this node are refused")]
+    static partial void LogFenced(ILogger logger, string clientId, long epoch);
+}

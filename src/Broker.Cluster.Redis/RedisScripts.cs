@@ -1,0 +1,222 @@
+namespace Broker.Cluster.Redis;
+
+/// <summary>
+/// The Lua scripts of <see cref="RedisBrokerStore"/>. Each one works on the keys of one client id
+/// (<see cref="RedisKeys.Session"/>), so it is atomic, also in Redis Cluster. Session-owned writes take
+/// the writer's epoch first ('' = unfenced) and answer {0} when it is stale, without changing anything.
+/// </summary>
+static class RedisScripts
+{
+    // Shared by every session script: key names, the row size header, fencing, the queue and the mailbox.
+    const string Prelude = """
+        local s, q, m, f, i2, mb, mbm = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+        local function size(blob)
+          local a, b, c, d = string.byte(blob, 1, 4)
+          return a + b * 256 + c * 65536 + d * 16777216
+        end
+        local function stale(e)
+          return e ~= '' and redis.call('HGET', s, 'epoch') ~= e
+        end
+        local function persistent()
+          local x = redis.call('HGET', s, 'exp')
+          return x and tonumber(x) > 0
+        end
+        local function append(id, blob)
+          if redis.call('ZSCORE', q, id) or redis.call('HEXISTS', f, id) == 1 then return end
+          local seq = redis.call('HINCRBY', s, 'seq', 1)
+          redis.call('ZADD', q, seq, id)
+          redis.call('HSET', m, id, blob)
+          redis.call('HINCRBY', s, 'qb', size(blob))
+        end
+        local function unqueue(id)
+          if redis.call('ZREM', q, id) == 0 then return false end
+          local blob = redis.call('HGET', m, id)
+          if blob then redis.call('HINCRBY', s, 'qb', -size(blob)) end
+          return true
+        end
+        local function trimMailbox(now)
+          local gone = redis.call('ZRANGEBYSCORE', mb, '-inf', now)
+          for _, id in ipairs(gone) do redis.call('HDEL', mbm, id) end
+          if #gone > 0 then redis.call('ZREMRANGEBYSCORE', mb, '-inf', now) end
+        end
+        local function mail(id, blob, expiresAt, now)
+          trimMailbox(now)
+          if tonumber(expiresAt) <= tonumber(now) then return end
+          redis.call('ZADD', mb, expiresAt, id)
+          redis.call('HSET', mbm, id, blob)
+          local last = redis.call('ZRANGE', mb, -1, -1, 'WITHSCORES')
+          redis.call('PEXPIREAT', mb, last[2])
+          redis.call('PEXPIREAT', mbm, last[2])
+        end
+
+        """;
+
+    /// <summary>ARGV: incarnation, clean ('1'/'0') → {epoch, previous owner or '', existed 0/1}. Keeps the binding and the mailbox.</summary>
+    public const string Claim = Prelude + """
+        local previous = redis.call('HGET', s, 'owner')
+        local existed = redis.call('HEXISTS', s, 'rec')
+        local epoch = redis.call('HINCRBY', s, 'epoch', 1)
+        redis.call('HSET', s, 'owner', ARGV[1])
+        if ARGV[2] == '1' then
+          redis.call('HDEL', s, 'rec', 'exp', 'qb')
+          redis.call('DEL', q, m, f, i2)
+        end
+        return {epoch, previous or '', existed}
+        """;
+
+    /// <summary>ARGV: incarnation → 1 when it was the owner and is no longer.</summary>
+    public const string Release = Prelude + """
+        if redis.call('HGET', s, 'owner') ~= ARGV[1] then return 0 end
+        redis.call('HDEL', s, 'owner')
+        return 1
+        """;
+
+    /// <summary>ARGV: now → false, or {record, queued count, queued bytes, {inbound ids}, {id, "pid:state", blob, …}}.</summary>
+    public const string Load = Prelude + """
+        if redis.call('HEXISTS', s, 'rec') == 0 then return false end
+        if persistent() then
+          trimMailbox(ARGV[1])
+          for _, id in ipairs(redis.call('ZRANGE', mb, 0, -1)) do
+            local blob = redis.call('HGET', mbm, id)
+            if blob then append(id, blob) end
+          end
+          redis.call('DEL', mb, mbm)
+        end
+        local inflight = {}
+        local rows = redis.call('HGETALL', f)
+        for i = 1, #rows, 2 do
+          local blob = redis.call('HGET', m, rows[i])
+          if blob then
+            table.insert(inflight, rows[i])
+            table.insert(inflight, rows[i + 1])
+            table.insert(inflight, blob)
+          end
+        end
+        return {redis.call('HGET', s, 'rec'), redis.call('ZCARD', q), tonumber(redis.call('HGET', s, 'qb') or '0'), redis.call('SMEMBERS', i2), inflight}
+        """;
+
+    /// <summary>ARGV: id, blob → 1 when the row was written (the client id has a persistent session), else 0.</summary>
+    public const string Append = Prelude + """
+        if not persistent() then return 0 end
+        append(ARGV[1], ARGV[2])
+        return 1
+        """;
+
+    /// <summary>ARGV: id, blob, qos, expires-at, now → {session exists, stored, mailed}.</summary>
+    public const string Direct = Prelude + """
+        local qos = tonumber(ARGV[3])
+        if redis.call('HEXISTS', s, 'rec') == 1 then
+          if qos >= 1 and persistent() then
+            append(ARGV[1], ARGV[2])
+            return {1, 1, 0}
+          end
+          return {1, 0, 0}
+        end
+        if qos >= 1 then
+          mail(ARGV[1], ARGV[2], ARGV[4], ARGV[5])
+          return {0, 0, 1}
+        end
+        return {0, 0, 0}
+        """;
+
+    /// <summary>ARGV: id, blob, expires-at, now.</summary>
+    public const string MailboxAdd = Prelude + """
+        mail(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+        return 1
+        """;
+
+    /// <summary>ARGV: id.</summary>
+    public const string MailboxRemove = Prelude + """
+        redis.call('ZREM', mb, ARGV[1])
+        redis.call('HDEL', mbm, ARGV[1])
+        return 1
+        """;
+
+    /// <summary>ARGV: epoch, record, expiry seconds. Owner, epoch and seq stay.</summary>
+    public const string Upsert = Prelude + """
+        if stale(ARGV[1]) then return {0} end
+        redis.call('HSET', s, 'rec', ARGV[2], 'exp', ARGV[3])
+        return {1}
+        """;
+
+    /// <summary>
+    /// ARGV: epoch. The session's state goes, the hash's owner, epoch and seq stay: a session created
+    /// again later must get a higher epoch than any writer of this one could still hold.
+    /// </summary>
+    public const string Delete = Prelude + """
+        if stale(ARGV[1]) then return {0} end
+        redis.call('HDEL', s, 'rec', 'exp', 'qb')
+        redis.call('DEL', q, m, f, i2)
+        return {1}
+        """;
+
+    /// <summary>ARGV: epoch, id, "packetId:state". A queued row leaves the queue; a row that is gone stays gone.</summary>
+    public const string Update = Prelude + """
+        if stale(ARGV[1]) then return {0} end
+        if unqueue(ARGV[2]) or redis.call('HEXISTS', f, ARGV[2]) == 1 then
+          redis.call('HSET', f, ARGV[2], ARGV[3])
+        end
+        return {1}
+        """;
+
+    /// <summary>ARGV: epoch, id.</summary>
+    public const string Remove = Prelude + """
+        if stale(ARGV[1]) then return {0} end
+        unqueue(ARGV[2])
+        redis.call('HDEL', f, ARGV[2])
+        redis.call('HDEL', m, ARGV[2])
+        return {1}
+        """;
+
+    /// <summary>ARGV: epoch, packet id, pending ('1'/'0').</summary>
+    public const string Inbound = Prelude + """
+        if stale(ARGV[1]) then return {0} end
+        if ARGV[3] == '1' then redis.call('SADD', i2, ARGV[2]) else redis.call('SREM', i2, ARGV[2]) end
+        return {1}
+        """;
+
+    /// <summary>ARGV: epoch, count, bytes → {1, rows dropped, bytes dropped}: oldest first until both are reached.</summary>
+    public const string DropOldest = Prelude + """
+        if stale(ARGV[1]) then return {0} end
+        local count, bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
+        local n, b = 0, 0
+        while n < count or b < bytes do
+          local ids = redis.call('ZRANGE', q, 0, 99)
+          if #ids == 0 then break end
+          for _, id in ipairs(ids) do
+            if n >= count and b >= bytes then break end
+            local blob = redis.call('HGET', m, id)
+            local sz = blob and size(blob) or 0
+            redis.call('ZREM', q, id)
+            redis.call('HDEL', m, id)
+            redis.call('HINCRBY', s, 'qb', -sz)
+            n = n + 1
+            b = b + sz
+          end
+        end
+        return {1, n, b}
+        """;
+
+    /// <summary>ARGV: max rows, max bytes → the oldest queued blobs, in order (at least one when any).</summary>
+    public const string Read = Prelude + """
+        local out, b = {}, 0
+        local limit = tonumber(ARGV[2])
+        for _, id in ipairs(redis.call('ZRANGE', q, 0, tonumber(ARGV[1]) - 1)) do
+          if #out > 0 and b >= limit then break end
+          local blob = redis.call('HGET', m, id)
+          if blob then
+            table.insert(out, blob)
+            b = b + size(blob)
+          end
+        end
+        return out
+        """;
+
+    /// <summary>KEYS: the binding; ARGV: user → the owner after the call (SET NX, then GET, atomically).</summary>
+    public const string Bind = """
+        local current = redis.call('GET', KEYS[1])
+        if current then return current end
+        redis.call('SET', KEYS[1], ARGV[1])
+        return ARGV[1]
+        """;
+}
