@@ -26,6 +26,9 @@ public interface ISessionStore
     /// </summary>
     Task<ClaimedSession?> LoadSessionAsync(string clientId);
 
+    /// <summary>The direct messages waiting for a client id with no session yet, oldest first (not removed: the session's rows replace them one by one).</summary>
+    Task<IReadOnlyList<(BrokerMessage Message, long ExpiresAtUnixMs)>> ReadMailboxAsync(string clientId);
+
     /// <summary>Clears the owner when it is still <paramref name="incarnation"/> (a session given up, not ended).</summary>
     Task ReleaseOwnershipAsync(string clientId, string incarnation);
 

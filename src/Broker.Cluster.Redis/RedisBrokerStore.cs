@@ -95,7 +95,20 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore
         }
 
         inflight.Sort((a, b) => a.Row.MessageId.CompareTo(b.Row.MessageId));
-        return new ClaimedSession(record, inflight, (int)(long)r[1], (long)r[2], inbound);
+        return new ClaimedSession(record, inflight, (int)(long)r[1], (long)r[2], inbound, []);
+    }
+
+    public async Task<IReadOnlyList<(BrokerMessage Message, long ExpiresAtUnixMs)>> ReadMailboxAsync(string clientId)
+    {
+        var items = (RedisResult[])(await Run(RedisScripts.MailboxRead, RedisKeys.Session(clientId), [Now()], track: false))!;
+        var mailbox = new List<(BrokerMessage, long)>(items.Length / 3);
+        for (var i = 0; i + 2 < items.Length; i += 3)
+        {
+            var row = RowCodec.DecodeRow(clientId, (byte[])items[i + 2]!);
+            mailbox.Add((row.Message, (long)double.Parse((string)items[i + 1]!, CultureInfo.InvariantCulture)));
+        }
+
+        return mailbox;
     }
 
     public Task ReleaseOwnershipAsync(string clientId, string incarnation) =>

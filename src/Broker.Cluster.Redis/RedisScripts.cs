@@ -105,7 +105,10 @@ static class RedisScripts
     /// <summary>ARGV: id, blob, qos, expires-at, now → {session exists, stored, mailed}.</summary>
     public const string Direct = Prelude + """
         local qos = tonumber(ARGV[3])
-        if redis.call('HEXISTS', s, 'rec') == 1 then
+        -- A session (a record, or a clean session's owner while it is connected somewhere) takes it live,
+        -- not the mailbox: the mailbox is for client ids with no session at all.
+        local owned = redis.call('HGET', s, 'owner')
+        if redis.call('HEXISTS', s, 'rec') == 1 or (owned and owned ~= '') then
           if qos >= 1 and persistent() then
             append(ARGV[1], ARGV[2])
             return {1, 1, 0}
@@ -123,6 +126,20 @@ static class RedisScripts
     public const string MailboxAdd = Prelude + """
         mail(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
         return 1
+        """;
+
+    /// <summary>ARGV: now → {id, expires-at, blob, …} oldest first, expired ones trimmed first.</summary>
+    public const string MailboxRead = Prelude + """
+        trimMailbox(ARGV[1])
+        local ids = redis.call('ZRANGE', mb, 0, -1, 'WITHSCORES')
+        local out = {}
+        for i = 1, #ids, 2 do
+          local blob = redis.call('HGET', mbm, ids[i])
+          if blob then
+            table.insert(out, ids[i]); table.insert(out, ids[i + 1]); table.insert(out, blob)
+          end
+        end
+        return out
         """;
 
     /// <summary>ARGV: id.</summary>

@@ -1,6 +1,8 @@
 using Broker.Configuration;
 using Broker.Engine;
+using Broker.Cluster.Redis;
 using Broker.Engine.Admission;
+using Broker.Engine.Cluster;
 using Broker.Engine.Diagnostics;
 using Broker.Engine.Options;
 using Broker.Engine.Policy;
@@ -60,6 +62,13 @@ public static class BrokerApp
         }
 
         var (engineOptions, imsOptions) = BrokerConfiguration.Load(builder.Configuration);
+        var clusterErrors = new List<string>();
+        var cluster = ClusterServices.Load(builder.Configuration, clusterErrors);
+        if (clusterErrors.Count > 0)
+        {
+            throw new BrokerConfigurationException(clusterErrors);
+        }
+
         var tls = TlsSettings.Load(builder.Configuration);
 
         // ReadFrom.Services: sinks registered as services (ILogEventSink) are added too; tests capture lines that way.
@@ -69,9 +78,19 @@ public static class BrokerApp
         builder.Services.AddSingleton(imsOptions);
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<BrokerCounters>();
-        builder.Services.AddSingleton<IBrokerStore>(services => engineOptions.Store.Type == "memory"
-            ? new InMemoryBrokerStore()
-            : SqliteBrokerStore.Open(engineOptions.DataPath, engineOptions.Store.Synchronous == "full", services.GetRequiredService<ILogger<SqliteBrokerStore>>(), engineOptions.Store.CommitDelay, engineOptions.Store.MaxPendingWrites));
+        if (cluster.IsEnabled)
+        {
+            // Cluster mode (Broker:Cluster:Redis): sessions, queues and routes are shared through Redis.
+            builder.Services.AddRedisCluster(cluster, engineOptions.OfflineP2PTtl, engineOptions.Store.MaxPendingWrites);
+        }
+        else
+        {
+            builder.Services.AddSingleton<IBrokerStore>(services => engineOptions.Store.Type == "memory"
+                ? new InMemoryBrokerStore()
+                : SqliteBrokerStore.Open(engineOptions.DataPath, engineOptions.Store.Synchronous == "full", services.GetRequiredService<ILogger<SqliteBrokerStore>>(), engineOptions.Store.CommitDelay, engineOptions.Store.MaxPendingWrites));
+            builder.Services.AddSingleton<IClusterLink>(SingleNode.Instance);
+        }
+
         builder.Services.AddSingleton<IUserDirectory>(new UserDirectory(imsOptions.Users.Select(u => new UserAccount(u.Name, u.PasswordHash, u.Role))));
         builder.Services.AddSingleton<IGroupDirectory>(new GroupDirectory(imsOptions.Groups.Select(g => KeyValuePair.Create(g.Id, (IEnumerable<string>)g.Members))));
         builder.Services.AddSingleton<ConnectionAdmission>();

@@ -16,6 +16,9 @@ public interface IClusterLink
     /// <summary>This node's id (logs, metrics, admin API).</summary>
     string NodeId { get; }
 
+    /// <summary>False while the shared state is out of reach (/readyz says not ready).</summary>
+    bool IsReachable { get; }
+
     /// <summary>Unique among the live nodes, 0..255: the low bits of the message ids this node gives, so ids never collide across nodes.</summary>
     int NodeIndex { get; }
 
@@ -30,9 +33,10 @@ public interface IClusterLink
     /// owner (fenced, so a node that lost it can no longer change it), has the node that had it close
     /// its connection (v5 0x8E) and let it go, and returns the session's durable state. Null: no
     /// durable session (or clean start, which deletes it), or one node alone (the engine's own state
-    /// is the truth). Throws <see cref="ClusterUnavailableException"/> when the shared state is out of reach.
+    /// is the truth). A new persistent session (<paramref name="expirySeconds"/> above 0) gets the direct
+    /// messages that waited for its client id. Throws <see cref="ClusterUnavailableException"/> when the shared state is out of reach.
     /// </summary>
-    ValueTask<ClaimedSession?> ClaimAsync(ClientPrincipal principal, bool cleanStart, CancellationToken cancellationToken);
+    ValueTask<ClaimedSession?> ClaimAsync(ClientPrincipal principal, bool cleanStart, uint expirySeconds, CancellationToken cancellationToken);
 
     /// <summary>A session is hosted here now (connected, or restored offline): its direct route reaches this node.</summary>
     void SessionHosted(Session session);
@@ -45,6 +49,9 @@ public interface IClusterLink
 
     /// <summary>A subscription of a session hosted here was added or removed (<paramref name="ended"/> as in <see cref="SessionLeft"/>).</summary>
     void SubscriptionChanged(Session session, Subscription subscription, bool added, bool ended = true);
+
+    /// <summary>Completes when every change of sessions and subscriptions made before the call reaches the other nodes (CONNACK and SUBACK wait on it).</summary>
+    ValueTask SettledAsync();
 
     /// <summary>
     /// After the local recipients of a routed message were found: writes rows for the durable readers
@@ -84,13 +91,17 @@ public interface IClusterPeer
     void RetainedChanged(BrokerMessage message);
 }
 
-/// <summary>A session's durable state, read from the shared store by the node that claimed it.</summary>
+/// <summary>
+/// A session's durable state, read from the shared store by the node that claimed it; no
+/// <paramref name="Record"/> when the client id has no session yet, only a <paramref name="Mailbox"/>.
+/// </summary>
 public sealed record ClaimedSession(
-    SessionRecord Record,
+    SessionRecord? Record,
     IReadOnlyList<QueuedMessage> Inflight,
     int QueuedCount,
     long QueuedBytes,
-    IReadOnlyList<ushort> InboundQos2);
+    IReadOnlyList<ushort> InboundQos2,
+    IReadOnlyList<(BrokerMessage Message, long ExpiresAtUnixMs)> Mailbox);
 
 /// <summary>The shared state is out of reach: the engine refuses what it cannot store (CONNACK 0x88 / 0x03).</summary>
 public sealed class ClusterUnavailableException(string message, Exception? inner = null) : Exception(message, inner);

@@ -12,13 +12,15 @@ public sealed class SingleNode : IClusterLink
 
     public string NodeId => Environment.MachineName;
 
+    public bool IsReachable => true;
+
     public int NodeIndex => 0;
 
     public Task StartAsync(IClusterPeer peer, CancellationToken cancellationToken) => Task.CompletedTask;
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public ValueTask<ClaimedSession?> ClaimAsync(ClientPrincipal principal, bool cleanStart, CancellationToken cancellationToken) => ValueTask.FromResult<ClaimedSession?>(null);
+    public ValueTask<ClaimedSession?> ClaimAsync(ClientPrincipal principal, bool cleanStart, uint expirySeconds, CancellationToken cancellationToken) => ValueTask.FromResult<ClaimedSession?>(null);
 
     public void SessionHosted(Session session)
     {
@@ -31,6 +33,8 @@ public sealed class SingleNode : IClusterLink
     public void SubscriptionChanged(Session session, Subscription subscription, bool added, bool ended = true)
     {
     }
+
+    public ValueTask SettledAsync() => ValueTask.CompletedTask;
 
     public ValueTask RouteAsync(BrokerMessage message, InboundPacket? inbound) => ValueTask.CompletedTask;
 

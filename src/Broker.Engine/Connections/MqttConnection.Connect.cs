@@ -94,8 +94,20 @@ internal sealed partial class MqttConnection
 
         // Off the socket thread: a password hash takes milliseconds on purpose, and with Broker:Mqtt:InlineIo
         // this thread serves other connections' packets. Failed logins are throttled around it (Admission/).
-        var auth = await _engine.Logins.CheckAsync(request, SourceAddress.Of(_meta.RemoteEndPoint),
-            () => Task.Run(() => _engine.Policy.AuthenticateAsync(request, CancellationToken.None).AsTask()));
+        AuthenticationResult auth;
+        try
+        {
+            auth = await _engine.Logins.CheckAsync(request, SourceAddress.Of(_meta.RemoteEndPoint),
+                () => Task.Run(() => _engine.Policy.AuthenticateAsync(request, CancellationToken.None).AsTask()));
+        }
+        catch (Exception ex)
+        {
+            // The policy could not decide (e.g. the cluster's store is out of reach while it checks the client id's owner).
+            EngineLog.ClaimFailed(_engine.ConnectionLogger, clientId, ex.Message);
+            await RefuseAsync(MqttConnectReasonCode.ServerUnavailable, "the broker cannot check this login now", clientId, connect.Username);
+            return false;
+        }
+
         if (!auth.Succeeded)
         {
             await RefuseAsync(auth.ReasonCode, auth.ReasonText ?? "refused", clientId, connect.Username);
@@ -152,9 +164,9 @@ internal sealed partial class MqttConnection
         // In a cluster the session may live on another node or only in the shared store: claim it first.
         try
         {
-            if (await _engine.Cluster.ClaimAsync(principal, connect.CleanSession, CancellationToken.None) is { } claimed)
+            if (await _engine.Cluster.ClaimAsync(principal, connect.CleanSession, expiry, CancellationToken.None) is { } claimed)
             {
-                _engine.Sessions.Adopt(claimed);
+                _engine.Sessions.Adopt(clientId, claimed);
             }
         }
         catch (Exception ex)
@@ -193,6 +205,9 @@ internal sealed partial class MqttConnection
             // "Session present" is a promise: the session (and the client id binding) must be on disk first.
             await _engine.Store.FlushAsync();
         }
+
+        // In a cluster: messages for this session are routed to this node before the client has its CONNACK.
+        await _engine.Cluster.SettledAsync();
 
         if (_engine.ConnectionObserver is { } observer)
         {

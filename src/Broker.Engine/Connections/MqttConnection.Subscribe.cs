@@ -101,6 +101,12 @@ internal sealed partial class MqttConnection
             await _engine.Store.FlushAsync();
         }
 
+        if (granted is not null)
+        {
+            // In a cluster: the other nodes route this subscription's messages here before the client has its SUBACK.
+            await _engine.Cluster.SettledAsync();
+        }
+
         return Send(new MqttSubAckPacket { PacketIdentifier = packet.PacketIdentifier, ReasonCodes = codes });
     }
 

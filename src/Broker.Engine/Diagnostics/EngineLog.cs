@@ -79,6 +79,6 @@ internal static partial class EngineLog
     [LoggerMessage(1010, LogLevel.Warning, "Client {ClientId} (user {UserId}) disconnected: over its publish rate limit for {GraceSeconds} s (RateGraceSeconds, Broker:Limits:Roles)")]
     public static partial void RateDisconnected(ILogger logger, string clientId, string userId, double graceSeconds);
 
-    [LoggerMessage(6001, LogLevel.Error, "Connect of {ClientId} refused (server unavailable): the cluster could not claim its session: {Reason}")]
+    [LoggerMessage(6001, LogLevel.Error, "Connect of {ClientId} refused (server unavailable): its login or session could not be checked: {Reason}")]
     public static partial void ClaimFailed(ILogger logger, string clientId, string reason);
 }

@@ -123,16 +123,23 @@ internal sealed class SessionManager(EngineContext engine)
 
     /// <summary>
     /// A session this node claimed from the cluster's store (<see cref="Cluster.IClusterLink.ClaimAsync"/>) joins
-    /// this node, unless it is here already (then this node's copy is the current one).
+    /// this node, unless it is here already (then this node's copy is the current one). Direct messages that
+    /// waited for a new session's client id go to the mailbox, which hands them to the session when it opens.
     /// </summary>
-    public void Adopt(Cluster.ClaimedSession claimed)
+    public void Adopt(string clientId, Cluster.ClaimedSession claimed)
     {
         lock (_openGate)
         {
-            if (!_sessions.ContainsKey(claimed.Record.ClientId))
+            if (claimed.Record is { } record && !_sessions.ContainsKey(record.ClientId))
             {
-                StoreRestore.Adopt(engine, claimed);
+                StoreRestore.Adopt(engine, record, claimed);
             }
+        }
+
+        foreach (var (message, expires) in claimed.Mailbox)
+        {
+            engine.RestoreMessageId(message.Id);
+            engine.Mailbox.Restore(clientId, message, expires);
         }
     }
 

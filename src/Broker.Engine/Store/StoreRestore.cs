@@ -62,9 +62,9 @@ internal static class StoreRestore
     }
 
     /// <summary>A session read back by the node that claimed it in a cluster: the same rebuild, for one session.</summary>
-    public static void Adopt(EngineContext engine, Cluster.ClaimedSession claimed)
+    public static void Adopt(EngineContext engine, SessionRecord record, Cluster.ClaimedSession claimed)
     {
-        var session = Build(engine, claimed.Record, engine.NowUnixMs);
+        var session = Build(engine, record, engine.NowUnixMs);
         foreach (var (row, message) in claimed.Inflight)
         {
             engine.RestoreMessageId(message.Id);

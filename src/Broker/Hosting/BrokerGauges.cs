@@ -1,3 +1,4 @@
+using Broker.Cluster.Redis;
 using Broker.Engine;
 using Broker.Engine.Diagnostics;
 using Broker.Engine.Store;
@@ -16,6 +17,13 @@ public static class BrokerGauges
         meter.CreateObservableGauge("retained", () => engine.RetainedCount, "{message}", "Retained messages");
         meter.CreateObservableGauge("queued", () => engine.QueuedMessageCount, "{message}", "Messages waiting in session queues");
         meter.CreateObservableGauge("mailbox", () => engine.MailboxCount, "{message}", "Direct messages waiting for a client id with no session");
+        if (engine.Cluster is RedisClusterLink cluster)
+        {
+            meter.CreateObservableCounter("cluster.envelopes.received", () => cluster.EnvelopesIn, "{message}", "Messages routed on other nodes and received by this one");
+            meter.CreateObservableCounter("cluster.envelopes.sent", () => cluster.EnvelopesOut, "{message}", "Messages routed here and sent towards other nodes (one per route channel)");
+            meter.CreateObservableGauge("cluster.redis.up", () => cluster.IsReachable ? 1 : 0, "", "1 while this node reaches the cluster's Redis");
+        }
+
         if (store is SqliteBrokerStore sqlite)
         {
             meter.CreateObservableCounter("store.commits", () => sqlite.Batches, "{commit}", "Store transactions committed (group commits)");

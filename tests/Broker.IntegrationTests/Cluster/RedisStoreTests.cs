@@ -78,7 +78,7 @@ public sealed class RedisStoreTests : IAsyncLifetime
 
         var session = await store.LoadSessionAsync("bob");
         Assert.NotNull(session);
-        Assert.Equal("bob-user", session.Record.UserId);
+        Assert.Equal("bob-user", session.Record!.UserId);
         Assert.Equal(3600u, session.Record.ExpirySeconds);
         Assert.Equal(new SubscriptionRecord("t/#", Q1, true, false, MqttRetainHandling.DoNotSendOnSubscribe, 3), Assert.Single(session.Record.Subscriptions));
         var inflight = Assert.Single(session.Inflight);
@@ -131,7 +131,7 @@ public sealed class RedisStoreTests : IAsyncLifetime
         Assert.Equal(["bob"], fenced);
 
         var session = await nodeB.LoadSessionAsync("bob");
-        Assert.Equal(3600u, session!.Record.ExpirySeconds);
+        Assert.Equal(3600u, session!.Record!.ExpirySeconds);
         Assert.Empty(session.Inflight);
         Assert.Empty(session.InboundQos2);
         Assert.Equal(1, session.QueuedCount);

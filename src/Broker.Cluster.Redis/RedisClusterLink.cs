@@ -1,0 +1,600 @@
+using System.Collections.Concurrent;
+using Broker.Engine.Cluster;
+using Broker.Engine.Policy;
+using Broker.Engine.Routing;
+using Broker.Engine.Sessions;
+using Broker.Engine.Store;
+using Microsoft.Extensions.Logging;
+using MQTTnet.Protocol;
+using StackExchange.Redis;
+
+namespace Broker.Cluster.Redis;
+
+/// <summary>
+/// This node's link to the others, through Redis only. A node listens on the sharded channel of
+/// every route one of its sessions reads (<c>r:{route}</c>, ref-counted) and of every client id it
+/// hosts (<c>r:{c/cid}</c>), so a publish reaches exactly the nodes that host a reader. Rows for
+/// persistent readers on other nodes are written by the publishing node, from the route's durable
+/// reader index, before the publisher's ack; the message then goes out, in routing order per route.
+/// A CONNECT claims its session (fencing epoch) and asks the node that had it to let go.
+/// </summary>
+public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
+{
+    readonly IConnectionMultiplexer _redis;
+    readonly ISessionStore _store;
+    readonly ClusterOptions _options;
+    readonly ILogger<RedisClusterLink> _logger;
+    readonly RouteKeys _routes;
+    readonly ISubscriber _bus;
+    readonly object _gate = new();
+    readonly Dictionary<string, RouteInterest> _interest = new(StringComparer.Ordinal);
+    readonly Dictionary<string, Task> _sendTails = new(StringComparer.Ordinal);
+    readonly ConcurrentDictionary<string, TaskCompletionSource> _releases = new(StringComparer.Ordinal);
+    readonly RedisChannel _retainedChannel = RedisChannel.Literal("ims:retained");
+    IClusterPeer? _peer;
+    ChannelMessageQueue? _nodeQueue;
+    ChannelMessageQueue? _retainedQueue;
+    Timer? _heartbeat;
+    Task _settled = Task.CompletedTask;
+    long _envelopesIn;
+    long _envelopesOut;
+
+    public RedisClusterLink(IConnectionMultiplexer redis, ISessionStore store, ClusterOptions options, ILogger<RedisClusterLink> logger)
+    {
+        _redis = redis;
+        _store = store;
+        _options = options;
+        _logger = logger;
+        _routes = new RouteKeys(options.RouteDepth);
+        _bus = redis.GetSubscriber();
+        NodeId = string.IsNullOrWhiteSpace(options.NodeId) ? Environment.MachineName : options.NodeId;
+
+        // A new incarnation for every start: ownerships of an earlier run of this node count as dead.
+        Incarnation = NodeId + "/" + Guid.NewGuid().ToString("N")[..8];
+        _store.Fenced += OnFenced;
+    }
+
+    public string NodeId { get; }
+
+    /// <summary>This run of this node: the owner recorded in the sessions it claims.</summary>
+    public string Incarnation { get; }
+
+    public int NodeIndex { get; private set; }
+
+    /// <summary>Messages received from other nodes (envelopes delivered here).</summary>
+    public long EnvelopesIn => Interlocked.Read(ref _envelopesIn);
+
+    /// <summary>Messages sent towards other nodes.</summary>
+    public long EnvelopesOut => Interlocked.Read(ref _envelopesOut);
+
+    public bool IsReachable => _redis.IsConnected;
+
+    /// <summary>Called before the engine restores its state: the node index is part of every message id it gives.</summary>
+    public async Task RegisterAsync()
+    {
+        var db = _redis.GetDatabase();
+        NodeIndex = (int)((long)await db.StringIncrementAsync("ims:node-index") & 0xFF);
+        await RenewAsync();
+    }
+
+    public async Task StartAsync(IClusterPeer peer, CancellationToken cancellationToken)
+    {
+        _peer = peer;
+        _nodeQueue = await _bus.SubscribeAsync(NodeChannel(Incarnation));
+        _nodeQueue.OnMessage(OnNodeMessage);
+        _retainedQueue = await _bus.SubscribeAsync(_retainedChannel);
+        _retainedQueue.OnMessage(OnRetained);
+        _heartbeat = new Timer(_ => _ = RenewAsync(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        ClusterLog.Joined(_logger, NodeId, Incarnation, NodeIndex);
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_heartbeat is not null)
+        {
+            await _heartbeat.DisposeAsync();
+        }
+
+        try
+        {
+            // Gone at once for the others: a client that reconnects elsewhere need not wait for the key to expire.
+            await _redis.GetDatabase().KeyDeleteAsync(NodeKey(Incarnation));
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            ClusterLog.RedisFailed(_logger, "leave", ex.Message);
+        }
+    }
+
+    async Task RenewAsync()
+    {
+        try
+        {
+            await _redis.GetDatabase().StringSetAsync(NodeKey(Incarnation), NodeId, _options.NodeTtl);
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            ClusterLog.RedisFailed(_logger, "heartbeat", ex.Message);
+        }
+    }
+
+    // ---- sessions ------------------------------------------------------------------------------
+
+    public async ValueTask<ClaimedSession?> ClaimAsync(ClientPrincipal principal, bool cleanStart, uint expirySeconds, CancellationToken cancellationToken)
+    {
+        var clientId = principal.ClientId;
+        try
+        {
+            // Listen first: a direct message sent while the session moves here reaches this node.
+            await Listen(RouteKeys.Direct(clientId), +1);
+            try
+            {
+                var claim = await _store.ClaimAsync(clientId, Incarnation, cleanStart);
+                if (claim.PreviousOwner is { } previous && previous != Incarnation && await IsAliveAsync(previous))
+                {
+                    await KickAsync(previous, clientId);
+                }
+
+                if (_peer!.Hosts(clientId))
+                {
+                    return null; // this node's copy is the current one
+                }
+
+                var session = cleanStart ? null : await _store.LoadSessionAsync(clientId);
+                if (session is null && expirySeconds > 0)
+                {
+                    // A new persistent session: the direct messages that waited for its client id come with it.
+                    var mailbox = await _store.ReadMailboxAsync(clientId);
+                    return mailbox.Count == 0 ? null : new ClaimedSession(null, [], 0, 0, [], mailbox);
+                }
+
+                return session;
+            }
+            finally
+            {
+                // SessionHosted takes its own reference when the session opens.
+                _ = Listen(RouteKeys.Direct(clientId), -1);
+            }
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            throw new ClusterUnavailableException("Redis: " + ex.Message, ex);
+        }
+    }
+
+    async Task<bool> IsAliveAsync(string incarnation) => await _redis.GetDatabase().KeyExistsAsync(NodeKey(incarnation));
+
+    async Task KickAsync(string owner, string clientId)
+    {
+        var released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _releases[clientId] = released;
+        try
+        {
+            var kick = new Envelope { Kind = EnvelopeKind.Kick, Origin = Incarnation, ClientId = clientId };
+            await _bus.PublishAsync(NodeChannel(owner), kick.Encode());
+            if (await Task.WhenAny(released.Task, Task.Delay(_options.ClaimWait)) != released.Task)
+            {
+                // Its writes are fenced by the new epoch: going on without its answer loses nothing acknowledged.
+                ClusterLog.KickUnanswered(_logger, clientId, owner, _options.ClaimWait.TotalSeconds);
+            }
+        }
+        finally
+        {
+            _releases.TryRemove(new KeyValuePair<string, TaskCompletionSource>(clientId, released));
+        }
+    }
+
+    void OnNodeMessage(ChannelMessage message)
+    {
+        var envelope = Envelope.Decode((byte[])message.Message!);
+        switch (envelope.Kind)
+        {
+            case EnvelopeKind.Kick:
+                _ = ReleaseAsync(envelope.ClientId!, envelope.Origin);
+                break;
+            case EnvelopeKind.Released:
+                if (_releases.TryGetValue(envelope.ClientId!, out var released))
+                {
+                    released.TrySetResult();
+                }
+
+                break;
+        }
+    }
+
+    async Task ReleaseAsync(string clientId, string claimant)
+    {
+        try
+        {
+            await _peer!.ReleaseAsync(clientId);
+            ClusterLog.Released(_logger, clientId, claimant);
+            var answer = new Envelope { Kind = EnvelopeKind.Released, Origin = Incarnation, ClientId = clientId };
+            await _bus.PublishAsync(NodeChannel(claimant), answer.Encode());
+        }
+        catch (Exception ex)
+        {
+            ClusterLog.RedisFailed(_logger, "release of " + clientId, ex.Message);
+        }
+    }
+
+    void OnFenced(string clientId)
+    {
+        // Another node owns it now and this node missed the kick: let it go here too.
+        ClusterLog.Fenced(_logger, clientId);
+        _ = _peer?.ReleaseAsync(clientId);
+    }
+
+    public void SessionHosted(Session session) => Track(Listen(RouteKeys.Direct(session.ClientId), +1));
+
+    public void SessionLeft(Session session, bool ended)
+    {
+        Track(Listen(RouteKeys.Direct(session.ClientId), -1));
+        if (ended)
+        {
+            Track(_store.ReleaseOwnershipAsync(session.ClientId, Incarnation));
+        }
+    }
+
+    public void SubscriptionChanged(Session session, Subscription subscription, bool added, bool ended = true)
+    {
+        var route = _routes.OfFilter(subscription.Filter);
+        Track(Listen(route, added ? +1 : -1));
+
+        // Durable readers: a persistent session's QoS 1/2 subscriptions, read by publishers on any node.
+        // Shared subscriptions are served by the nodes that host their members (not durable per member).
+        if (!session.IsPersistent || subscription.Qos == MqttQualityOfServiceLevel.AtMostOnce || subscription.ShareName is not null)
+        {
+            return;
+        }
+
+        if (added)
+        {
+            var record = new SubscriptionRecord(subscription.Key, subscription.Qos, subscription.NoLocal, subscription.RetainAsPublished, subscription.RetainHandling, subscription.Identifier);
+            Track(_store.AddReaderAsync(route, session.ClientId, record));
+        }
+        else if (ended)
+        {
+            Track(_store.RemoveReaderAsync(route, session.ClientId, subscription.Key));
+        }
+    }
+
+    public ValueTask SettledAsync()
+    {
+        Task settled;
+        lock (_gate)
+        {
+            settled = _settled;
+        }
+
+        return settled.IsCompletedSuccessfully ? ValueTask.CompletedTask : new ValueTask(settled);
+    }
+
+    /// <summary>A change the next <see cref="SettledAsync"/> waits for; its failure is logged there.</summary>
+    void Track(Task change)
+    {
+        if (change.IsCompletedSuccessfully)
+        {
+            return;
+        }
+
+        lock (_gate)
+        {
+            _settled = _settled.IsCompleted ? Observe(change) : Task.WhenAll(_settled, Observe(change));
+        }
+    }
+
+    async Task Observe(Task change)
+    {
+        try
+        {
+            await change;
+        }
+        catch (Exception ex)
+        {
+            ClusterLog.RedisFailed(_logger, "route interest", ex.Message);
+        }
+    }
+
+    // ---- route interest ------------------------------------------------------------------------
+
+    sealed class RouteInterest
+    {
+        public int Count;
+        public ChannelMessageQueue? Queue;
+        public Task Chain = Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// One more (or one less) reader of a route on this node. The channel is subscribed while the count is
+    /// above zero; changes are applied in order per route, each to the count as it is when its turn comes.
+    /// </summary>
+    Task Listen(string route, int delta)
+    {
+        lock (_interest)
+        {
+            if (!_interest.TryGetValue(route, out var interest))
+            {
+                _interest[route] = interest = new RouteInterest();
+            }
+
+            interest.Count += delta;
+            return interest.Chain = ApplyAfter(interest.Chain, route, interest);
+        }
+    }
+
+    async Task ApplyAfter(Task previous, string route, RouteInterest interest)
+    {
+        try
+        {
+            await previous;
+        }
+        catch
+        {
+            // Its failure was reported to its own waiters; this change still goes ahead.
+        }
+
+        int count;
+        lock (_interest)
+        {
+            count = interest.Count;
+        }
+
+        if (count > 0 && interest.Queue is null)
+        {
+            interest.Queue = await _bus.SubscribeAsync(RouteChannel(route));
+            interest.Queue.OnMessage(OnRouteMessage);
+        }
+        else if (count <= 0 && interest.Queue is not null)
+        {
+            var queue = interest.Queue;
+            interest.Queue = null;
+            await queue.UnsubscribeAsync();
+            lock (_interest)
+            {
+                if (interest.Count <= 0 && interest.Queue is null && ReferenceEquals(_interest.GetValueOrDefault(route), interest))
+                {
+                    _interest.Remove(route);
+                }
+            }
+        }
+    }
+
+    void OnRouteMessage(ChannelMessage message)
+    {
+        Envelope envelope;
+        try
+        {
+            envelope = Envelope.Decode((byte[])message.Message!);
+        }
+        catch (Exception ex)
+        {
+            ClusterLog.BadEnvelope(_logger, message.Channel.ToString(), ex.Message);
+            return;
+        }
+
+        if (envelope.Kind != EnvelopeKind.Message || envelope.Origin == Incarnation || envelope.Message is null)
+        {
+            return;
+        }
+
+        // Every publish also goes to the wide channel; a node that reads the message's own route has it from there.
+        if (message.Channel == WideChannel && Listens(_routes.OfTopic(envelope.Message.Topic)))
+        {
+            return;
+        }
+
+        Interlocked.Increment(ref _envelopesIn);
+        _peer?.Deliver(envelope.Message, envelope.ClientId, envelope.StoredFor);
+    }
+
+    // ---- routing -------------------------------------------------------------------------------
+
+    public ValueTask RouteAsync(BrokerMessage message, InboundPacket? inbound)
+    {
+        if (message.Topic.StartsWith('$'))
+        {
+            return ValueTask.CompletedTask; // $SYS and the like are each node's own
+        }
+
+        var route = _routes.OfTopic(message.Topic);
+        var rows = message.Qos == MqttQualityOfServiceLevel.AtMostOnce ? null : WriteRowsAsync(route, message);
+        return new ValueTask(SendInOrder(route, message, null, rows));
+    }
+
+    public bool TryRouteDirect(string clientId, BrokerMessage message, InboundPacket? inbound, out ValueTask durable)
+    {
+        var expires = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + (long)_mailboxTtl.TotalMilliseconds;
+        var stored = DirectAsync(clientId, message, expires, inbound);
+        durable = new ValueTask(SendInOrder(RouteKeys.Direct(clientId), message, clientId, stored));
+        return true;
+    }
+
+    TimeSpan _mailboxTtl = TimeSpan.FromDays(3);
+
+    /// <summary>Broker:OfflineP2PTtl, for direct messages kept in the cluster's mailbox.</summary>
+    public TimeSpan MailboxTtl { get => _mailboxTtl; set => _mailboxTtl = value; }
+
+    async Task<IReadOnlyCollection<string>> DirectAsync(string clientId, BrokerMessage message, long expires, InboundPacket? inbound)
+    {
+        var result = await _store.AppendDirectAsync(clientId, message, expires, inbound);
+        return result.Stored ? [clientId] : [];
+    }
+
+    /// <summary>Rows for the route's durable readers hosted on other nodes (this node's own were written by the router).</summary>
+    async Task<IReadOnlyCollection<string>> WriteRowsAsync(string route, BrokerMessage message)
+    {
+        var readers = await ReadersAsync(route);
+        if (readers.Count == 0)
+        {
+            return [];
+        }
+
+        // One row per session: the highest QoS and every identifier of its matching subscriptions [MQTT-3.3.4-2, -3].
+        var rows = new Dictionary<string, StoredDelivery>(StringComparer.Ordinal);
+        foreach (var (clientId, sub) in readers)
+        {
+            if (_peer!.Hosts(clientId) || (sub.NoLocal && clientId == message.SenderClientId) || !MqttTopic.Matches(sub.Filter, message.Topic))
+            {
+                continue;
+            }
+
+            var qos = message.Qos < sub.Qos ? message.Qos : sub.Qos;
+            var retain = sub.RetainAsPublished && message.Retain;
+            List<uint>? ids = sub.SubscriptionId != 0 ? [sub.SubscriptionId] : null;
+            if (rows.TryGetValue(clientId, out var row))
+            {
+                if (row.SubscriptionIds is { } earlier)
+                {
+                    ids = ids is null ? [.. earlier] : [.. earlier, .. ids];
+                }
+
+                row = row with { Qos = row.Qos > qos ? row.Qos : qos, Retain = row.Retain || retain, SubscriptionIds = ids };
+            }
+            else
+            {
+                row = new StoredDelivery(clientId, message.Id, qos, retain, ids);
+            }
+
+            rows[clientId] = row;
+        }
+
+        if (rows.Count == 0)
+        {
+            return [];
+        }
+
+        var stored = await _store.AppendRowsAsync(message, [.. rows.Values], null);
+        return stored.Count == 0 ? [] : new HashSet<string>(stored, StringComparer.Ordinal);
+    }
+
+    async Task<List<RouteReader>> ReadersAsync(string route)
+    {
+        var own = _store.ReadReadersAsync(route);
+        var wide = _store.ReadReadersAsync(RouteKeys.Wide);
+        var all = new List<RouteReader>(await own);
+        all.AddRange(await wide);
+        return all;
+    }
+
+    /// <summary>
+    /// Sends a routed message to the nodes that read its route (and to wide readers), after its rows are
+    /// durable, in routing order per route: a later publish never overtakes an earlier one whose rows are
+    /// still being written. The task completes when the rows are durable (the publisher's ack waits on it).
+    /// </summary>
+    Task SendInOrder(string route, BrokerMessage message, string? directClientId, Task<IReadOnlyCollection<string>>? rows)
+    {
+        lock (_sendTails)
+        {
+            _sendTails.TryGetValue(route, out var tail);
+            if ((tail is null || tail.IsCompleted) && (rows is null || rows.IsCompletedSuccessfully))
+            {
+                Send(route, message, directClientId, rows?.Result ?? []);
+                return Task.CompletedTask;
+            }
+
+            var sent = SendAfterAsync(tail ?? Task.CompletedTask, route, message, directClientId, rows);
+            _sendTails[route] = sent;
+            _ = ForgetTailAsync(route, sent);
+            return sent;
+        }
+    }
+
+    async Task SendAfterAsync(Task tail, string route, BrokerMessage message, string? directClientId, Task<IReadOnlyCollection<string>>? rows)
+    {
+        try
+        {
+            await tail;
+        }
+        catch
+        {
+            // An earlier publish failed: its publisher was not acknowledged; this one goes on.
+        }
+
+        IReadOnlyCollection<string> storedFor = [];
+        if (rows is not null)
+        {
+            try
+            {
+                storedFor = await rows;
+            }
+            catch (Exception ex) when (ex is RedisException or TimeoutException)
+            {
+                // Not stored for the other nodes' readers: not acknowledged either (the client sends it again).
+                throw new ClusterUnavailableException("Redis: " + ex.Message, ex);
+            }
+        }
+
+        Send(route, message, directClientId, storedFor);
+    }
+
+    async Task ForgetTailAsync(string route, Task sent)
+    {
+        try
+        {
+            await sent;
+        }
+        catch
+        {
+            // Reported to the publisher's ack.
+        }
+
+        lock (_sendTails)
+        {
+            if (_sendTails.TryGetValue(route, out var tail) && ReferenceEquals(tail, sent))
+            {
+                _sendTails.Remove(route);
+            }
+        }
+    }
+
+    void Send(string route, BrokerMessage message, string? directClientId, IReadOnlyCollection<string> storedFor)
+    {
+        var envelope = new Envelope { Kind = EnvelopeKind.Message, Origin = Incarnation, ClientId = directClientId, StoredFor = storedFor, Message = message }.Encode();
+        _bus.Publish(RouteChannel(route), envelope, CommandFlags.FireAndForget);
+        Interlocked.Increment(ref _envelopesOut);
+        if (directClientId is null)
+        {
+            _bus.Publish(WideChannel, envelope, CommandFlags.FireAndForget);
+        }
+    }
+
+    public void RetainedChanged(BrokerMessage message)
+    {
+        var envelope = new Envelope { Kind = EnvelopeKind.Retained, Origin = Incarnation, Message = message };
+        _bus.Publish(_retainedChannel, envelope.Encode(), CommandFlags.FireAndForget);
+    }
+
+    void OnRetained(ChannelMessage message)
+    {
+        var envelope = Envelope.Decode((byte[])message.Message!);
+        if (envelope.Origin != Incarnation && envelope.Message is not null)
+        {
+            _peer?.RetainedChanged(envelope.Message);
+        }
+    }
+
+    static readonly RedisChannel WideChannel = RouteChannel(RouteKeys.Wide);
+
+    bool Listens(string route)
+    {
+        lock (_interest)
+        {
+            return _interest.TryGetValue(route, out var interest) && interest.Count > 0;
+        }
+    }
+
+    static RedisChannel RouteChannel(string route) => RedisChannel.Sharded("r:{" + route + "}");
+
+    static RedisChannel NodeChannel(string incarnation) => RedisChannel.Sharded("n:{" + incarnation + "}");
+
+    static RedisKey NodeKey(string incarnation) => "node:{" + incarnation + "}";
+
+    public async ValueTask DisposeAsync()
+    {
+        _store.Fenced -= OnFenced;
+        if (_heartbeat is not null)
+        {
+            await _heartbeat.DisposeAsync();
+        }
+    }
+}

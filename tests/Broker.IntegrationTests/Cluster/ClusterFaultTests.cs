@@ -1,0 +1,104 @@
+using Broker.IntegrationTests.Infrastructure;
+using MQTTnet;
+using MQTTnet.Formatter;
+using MQTTnet.Protocol;
+
+namespace Broker.IntegrationTests.Cluster;
+
+/// <summary>
+/// Faults (issue #13, item 5): kill -9 of a broker node under load and kill -9 of redis-server lose
+/// nothing that was acknowledged; while Redis is out of reach nothing new is acknowledged, CONNECT gets
+/// 0x88 (v3.1.1 0x03) and /readyz says not ready, and everything resumes by itself. Each test has its own cluster.
+/// </summary>
+[Collection("cluster")]
+public sealed class ClusterFaultTests
+{
+    [Fact]
+    public async Task Kill9OfTheSubscribersNode_EveryAcknowledgedMessageIsDeliveredOnAnotherNode()
+    {
+        await using var cluster = await BrokerCluster.StartAsync(3);
+        const string device = "GID_IMS@@@bob-kill";
+        await using (var bob = await TestClient.ConnectAsync(cluster[1].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 3600))
+        {
+            await bob.SubscribeOkAsync("IMS/Group123/#");
+        }
+
+        // bob's session is hosted offline on n2 when n2 dies: its queue lives in Redis.
+        await using var alice = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@alice-kill", "alice");
+        var acknowledged = new List<string>();
+        for (var i = 0; i < 200; i++)
+        {
+            if (i == 100)
+            {
+                await cluster.KillAsync(1);
+            }
+
+            var payload = $"m {i}";
+            await Expect.PublishAcceptedAsync(alice, "IMS/Group123/alice", payload);
+            acknowledged.Add(payload);
+        }
+
+        await using var back = await TestClient.ConnectAsync(cluster[2].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 3600);
+        Assert.True(back.ConnectResult.IsSessionPresent);
+        var received = new List<string>();
+        for (var i = 0; i < acknowledged.Count; i++)
+        {
+            received.Add(TestClient.Text(await back.NextAsync()));
+        }
+
+        Assert.Equal(acknowledged, received);
+    }
+
+    [Fact]
+    public async Task Kill9OfRedis_NothingAcknowledgedIsLost_AndWhileItIsDown_ConnectGets0x88AndReadyzSaysNotReady()
+    {
+        await using var cluster = await BrokerCluster.StartAsync(2);
+        const string device = "GID_IMS@@@bob-redis";
+        await using (var bob = await TestClient.ConnectAsync(cluster[1].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 3600))
+        {
+            await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+        }
+
+        await using (var alice = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@alice-redis", "alice"))
+        {
+            for (var i = 0; i < 50; i++)
+            {
+                await Expect.PublishAcceptedAsync(alice, "IMS/bob/Inbox/Msg/alice", $"m {i}");
+            }
+        }
+
+        await cluster.Redis.KillAsync();
+        Assert.Equal(MqttClientConnectResultCode.ServerUnavailable, await Connect.V5ResultAsync(cluster[0].MqttPort, "GID_IMS@@@alice-down", "alice", "alice-pass"));
+        Assert.Equal(MqttConnectReturnCode.ConnectionRefusedServerUnavailable, await Connect.V311ReturnCodeAsync(cluster[1].MqttPort, "GID_IMS@@@alice-down3", "alice", "alice-pass"));
+        using (var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{cluster[0].HttpPort}") })
+        {
+            var ready = await http.GetAsync("/readyz");
+            Assert.Equal(System.Net.HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+        }
+
+        await cluster.Redis.RestartAsync();
+
+        // Back by itself: the node says ready once it reaches Redis again (polled, as a load balancer does).
+        await WaitUntilReadyAsync(cluster[0]);
+        var back = await TestClient.ConnectAsync(cluster[0].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 3600);
+        await using (back)
+        {
+            Assert.True(back.ConnectResult.IsSessionPresent);
+            for (var i = 0; i < 50; i++)
+            {
+                Assert.Equal($"m {i}", TestClient.Text(await back.NextAsync()));
+            }
+        }
+    }
+
+    static async Task WaitUntilReadyAsync(RunningBroker node)
+    {
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{node.HttpPort}") };
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!(await http.GetAsync("/readyz")).IsSuccessStatusCode)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the node did not say ready within 30 s of Redis coming back");
+            await Task.Delay(100);
+        }
+    }
+}
