@@ -22,4 +22,7 @@ internal static partial class ClusterLog
 
     [LoggerMessage(7006, LogLevel.Warning, "Unreadable message from another node on {Channel}: {Reason}")]
     public static partial void BadEnvelope(ILogger logger, string channel, string reason);
+
+    [LoggerMessage(7007, LogLevel.Warning, "Cluster node {Incarnation} is gone (liveness key expired): its sessions are free, {Wills} will(s) published here")]
+    public static partial void NodeGone(ILogger logger, string incarnation, int wills);
 }

@@ -29,6 +29,12 @@ public interface ISessionStore
     /// <summary>The direct messages waiting for a client id with no session yet, oldest first (not removed: the session's rows replace them one by one).</summary>
     Task<IReadOnlyList<(BrokerMessage Message, long ExpiresAtUnixMs)>> ReadMailboxAsync(string clientId);
 
+    /// <summary>Keeps (or with null drops) the will of the client id's connection on this node, for a survivor to publish if this node dies.</summary>
+    Task SetWillAsync(string clientId, string incarnation, byte[]? will);
+
+    /// <summary>A dead node's session: clears its ownership and hands over its will (Owned false: another node owns it now).</summary>
+    Task<(bool Owned, byte[]? Will)> TakeOrphanAsync(string clientId, string deadIncarnation);
+
     /// <summary>Clears the owner when it is still <paramref name="incarnation"/> (a session given up, not ended).</summary>
     Task ReleaseOwnershipAsync(string clientId, string incarnation);
 

@@ -111,6 +111,21 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore
         return mailbox;
     }
 
+    public Task SetWillAsync(string clientId, string incarnation, byte[]? will) =>
+        Run(RedisScripts.Will, RedisKeys.Session(clientId), [incarnation, will ?? []]);
+
+    public async Task<(bool Owned, byte[]? Will)> TakeOrphanAsync(string clientId, string deadIncarnation)
+    {
+        var result = await Run(RedisScripts.Orphan, RedisKeys.Session(clientId), [deadIncarnation]);
+        if (result.IsNull)
+        {
+            return (false, null);
+        }
+
+        var will = (byte[])result!;
+        return (true, will.Length == 0 ? null : will);
+    }
+
     public Task ReleaseOwnershipAsync(string clientId, string incarnation) =>
         Run(RedisScripts.Release, RedisKeys.Session(clientId), [incarnation]);
 

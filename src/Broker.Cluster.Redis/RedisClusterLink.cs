@@ -74,6 +74,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     {
         var db = _redis.GetDatabase();
         NodeIndex = (int)((long)await db.StringIncrementAsync("ims:node-index") & 0xFF);
+        await db.SetAddAsync(NodesKey, Incarnation);
         await RenewAsync();
     }
 
@@ -84,7 +85,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         _nodeQueue.OnMessage(OnNodeMessage);
         _retainedQueue = await _bus.SubscribeAsync(_retainedChannel);
         _retainedQueue.OnMessage(OnRetained);
-        _heartbeat = new Timer(_ => _ = RenewAsync(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        _heartbeat = new Timer(_ => _ = TickAsync(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
         ClusterLog.Joined(_logger, NodeId, Incarnation, NodeIndex);
     }
 
@@ -103,6 +104,103 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         catch (Exception ex) when (ex is RedisException or TimeoutException)
         {
             ClusterLog.RedisFailed(_logger, "leave", ex.Message);
+        }
+    }
+
+    int _ticking;
+
+    async Task TickAsync()
+    {
+        if (Interlocked.Exchange(ref _ticking, 1) == 1)
+        {
+            return; // the last tick is still at work (Redis slow or away)
+        }
+
+        try
+        {
+            await RenewAsync();
+            await SweepDeadNodesAsync();
+        }
+        finally
+        {
+            Volatile.Write(ref _ticking, 0);
+        }
+    }
+
+    /// <summary>
+    /// One node at a time (a lease) looks for nodes whose liveness key expired: their sessions are no longer
+    /// theirs (a clean session's client id gets the mailbox again) and their clients' wills are published
+    /// here (issue #13: by a survivor, within the node TTL and a heartbeat). A delayed will goes out then too.
+    /// </summary>
+    async Task SweepDeadNodesAsync()
+    {
+        try
+        {
+            var db = _redis.GetDatabase();
+            var lease = _options.NodeTtl;
+            if (!await db.StringSetAsync(SweeperKey, Incarnation, lease, When.NotExists))
+            {
+                if (await db.StringGetAsync(SweeperKey) != Incarnation)
+                {
+                    return;
+                }
+
+                await db.KeyExpireAsync(SweeperKey, lease);
+            }
+
+            foreach (var member in await db.SetMembersAsync(NodesKey))
+            {
+                var node = (string)member!;
+                if (node == Incarnation || await db.KeyExistsAsync(NodeKey(node)))
+                {
+                    continue;
+                }
+
+                var wills = 0;
+                foreach (var clientId in await db.SetMembersAsync(NodeSessionsKey(node)))
+                {
+                    var (owned, will) = await _store.TakeOrphanAsync((string)clientId!, node);
+                    if (owned && will is not null && _peer is not null)
+                    {
+                        var (sender, message, expiry) = WillCodec.Decode((string)clientId!, will);
+                        _peer.PublishWill(message, sender, expiry);
+                        wills++;
+                    }
+                }
+
+                await db.KeyDeleteAsync(NodeSessionsKey(node));
+                await db.SetRemoveAsync(NodesKey, node);
+                ClusterLog.NodeGone(_logger, node, wills);
+            }
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            ClusterLog.RedisFailed(_logger, "sweep", ex.Message);
+        }
+    }
+
+    public void WillArmed(ClientPrincipal sender, BrokerMessage will, uint delaySeconds, uint expirySeconds) =>
+        Observe(_store.SetWillAsync(sender.ClientId, Incarnation, WillCodec.Encode(sender, will, expirySeconds)), "will");
+
+    public void WillDisarmed(string clientId) => Observe(_store.SetWillAsync(clientId, Incarnation, null), "will");
+
+    void Observe(Task write, string what)
+    {
+        if (!write.IsCompletedSuccessfully)
+        {
+            _ = ObserveAsync(write, what);
+        }
+    }
+
+    async Task ObserveAsync(Task write, string what)
+    {
+        try
+        {
+            await write;
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            ClusterLog.RedisFailed(_logger, what, ex.Message);
         }
     }
 
@@ -130,6 +228,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
             try
             {
                 var claim = await _store.ClaimAsync(clientId, Incarnation, cleanStart);
+                _ = _redis.GetDatabase().SetAddAsync(NodeSessionsKey(Incarnation), clientId, CommandFlags.FireAndForget);
                 if (claim.PreviousOwner is { } previous && previous != Incarnation && await IsAliveAsync(previous))
                 {
                     await KickAsync(previous, clientId);
@@ -229,6 +328,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     public void SessionLeft(Session session, bool ended)
     {
         Track(Listen(RouteKeys.Direct(session.ClientId), -1));
+        _ = _redis.GetDatabase().SetRemoveAsync(NodeSessionsKey(Incarnation), session.ClientId, CommandFlags.FireAndForget);
         if (ended)
         {
             Track(_store.ReleaseOwnershipAsync(session.ClientId, Incarnation));
@@ -588,6 +688,14 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     static RedisChannel NodeChannel(string incarnation) => RedisChannel.Sharded("n:{" + incarnation + "}");
 
     static RedisKey NodeKey(string incarnation) => "node:{" + incarnation + "}";
+
+    /// <summary>The client ids whose sessions a node incarnation owns (for the sweep when it dies).</summary>
+    static RedisKey NodeSessionsKey(string incarnation) => "nsess:{" + incarnation + "}";
+
+    /// <summary>Every incarnation that joined and has not been swept.</summary>
+    static readonly RedisKey NodesKey = "ims:nodes";
+
+    static readonly RedisKey SweeperKey = "ims:sweeper";
 
     public async ValueTask DisposeAsync()
     {

@@ -57,11 +57,31 @@ static class RedisScripts
         local existed = redis.call('HEXISTS', s, 'rec')
         local epoch = redis.call('HINCRBY', s, 'epoch', 1)
         redis.call('HSET', s, 'owner', ARGV[1])
+        -- A new connection cancels the will of the one before (a delayed will of a resumed session is not sent [MQTT-3.1.3-9]).
+        redis.call('HDEL', s, 'will')
         if ARGV[2] == '1' then
           redis.call('HDEL', s, 'rec', 'exp', 'qb')
           redis.call('DEL', q, m, f, i2)
         end
         return {epoch, previous or '', existed}
+        """;
+
+    /// <summary>ARGV: incarnation, will blob ('' = none) → 1 when set (still the owner).</summary>
+    public const string Will = Prelude + """
+        if redis.call('HGET', s, 'owner') ~= ARGV[1] then return 0 end
+        if ARGV[2] == '' then redis.call('HDEL', s, 'will') else redis.call('HSET', s, 'will', ARGV[2]) end
+        return 1
+        """;
+
+    /// <summary>
+    /// ARGV: a dead node's incarnation → its will blob, or '' (no will), or false (another node owns it now).
+    /// The dead node no longer owns the session: a clean session's client id gets the mailbox again.
+    /// </summary>
+    public const string Orphan = Prelude + """
+        if redis.call('HGET', s, 'owner') ~= ARGV[1] then return false end
+        local will = redis.call('HGET', s, 'will') or ''
+        redis.call('HDEL', s, 'owner', 'will')
+        return will
         """;
 
     /// <summary>ARGV: incarnation → 1 when it was the owner and is no longer.</summary>

@@ -1,3 +1,5 @@
+using Broker.Engine.Connections;
+using Broker.Engine.Policy;
 using Broker.Engine.Routing;
 
 namespace Broker.Engine.Cluster;
@@ -24,4 +26,7 @@ internal sealed class ClusterPeer(EngineContext engine) : IClusterPeer
             engine.Retained.Set(message);
         }
     }
+
+    public void PublishWill(BrokerMessage will, ClientPrincipal sender, uint expirySeconds) =>
+        _ = engine.Router.PublishWillAsync(MqttConnection.WillAsPublished(will, expirySeconds, engine.NowUnixMs), sender);
 }

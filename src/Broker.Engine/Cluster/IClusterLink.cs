@@ -69,6 +69,12 @@ public interface IClusterLink
 
     /// <summary>A retained message was set or (empty payload) deleted here: every node's copy follows.</summary>
     void RetainedChanged(BrokerMessage message);
+
+    /// <summary>A client connected here with a will: kept where a surviving node publishes it if this node dies.</summary>
+    void WillArmed(ClientPrincipal sender, BrokerMessage will, uint delaySeconds, uint expirySeconds);
+
+    /// <summary>That will was published, discarded (normal DISCONNECT) or cancelled by this node.</summary>
+    void WillDisarmed(string clientId);
 }
 
 /// <summary>What other nodes ask of this node's engine.</summary>
@@ -89,6 +95,9 @@ public interface IClusterPeer
 
     /// <summary>Another node set or deleted (empty payload) a retained message.</summary>
     void RetainedChanged(BrokerMessage message);
+
+    /// <summary>The will of a client whose node died: published here, under the same rules as any will.</summary>
+    void PublishWill(BrokerMessage will, ClientPrincipal sender, uint expirySeconds);
 }
 
 /// <summary>

@@ -47,4 +47,12 @@ public sealed class SingleNode : IClusterLink
     public void RetainedChanged(BrokerMessage message)
     {
     }
+
+    public void WillArmed(ClientPrincipal sender, BrokerMessage will, uint delaySeconds, uint expirySeconds)
+    {
+    }
+
+    public void WillDisarmed(string clientId)
+    {
+    }
 }

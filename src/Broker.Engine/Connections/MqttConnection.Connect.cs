@@ -222,6 +222,12 @@ internal sealed partial class MqttConnection
             }
         }
 
+        if (_will is not null)
+        {
+            _engine.Cluster.WillArmed(principal, _will, _willDelaySeconds, _willExpirySeconds);
+            _willArmed = true;
+        }
+
         _engine.Counters.ConnectionOpened();
         EngineLog.ClientConnected(_engine.ConnectionLogger, clientId, principal.UserId, RemoteEndPoint, VersionName(_version), _meta.Transport, present);
         return true;
@@ -283,6 +289,7 @@ internal sealed partial class MqttConnection
     public const string DroppedProperty = "ims-dropped";
 
     BrokerMessage? _will;
+    bool _willArmed; // the cluster holds a copy of the will (IClusterLink.WillArmed)
     uint _willDelaySeconds;
     uint _willExpirySeconds;
 
@@ -306,9 +313,11 @@ internal sealed partial class MqttConnection
         if (_willDelaySeconds == 0 || session.IsDiscarded)
         {
             _ = _engine.Router.PublishWillAsync(WillAsPublished(will, _willExpirySeconds, now), _principal!);
+            _engine.Cluster.WillDisarmed(_principal!.ClientId);
         }
         else if (!takenOver)
         {
+            // Delayed: the cluster keeps its copy until the delay passes here (SessionManager.Sweep) or the session resumes.
             session.PendingWill = (will, _principal!, now + _willDelaySeconds * 1000L, _willExpirySeconds);
         }
     }

@@ -629,6 +629,10 @@ internal sealed partial class MqttConnection
         {
             ScheduleWill(takenOver);
         }
+        else if (_willArmed)
+        {
+            _engine.Cluster.WillDisarmed(_principal.ClientId); // discarded by a normal DISCONNECT
+        }
 
         _closed.TrySetResult();
     }

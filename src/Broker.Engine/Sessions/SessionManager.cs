@@ -183,6 +183,7 @@ internal sealed class SessionManager(EngineContext engine)
             {
                 session.PendingWill = null;
                 _ = engine.Router.PublishWillAsync(MqttConnection.WillAsPublished(will.Message, will.ExpirySeconds, nowUnixMs), will.Sender);
+                engine.Cluster.WillDisarmed(session.ClientId);
             }
 
             if (expired)

@@ -13,6 +13,62 @@ namespace Broker.IntegrationTests.Cluster;
 [Collection("cluster")]
 public sealed class ClusterFaultTests
 {
+    /// <summary>A dead node is noticed after this (Broker:Cluster:NodeTtl; 5 s by default).</summary>
+    static readonly Dictionary<string, string> ShortNodeTtl = new() { ["Broker:Cluster:NodeTtl"] = "00:00:02" };
+
+    [Fact]
+    public async Task Kill9OfANode_TheWillsOfItsClientsArePublishedByASurvivor()
+    {
+        await using var cluster = await BrokerCluster.StartAsync(3, ShortNodeTtl);
+        await using var carol = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@carol-will", "carol");
+        await carol.SubscribeOkAsync("IMS/bob/#");
+        var bob = await TestClient.ConnectAsync(cluster[1].MqttPort, "GID_IMS@@@bob-will", "bob",
+            configure: o => o.WithWillTopic("IMS/bob/Status").WithWillPayload("bob is gone").WithWillQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce));
+
+        await cluster.KillAsync(1);
+
+        // [MQTT-3.1.2-8]: the network connection closed without DISCONNECT; its node cannot send the will, a survivor does.
+        var will = await carol.NextAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal(("IMS/bob/Status", "bob is gone"), (will.ApplicationMessage.Topic, TestClient.Text(will)));
+        await bob.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Sigterm_DrainsTheNode_ClientsGet0x8B_AndLoseNothingOnAnotherNode()
+    {
+        await using var cluster = await BrokerCluster.StartAsync(2);
+        const string device = "GID_IMS@@@bob-drain";
+        var bob = await TestClient.ConnectAsync(cluster[1].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 3600);
+        await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+        await using var alice = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@alice-drain", "alice");
+        for (var i = 0; i < 10; i++)
+        {
+            await Expect.PublishAcceptedAsync(alice, "IMS/bob/Inbox/Msg/alice", $"before {i}");
+        }
+
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal($"before {i}", TestClient.Text(await bob.NextAsync()));
+        }
+
+        Assert.Equal(0, await cluster.TerminateAsync(1));
+        var closed = await bob.Disconnected.WaitAsync(TestClient.Timeout);
+        Assert.Equal(MqttClientDisconnectReason.ServerShuttingDown, closed.Reason); // v5 0x8B
+        await bob.DisposeAsync();
+
+        for (var i = 0; i < 10; i++)
+        {
+            await Expect.PublishAcceptedAsync(alice, "IMS/bob/Inbox/Msg/alice", $"after {i}");
+        }
+
+        await using var back = await TestClient.ConnectAsync(cluster[0].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 3600);
+        Assert.True(back.ConnectResult.IsSessionPresent);
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal($"after {i}", TestClient.Text(await back.NextAsync()));
+        }
+    }
+
     [Fact]
     public async Task Kill9OfTheSubscribersNode_EveryAcknowledgedMessageIsDeliveredOnAnotherNode()
     {

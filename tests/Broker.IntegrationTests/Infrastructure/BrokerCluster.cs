@@ -71,6 +71,16 @@ public sealed class BrokerCluster : IAsyncDisposable
         }
     }
 
+    /// <summary>SIGTERM of one node (a drain); returns its exit code.</summary>
+    public async Task<int> TerminateAsync(int index)
+    {
+        var node = this[index];
+        var code = await node.TerminateAsync();
+        await node.DisposeAsync();
+        Nodes[index] = null;
+        return code;
+    }
+
     /// <summary>The node's counter of messages it received from other nodes (<c>/metrics</c>).</summary>
     public async Task<double> EnvelopesReceivedAsync(int index)
     {

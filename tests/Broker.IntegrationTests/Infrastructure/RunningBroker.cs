@@ -80,6 +80,19 @@ public sealed partial class RunningBroker : IAsyncDisposable
         }
     }
 
+    /// <summary>SIGTERM, as an orchestrator stops a node: the broker drains (v5 DISCONNECT 0x8B) and exits by itself.</summary>
+    public async Task<int> TerminateAsync()
+    {
+        using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync();
+        }
+
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await _process.WaitForExitAsync(timeout.Token);
+        return _process.ExitCode;
+    }
+
     public async ValueTask DisposeAsync()
     {
         await KillAsync();
