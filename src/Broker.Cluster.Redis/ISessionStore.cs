@@ -35,6 +35,9 @@ public interface ISessionStore
     /// <summary>A dead node's session: clears its ownership and hands over its will (Owned false: another node owns it now).</summary>
     Task<(bool Owned, byte[]? Will)> TakeOrphanAsync(string clientId, string deadIncarnation);
 
+    /// <summary>Every persistent session in the store (a scan of every primary: for operators, not hot paths).</summary>
+    Task<IReadOnlyList<(SessionRecord Record, string? Owner, int Queued, int Inflight)>> ListSessionsAsync(CancellationToken cancellationToken);
+
     /// <summary>Clears the owner when it is still <paramref name="incarnation"/> (a session given up, not ended).</summary>
     Task ReleaseOwnershipAsync(string clientId, string incarnation);
 

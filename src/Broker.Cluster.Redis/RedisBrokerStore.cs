@@ -26,7 +26,7 @@ namespace Broker.Cluster.Redis;
 /// window is the only place two writes could swap.) Awaited calls propagate Redis errors and timeouts.
 /// </para>
 /// </summary>
-public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore
+public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPolicyRecords, IClientIdBindings
 {
     readonly IConnectionMultiplexer _redis;
     readonly IDatabase _db;
@@ -124,6 +124,36 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore
 
         var will = (byte[])result!;
         return (true, will.Length == 0 ? null : will);
+    }
+
+    public async Task<IReadOnlyList<(SessionRecord Record, string? Owner, int Queued, int Inflight)>> ListSessionsAsync(CancellationToken cancellationToken)
+    {
+        var sessions = new List<(SessionRecord, string?, int, int)>();
+        foreach (var server in _redis.GetServers())
+        {
+            if (server.IsReplica || !server.IsConnected)
+            {
+                continue;
+            }
+
+            await foreach (var key in server.KeysAsync(pattern: "s:{c/*").WithCancellation(cancellationToken))
+            {
+                var name = (string)key!;
+                var clientId = name["s:{c/".Length..name.LastIndexOf('}')];
+                var fields = await _db.HashGetAsync(key, ["rec", "owner"]);
+                if (fields[0].IsNull)
+                {
+                    continue; // a clean session: nothing kept
+                }
+
+                var keys = RedisKeys.Session(clientId);
+                var queued = _db.SortedSetLengthAsync(keys[1]);
+                var inflight = _db.HashLengthAsync(keys[3]);
+                sessions.Add((RowCodec.DecodeSession(clientId, (byte[])fields[0]!), fields[1].IsNullOrEmpty ? null : (string)fields[1]!, (int)await queued, (int)await inflight));
+            }
+        }
+
+        return sessions;
     }
 
     public Task ReleaseOwnershipAsync(string clientId, string incarnation) =>
@@ -259,9 +289,88 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore
     public IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind) =>
         [.. _db.HashGetAll(RedisKeys.Records(kind)).Select(e => ((string)e.Name!, RowCodec.DecodeRecord(e.Value!))).OrderBy(e => e.Item1, StringComparer.Ordinal)];
 
-    /// <summary>A deletion is kept as a tombstone, not an HDEL: the policy must see it at start (it overrides its configuration).</summary>
-    public ValueTask SaveRecordAsync(string kind, string key, byte[]? value) =>
-        new(Tracked(_db.HashSetAsync(RedisKeys.Records(kind), key, RowCodec.EncodeRecord(value))));
+    /// <summary>
+    /// A deletion is kept as a tombstone, not an HDEL: the policy must see it at start (it overrides its
+    /// configuration). Once durable, the change is announced to the other nodes (<see cref="ChangedElsewhere"/>).
+    /// </summary>
+    public async ValueTask SaveRecordAsync(string kind, string key, byte[]? value)
+    {
+        var stored = RowCodec.EncodeRecord(value);
+        await Tracked(_db.HashSetAsync(RedisKeys.Records(kind), key, stored));
+        await _redis.GetSubscriber().PublishAsync(RecordsChannel, RecordChange.Encode(_origin, kind, key, stored));
+    }
+
+    public event Action<string, string, byte[]?>? ChangedElsewhere
+    {
+        add
+        {
+            lock (_fences)
+            {
+                if (_recordsQueue is null)
+                {
+                    // Subscribed with the first listener; its SUBSCRIBE is answered before a change can be missed.
+                    _recordsQueue = _redis.GetSubscriber().Subscribe(RecordsChannel);
+                    _recordsQueue.OnMessage(OnRecordChanged);
+                }
+
+                _changedElsewhere += value;
+            }
+        }
+
+        remove
+        {
+            lock (_fences)
+            {
+                _changedElsewhere -= value;
+            }
+        }
+    }
+
+    Action<string, string, byte[]?>? _changedElsewhere;
+    ChannelMessageQueue? _recordsQueue;
+    readonly string _origin = Guid.NewGuid().ToString("N");
+    static readonly RedisChannel RecordsChannel = RedisChannel.Literal("ims:records");
+
+    void OnRecordChanged(ChannelMessage message)
+    {
+        var (origin, kind, key, stored) = RecordChange.Decode((byte[])message.Message!);
+        if (origin == _origin)
+        {
+            return;
+        }
+
+        try
+        {
+            _changedElsewhere?.Invoke(kind, key, RowCodec.DecodeRecord(stored));
+        }
+        catch (Exception ex)
+        {
+            LogWriteFailed(_logger, "applying a record changed on another node: " + ex.Message);
+        }
+    }
+
+    /// <summary>A record change as announced to the other nodes.</summary>
+    static class RecordChange
+    {
+        public static byte[] Encode(string origin, string kind, string key, byte[] stored)
+        {
+            using var stream = new MemoryStream();
+            using var w = new BinaryWriter(stream);
+            w.Write(origin);
+            w.Write(kind);
+            w.Write(key);
+            w.Write(stored.Length);
+            w.Write(stored);
+            w.Flush();
+            return stream.ToArray();
+        }
+
+        public static (string Origin, string Kind, string Key, byte[] Stored) Decode(byte[] data)
+        {
+            using var r = new BinaryReader(new MemoryStream(data));
+            return (r.ReadString(), r.ReadString(), r.ReadString(), r.ReadBytes(r.ReadInt32()));
+        }
+    }
 
     public string? GetClientOwner(string clientId) => _db.StringGet(RedisKeys.Binding(clientId));
 

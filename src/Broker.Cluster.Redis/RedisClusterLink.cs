@@ -179,6 +179,28 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         }
     }
 
+    public async Task<IReadOnlyList<RemoteSession>> RemoteSessionsAsync(CancellationToken cancellationToken)
+    {
+        var db = _redis.GetDatabase();
+        var alive = new Dictionary<string, bool>(StringComparer.Ordinal);
+        var remote = new List<RemoteSession>();
+        foreach (var (record, owner, queued, inflight) in await _store.ListSessionsAsync(cancellationToken))
+        {
+            if (_peer?.Hosts(record.ClientId) == true)
+            {
+                continue;
+            }
+
+            var live = owner is not null && (alive.TryGetValue(owner, out var known) ? known : alive[owner] = await db.KeyExistsAsync(NodeKey(owner)));
+            var node = live ? owner![..owner!.LastIndexOf('/')] : null;
+
+            // The record says 0 while a client is attached (Session.Attach writes it; Detach writes the time).
+            remote.Add(new RemoteSession(record, node, live && record.DisconnectedAtUnixMs == 0, queued, inflight));
+        }
+
+        return remote;
+    }
+
     public void WillArmed(ClientPrincipal sender, BrokerMessage will, uint delaySeconds, uint expirySeconds) =>
         Observe(_store.SetWillAsync(sender.ClientId, Incarnation, WillCodec.Encode(sender, will, expirySeconds)), "will");
 

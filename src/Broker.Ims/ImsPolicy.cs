@@ -30,7 +30,7 @@ public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObs
     readonly KnownUsers _users;
     readonly Groups.IGroupDirectory _groups;
     readonly PasswordVerifier _passwords;
-    readonly IBrokerStore _store;
+    readonly IClientIdBindings _store;
     readonly TopicRules _topics;
     readonly AclRuleSet _acl;
     readonly bool _conventions;
@@ -47,10 +47,10 @@ public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObs
     /// <param name="time">The clock tokens' exp and nbf are checked against, and presence and receipts read (tests swap it).</param>
     /// <param name="blocks">Block lists (§12); the host shares its instance with the admin API.</param>
     /// <param name="limits">Per-user limits (§13); made from <paramref name="options"/> when not given.</param>
-    public ImsPolicy(ImsOptions options, IUserDirectory users, Groups.IGroupDirectory groups, PasswordVerifier passwords, IBrokerStore store, TimeProvider? time = null,
+    public ImsPolicy(ImsOptions options, IUserDirectory users, Groups.IGroupDirectory groups, PasswordVerifier passwords, IClientIdBindings store, TimeProvider? time = null,
         ILoggerFactory? loggerFactory = null, BlockLists? blocks = null, UserLimits? limits = null)
     {
-        _blocks = blocks ?? new BlockLists(store);
+        _blocks = blocks ?? new BlockLists((IPolicyRecords)store); // tests: one store keeps both
         _limits = limits ?? new UserLimits(options);
         _parents = [.. options.ParentTopics];
         _options = options;

@@ -21,7 +21,7 @@ namespace Broker.Store.Sqlite;
 /// publishers, through TCP), while acks, removals and in-flight marks still queue and keep it moving.
 /// </para>
 /// </summary>
-public sealed partial class SqliteBrokerStore : IBrokerStore
+public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IClientIdBindings
 {
     public const string FileName = "broker.db";
     const int MaxBatch = 2048;
@@ -200,6 +200,9 @@ public sealed partial class SqliteBrokerStore : IBrokerStore
     public ValueTask DeleteRetainedAsync(string topic) => EnqueueAwaited(new StoreOperation.RetainedDelete(topic));
 
     /// <summary>Read at start, before the writer has anything to do (like <see cref="LoadAsync"/>).</summary>
+    /// <summary>Only this process writes the store: nothing changes elsewhere.</summary>
+    public event Action<string, string, byte[]?>? ChangedElsewhere { add { } remove { } }
+
     public IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind)
     {
         using var command = _connection.CreateCommand();

@@ -91,6 +91,9 @@ public static class BrokerApp
             builder.Services.AddSingleton<IClusterLink>(SingleNode.Instance);
         }
 
+        // The store's other rooms: the policy's records and the client-id bindings.
+        builder.Services.AddSingleton(services => (IPolicyRecords)services.GetRequiredService<IBrokerStore>());
+        builder.Services.AddSingleton(services => (IClientIdBindings)services.GetRequiredService<IBrokerStore>());
         builder.Services.AddSingleton<IUserDirectory>(new UserDirectory(imsOptions.Users.Select(u => new UserAccount(u.Name, u.PasswordHash, u.Role))));
         builder.Services.AddSingleton<IGroupDirectory>(new GroupDirectory(imsOptions.Groups.Select(g => KeyValuePair.Create(g.Id, (IEnumerable<string>)g.Members))));
         builder.Services.AddSingleton<ConnectionAdmission>();
@@ -165,6 +168,18 @@ public static class BrokerApp
         });
 
         var app = builder.Build();
+
+        // A user changed or deleted through another node's admin API (cluster): its connections here close too,
+        // as they do on the node that made the change (its DirectoryPersistence has applied it already).
+        var brokerEngine = app.Services.GetRequiredService<BrokerEngine>();
+        _ = app.Services.GetRequiredService<DirectoryPersistence>(); // its handler first: the directory changes, then connections close
+        app.Services.GetRequiredService<IPolicyRecords>().ChangedElsewhere += (kind, user, _) =>
+        {
+            if (kind == DirectoryPersistence.UserKind)
+            {
+                brokerEngine.DisconnectUser(user);
+            }
+        };
         BrokerGauges.Register(app.Services.GetRequiredService<BrokerCounters>(), app.Services.GetRequiredService<BrokerEngine>(), app.Services.GetRequiredService<IBrokerStore>());
         app.UseSerilogRequestLogging(o => o.GetLevel = (http, _, ex) =>
             ex is not null || http.Response.StatusCode >= 500 ? Serilog.Events.LogEventLevel.Error

@@ -70,6 +70,9 @@ public interface IClusterLink
     /// <summary>A retained message was set or (empty payload) deleted here: every node's copy follows.</summary>
     void RetainedChanged(BrokerMessage message);
 
+    /// <summary>The persistent sessions the cluster keeps that are not hosted on this node (admin API); empty for one node alone.</summary>
+    Task<IReadOnlyList<RemoteSession>> RemoteSessionsAsync(CancellationToken cancellationToken);
+
     /// <summary>A client connected here with a will: kept where a surviving node publishes it if this node dies.</summary>
     void WillArmed(ClientPrincipal sender, BrokerMessage will, uint delaySeconds, uint expirySeconds);
 
@@ -111,6 +114,9 @@ public sealed record ClaimedSession(
     long QueuedBytes,
     IReadOnlyList<ushort> InboundQos2,
     IReadOnlyList<(BrokerMessage Message, long ExpiresAtUnixMs)> Mailbox);
+
+/// <summary>A session hosted on another node (or on none: its node died), as the shared store describes it.</summary>
+public sealed record RemoteSession(SessionRecord Record, string? Node, bool Connected, int Queued, int Inflight);
 
 /// <summary>The shared state is out of reach: the engine refuses what it cannot store (CONNACK 0x88 / 0x03).</summary>
 public sealed class ClusterUnavailableException(string message, Exception? inner = null) : Exception(message, inner);

@@ -48,6 +48,8 @@ public sealed class SingleNode : IClusterLink
     {
     }
 
+    public Task<IReadOnlyList<RemoteSession>> RemoteSessionsAsync(CancellationToken cancellationToken) => Task.FromResult<IReadOnlyList<RemoteSession>>([]);
+
     public void WillArmed(ClientPrincipal sender, BrokerMessage will, uint delaySeconds, uint expirySeconds)
     {
     }

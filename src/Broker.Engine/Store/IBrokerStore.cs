@@ -9,6 +9,8 @@ namespace Broker.Engine.Store;
 /// row per persistent recipient. The engine awaits <see cref="AppendAsync"/> before it acknowledges a
 /// publish, so a durable implementation acknowledges only what is on disk (group commit welcome).
 /// Only sessions with an expiry above zero are recorded. Calls for one client id arrive in order.
+/// The policy's own data lives next to it, behind <see cref="IPolicyRecords"/> and <see cref="IClientIdBindings"/>
+/// (a store implements all three; each consumer sees only its room).
 /// </summary>
 public interface IBrokerStore : IAsyncDisposable
 {
@@ -70,22 +72,6 @@ public interface IBrokerStore : IAsyncDisposable
 
     ValueTask DeleteRetainedAsync(string topic);
 
-    /// <summary>
-    /// Small named records the policy keeps next to the broker's state (the admin API's users and
-    /// groups): the latest value per (kind, key); a null value is a deletion that must also survive.
-    /// </summary>
-    IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind);
-
-    /// <summary>Stores or (null) deletes a record; completes when durable.</summary>
-    ValueTask SaveRecordAsync(string kind, string key, byte[]? value);
-
-    /// <summary>The user a client id belongs to (IM: the first user that connected with it).</summary>
-    string? GetClientOwner(string clientId);
-
-    /// <summary>Binds a client id to a user unless it is bound already; returns the owner after the call.</summary>
-    string BindClientOwner(string clientId, string userId);
-
-    bool ReleaseClientOwner(string clientId);
 }
 
 public enum DeliveryState : byte

@@ -7,7 +7,7 @@ namespace Broker.Engine.Store;
 /// Keeps the store's records in memory: state outlives an engine instance (a restart inside the
 /// process restores it), not the process. The durable store implements the same contract on disk.
 /// </summary>
-public sealed class InMemoryBrokerStore : IBrokerStore
+public sealed class InMemoryBrokerStore : IBrokerStore, IPolicyRecords, IClientIdBindings
 {
     readonly object _gate = new();
     readonly Dictionary<string, SessionRecord> _sessions = new(StringComparer.Ordinal);
@@ -236,6 +236,9 @@ public sealed class InMemoryBrokerStore : IBrokerStore
         _retained.TryRemove(topic, out _);
         return ValueTask.CompletedTask;
     }
+
+    /// <summary>Only this process writes the store: nothing changes elsewhere.</summary>
+    public event Action<string, string, byte[]?>? ChangedElsewhere { add { } remove { } }
 
     public IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind)
     {

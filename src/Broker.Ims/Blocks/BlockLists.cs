@@ -16,7 +16,7 @@ public sealed partial class BlockLists
 {
     const string Kind = "ims.block";
 
-    readonly IBrokerStore _store;
+    readonly IPolicyRecords _store;
     readonly ILogger _logger;
     readonly ConcurrentDictionary<string, HashSet<string>> _byUser = new(StringComparer.Ordinal);
     readonly ConcurrentDictionary<string, HashSet<string>>.AlternateLookup<ReadOnlySpan<char>> _bySpan;
@@ -26,9 +26,17 @@ public sealed partial class BlockLists
     long _withheld;
     long _lastLogMs;
 
-    public BlockLists(IBrokerStore store, ILogger<BlockLists>? logger = null, BrokerCounters? counters = null)
+    public BlockLists(IPolicyRecords store, ILogger<BlockLists>? logger = null, BrokerCounters? counters = null)
     {
         _store = store;
+        _store.ChangedElsewhere += (kind, key, value) =>
+        {
+            // Another node's block or unblock (cluster): the read check here follows it.
+            if (kind == Kind && key.IndexOf('/', StringComparison.Ordinal) is var slash and > 0)
+            {
+                Apply(key[..slash], key[(slash + 1)..], value is not null);
+            }
+        };
         _logger = logger ?? (ILogger)NullLogger.Instance;
         _bySpan = _byUser.GetAlternateLookup<ReadOnlySpan<char>>();
         counters?.Meter.CreateObservableCounter("delivery.withheld", () => Withheld, "{message}", "Deliveries withheld because the recipient blocked the sender, or the feed's owner blocked the recipient");

@@ -7,36 +7,61 @@ namespace Broker.Ims.Identity;
 /// <summary>
 /// Keeps what the admin API changes in users and groups in the broker's store, so it survives a
 /// restart. Configuration seeds the directories; stored changes (including deletions) are laid over
-/// it at start, so a change made at run time wins over the configuration it changed.
+/// it at start, so a change made at run time wins over the configuration it changed. In a cluster, a change
+/// made through another node's admin API applies here as soon as that node announces it.
 /// </summary>
-public sealed class DirectoryPersistence(IBrokerStore store, IUserDirectory users, IGroupDirectory groups)
+public sealed class DirectoryPersistence
 {
-    const string UserKind = "ims.user";
-    const string GroupKind = "ims.group";
+    public const string UserKind = "ims.user";
+    public const string GroupKind = "ims.group";
+
+    readonly IPolicyRecords store;
+    readonly IUserDirectory users;
+    readonly IGroupDirectory groups;
+
+    public DirectoryPersistence(IPolicyRecords store, IUserDirectory users, IGroupDirectory groups)
+    {
+        this.store = store;
+        this.users = users;
+        this.groups = groups;
+        store.ChangedElsewhere += Apply;
+    }
 
     public void Restore()
     {
         foreach (var (name, value) in store.LoadRecords(UserKind))
         {
+            Apply(UserKind, name, value);
+        }
+
+        foreach (var (id, value) in store.LoadRecords(GroupKind))
+        {
+            Apply(GroupKind, id, value);
+        }
+    }
+
+    void Apply(string kind, string key, byte[]? value)
+    {
+        if (kind == UserKind)
+        {
             if (value is null)
             {
-                users.Remove(name);
+                users.Remove(key);
             }
             else if (JsonSerializer.Deserialize<UserAccount>(value) is { } account)
             {
                 users.Upsert(account);
             }
         }
-
-        foreach (var (id, value) in store.LoadRecords(GroupKind))
+        else if (kind == GroupKind)
         {
             if (value is null)
             {
-                groups.Remove(id);
+                groups.Remove(key);
             }
             else
             {
-                groups.Set(id, JsonSerializer.Deserialize<string[]>(value) ?? []);
+                groups.Set(key, JsonSerializer.Deserialize<string[]>(value) ?? []);
             }
         }
     }

@@ -143,17 +143,20 @@ public static class AdminApi
             return Results.NoContent();
         });
 
-        api.MapGet("/sessions", (BrokerEngine engine) => engine.GetSessions()
-            .OrderBy(s => s.ClientId, StringComparer.Ordinal)
+        // In a cluster: this node's sessions and the persistent sessions the cluster keeps elsewhere.
+        api.MapGet("/sessions", async (BrokerEngine engine, CancellationToken cancellationToken) => engine.GetSessions()
             .Select(s => new SessionView(s.ClientId, s.Principal.UserId, s.Principal.Role, s.IsConnected, s.QueuedCount, s.InflightCount, s.ExpirySeconds,
-                [.. s.GetSubscriptions().Select(x => x.Key)])));
+                [.. s.GetSubscriptions().Select(x => x.Key)], engine.Cluster.NodeId))
+            .Concat((await engine.Cluster.RemoteSessionsAsync(cancellationToken)).Select(r => new SessionView(r.Record.ClientId, r.Record.UserId, r.Record.Role,
+                r.Connected, r.Queued, r.Inflight, r.Record.ExpirySeconds, [.. r.Record.Subscriptions.Select(x => x.Filter)], r.Node)))
+            .OrderBy(s => s.ClientId, StringComparer.Ordinal));
 
         api.MapDelete("/sessions/{clientId}/connection", (string clientId, BrokerEngine engine) =>
             engine.Disconnect(clientId) ? Results.NoContent() : Results.NotFound());
 
         // Releasing a binding ends the client id's session too: the next owner must not inherit the old
         // owner's subscriptions and queued messages.
-        api.MapDelete("/bindings/{clientId}", (string clientId, IBrokerStore store, BrokerEngine engine) =>
+        api.MapDelete("/bindings/{clientId}", (string clientId, IClientIdBindings store, BrokerEngine engine) =>
         {
             var released = store.ReleaseClientOwner(clientId);
             var ended = engine.EndSession(clientId);

@@ -11,7 +11,7 @@ namespace Broker.IntegrationTests.Cluster;
 /// node, and a node's kill -9 loses nothing that was acknowledged.
 /// </summary>
 [Collection("cluster")]
-public sealed class ClusterSessionTests(ThreeNodes nodes) : IClassFixture<ThreeNodes>
+public sealed class ClusterSessionTests(ThreeNodes nodes)
 {
     BrokerCluster Cluster => nodes.Cluster;
 

@@ -7,7 +7,7 @@ namespace Broker.IntegrationTests.Infrastructure;
 /// The in-memory store behind a seam tests can bend: a subclass overrides the calls whose timing or
 /// outcome it controls (a full disk, a commit that has not finished yet) and inherits the rest.
 /// </summary>
-public abstract class DelegatingStore : IBrokerStore
+public abstract class DelegatingStore : IBrokerStore, IPolicyRecords, IClientIdBindings
 {
     protected InMemoryBrokerStore Inner { get; } = new();
 
@@ -44,6 +44,12 @@ public abstract class DelegatingStore : IBrokerStore
     public IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind) => Inner.LoadRecords(kind);
 
     public ValueTask SaveRecordAsync(string kind, string key, byte[]? value) => Inner.SaveRecordAsync(kind, key, value);
+
+    public event Action<string, string, byte[]?>? ChangedElsewhere
+    {
+        add => Inner.ChangedElsewhere += value;
+        remove => Inner.ChangedElsewhere -= value;
+    }
 
     public string? GetClientOwner(string clientId) => Inner.GetClientOwner(clientId);
 
