@@ -30,8 +30,8 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     readonly Dictionary<string, RouteInterest> _interest = new(StringComparer.Ordinal);
     readonly Dictionary<string, Task> _sendTails = new(StringComparer.Ordinal);
     readonly ConcurrentDictionary<string, TaskCompletionSource> _releases = new(StringComparer.Ordinal);
-    // Sharded as the others: on a Redis Cluster a classic PUBLISH is copied to every Redis node; this stays on one shard.
-    readonly RedisChannel _retainedChannel = RedisChannel.Sharded("ims:retained");
+    // Classic pub/sub, not sharded: every broker node reads it, and a Redis Cluster passes a classic PUBLISH to all its nodes.
+    readonly RedisChannel _retainedChannel = RedisChannel.Literal("ims:retained");
     IClusterPeer? _peer;
     ChannelMessageQueue? _nodeQueue;
     ChannelMessageQueue? _retainedQueue;
