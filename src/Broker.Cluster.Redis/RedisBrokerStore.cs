@@ -20,8 +20,9 @@ namespace Broker.Cluster.Redis;
 /// Rule: a client id this node never claimed (one node alone, tests) writes unfenced.
 /// </para>
 /// <para>
-/// Ordering: StackExchange.Redis sends the commands of one multiplexer in the order they are issued, so
-/// fire-and-forget writes are issued at once, in call order, and a later read sees them. (The first
+/// Ordering: StackExchange.Redis sends the commands of one multiplexer to one Redis in the order they are
+/// issued, so fire-and-forget writes are issued at once, in call order, and a later read sees them. On a
+/// Redis Cluster that holds per client id (one slot: one primary, one connection), which is all it must. (The first
 /// call of a script after Redis lost its script cache is resent as EVAL by the client library; that
 /// window is the only place two writes could swap.) Awaited calls propagate Redis errors and timeouts.
 /// </para>

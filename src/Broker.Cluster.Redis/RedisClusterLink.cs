@@ -30,6 +30,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     readonly Dictionary<string, RouteInterest> _interest = new(StringComparer.Ordinal);
     readonly Dictionary<string, Task> _sendTails = new(StringComparer.Ordinal);
     readonly ConcurrentDictionary<string, TaskCompletionSource> _releases = new(StringComparer.Ordinal);
+    // Classic pub/sub, not sharded: every broker node reads it, and a Redis Cluster passes a classic PUBLISH to all its nodes.
     readonly RedisChannel _retainedChannel = RedisChannel.Literal("ims:retained");
     IClusterPeer? _peer;
     ChannelMessageQueue? _nodeQueue;

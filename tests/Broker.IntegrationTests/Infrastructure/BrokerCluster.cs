@@ -1,30 +1,33 @@
 namespace Broker.IntegrationTests.Infrastructure;
 
 /// <summary>
-/// A cluster as an operator runs it: a real redis-server (AOF, fsync always) on a free loopback port
-/// and broker processes (Broker.dll) on free ports, nodes n1..nN, each its own process so a test can
-/// kill -9 one. Presence is off (its messages would reach the wildcard subscribers of the tests).
+/// A cluster as an operator runs it: a real redis-server (AOF, fsync always) on a free loopback port,
+/// or a Redis Cluster of three such servers, and broker processes (Broker.dll) on free ports, nodes
+/// n1..nN, each its own process so a test can kill -9 one. Presence is off (its messages would reach
+/// the wildcard subscribers of the tests).
 /// </summary>
 public sealed class BrokerCluster : IAsyncDisposable
 {
     readonly List<string> _dirs = [];
     readonly IDictionary<string, string>? _settings;
 
-    BrokerCluster(RedisServer redis, IDictionary<string, string>? settings)
+    BrokerCluster(IRedisFixture redis, IDictionary<string, string>? settings)
     {
         Redis = redis;
         _settings = settings;
     }
 
-    public RedisServer Redis { get; }
+    public IRedisFixture Redis { get; }
 
     public List<RunningBroker?> Nodes { get; } = [];
 
     public RunningBroker this[int index] => Nodes[index] ?? throw new InvalidOperationException($"node n{index + 1} is not running");
 
-    public static async Task<BrokerCluster> StartAsync(int nodes = 3, IDictionary<string, string>? settings = null)
+    /// <param name="redisCluster">A Redis Cluster of three primaries (<see cref="RedisClusterServer"/>) instead of one redis-server.</param>
+    public static async Task<BrokerCluster> StartAsync(int nodes = 3, IDictionary<string, string>? settings = null, bool redisCluster = false)
     {
-        var cluster = new BrokerCluster(await RedisServer.StartAsync(), settings);
+        IRedisFixture redis = redisCluster ? await RedisClusterServer.StartAsync() : await RedisServer.StartAsync();
+        var cluster = new BrokerCluster(redis, settings);
         try
         {
             // One at a time: two nodes starting together on two cores make each start slower, not faster.

@@ -5,25 +5,57 @@ using System.Text;
 
 namespace Broker.IntegrationTests.Infrastructure;
 
+/// <summary>The Redis a broker cluster shares: one redis-server, or a Redis Cluster of several.</summary>
+public interface IRedisFixture : IAsyncDisposable
+{
+    /// <summary>A StackExchange.Redis configuration string (Broker:Cluster:Redis).</summary>
+    string Endpoint { get; }
+
+    /// <summary>SIGKILL of every redis-server.</summary>
+    Task KillAsync();
+
+    /// <summary>Every redis-server again, on the same ports and directories, ready to serve.</summary>
+    Task RestartAsync();
+}
+
 /// <summary>
 /// A real redis-server as a child process on a free port, with AOF fsync on every write, so a
 /// <see cref="KillAsync"/> (SIGKILL) keeps exactly what Redis acknowledged.
 /// </summary>
-public sealed class RedisServer : IAsyncDisposable
+public sealed class RedisServer : IRedisFixture
 {
     const string Binary = "/usr/bin/redis-server";
     readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ims-redis-");
     readonly int _port;
+    readonly string[] _extraArgs;
     Process? _process;
 
-    RedisServer(int port) => _port = port;
+    RedisServer(int port, string[] extraArgs)
+    {
+        _port = port;
+        _extraArgs = extraArgs;
+    }
+
+    public int Port => _port;
 
     public string Endpoint => $"127.0.0.1:{_port}";
 
-    public static async Task<RedisServer> StartAsync()
+    public static Task<RedisServer> StartAsync() => StartAsync(FreePorts(1)[0]);
+
+    /// <summary>On a given port, with more redis-server arguments (a Redis Cluster's nodes).</summary>
+    internal static async Task<RedisServer> StartAsync(int port, params string[] extraArgs)
     {
-        var server = new RedisServer(FreePort());
-        await server.LaunchAsync();
+        var server = new RedisServer(port, extraArgs);
+        try
+        {
+            await server.LaunchAsync();
+        }
+        catch
+        {
+            await server.DisposeAsync();
+            throw;
+        }
+
         return server;
     }
 
@@ -60,7 +92,7 @@ public sealed class RedisServer : IAsyncDisposable
         {
             "--port", _port.ToString(), "--bind", "127.0.0.1", "--dir", _dir.FullName,
             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-        })
+        }.Concat(_extraArgs))
         {
             start.ArgumentList.Add(arg);
         }
@@ -106,10 +138,28 @@ public sealed class RedisServer : IAsyncDisposable
         }
     }
 
-    static int FreePort()
+    /// <summary>Distinct free loopback ports: all listeners stay open until every port is picked.</summary>
+    internal static int[] FreePorts(int count)
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        var listeners = new List<TcpListener>(count);
+        try
+        {
+            for (var i = 0; i < count; i++)
+            {
+                var listener = new TcpListener(IPAddress.Loopback, 0);
+                listeners.Add(listener);
+                listener.Start();
+            }
+
+            return [.. listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port)];
+        }
+        finally
+        {
+            foreach (var listener in listeners)
+            {
+                listener.Stop();
+                listener.Dispose();
+            }
+        }
     }
 }
