@@ -29,6 +29,9 @@ internal sealed class Envelope
     /// <summary>Message: the direct target, or null. Kick/Released: the client id.</summary>
     public string? ClientId { get; init; }
 
+    /// <summary>Message: the shared subscription (its key, <c>$share/name/filter</c>) whose member <see cref="ClientId"/> was picked for it.</summary>
+    public string? Share { get; init; }
+
     public IReadOnlyCollection<string> StoredFor { get; init; } = [];
 
     public BrokerMessage? Message { get; init; }
@@ -40,6 +43,7 @@ internal sealed class Envelope
         w.Write((byte)Kind);
         w.Write(Origin);
         w.Write(ClientId ?? "");
+        w.Write(Share ?? "");
         w.Write(StoredFor.Count);
         foreach (var id in StoredFor)
         {
@@ -62,6 +66,7 @@ internal sealed class Envelope
         var kind = (EnvelopeKind)r.ReadByte();
         var origin = r.ReadString();
         var clientId = r.ReadString();
+        var share = r.ReadString();
         var count = r.ReadInt32();
         var stored = count == 0 ? (IReadOnlyCollection<string>)[] : new HashSet<string>(count, StringComparer.Ordinal);
         for (var i = 0; i < count; i++)
@@ -70,6 +75,6 @@ internal sealed class Envelope
         }
 
         var message = r.ReadBoolean() ? MessageCodec.ReadMessage(r) : null;
-        return new Envelope { Kind = kind, Origin = origin, ClientId = clientId.Length == 0 ? null : clientId, StoredFor = stored, Message = message };
+        return new Envelope { Kind = kind, Origin = origin, ClientId = clientId.Length == 0 ? null : clientId, Share = share.Length == 0 ? null : share, StoredFor = stored, Message = message };
     }
 }

@@ -25,6 +25,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     readonly ClusterOptions _options;
     readonly ILogger<RedisClusterLink> _logger;
     readonly RouteKeys _routes;
+    readonly SharedGroups _shared;
     readonly ISubscriber _bus;
     readonly object _gate = new();
     readonly Dictionary<string, RouteInterest> _interest = new(StringComparer.Ordinal);
@@ -52,6 +53,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
 
         // A new incarnation for every start: ownerships of an earlier run of this node count as dead.
         Incarnation = NodeId + "/" + Guid.NewGuid().ToString("N")[..8];
+        _shared = new SharedGroups(redis, _routes, Incarnation);
         _store.Fenced += OnFenced;
     }
 
@@ -361,11 +363,17 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     public void SubscriptionChanged(Session session, Subscription subscription, bool added, bool ended = true)
     {
         var route = _routes.OfFilter(subscription.Filter);
+        if (subscription.ShareName is not null)
+        {
+            // Not a reader of the route: the publishing node picks one member and sends to its node alone.
+            Track(_shared.MemberChanged(session, subscription, added));
+            return;
+        }
+
         Track(Listen(route, added ? +1 : -1));
 
         // Durable readers: a persistent session's QoS 1/2 subscriptions, read by publishers on any node.
-        // Shared subscriptions are served by the nodes that host their members (not durable per member).
-        if (!session.IsPersistent || subscription.Qos == MqttQualityOfServiceLevel.AtMostOnce || subscription.ShareName is not null)
+        if (!session.IsPersistent || subscription.Qos == MqttQualityOfServiceLevel.AtMostOnce)
         {
             return;
         }
@@ -507,6 +515,12 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         }
 
         Interlocked.Increment(ref _envelopesIn);
+        if (envelope.Share is not null)
+        {
+            _peer?.DeliverShared(envelope.Message, envelope.ClientId!, envelope.Share, stored: envelope.StoredFor.Count > 0);
+            return;
+        }
+
         _peer?.Deliver(envelope.Message, envelope.ClientId, envelope.StoredFor);
     }
 
@@ -520,8 +534,29 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         }
 
         var route = _routes.OfTopic(message.Topic);
-        var rows = message.Qos == MqttQualityOfServiceLevel.AtMostOnce ? null : WriteRowsAsync(route, message);
-        return new ValueTask(SendInOrder(route, message, null, rows));
+        return new ValueTask(SendInOrder(route, message, null, RouteWorkAsync(route, message)));
+    }
+
+    /// <summary>What a routed message needs before it goes out: rows for durable readers elsewhere, and one member per shared group.</summary>
+    readonly record struct Routed(IReadOnlyCollection<string> StoredFor, IReadOnlyList<SharedPick> Picks, IReadOnlyCollection<string> PicksStored);
+
+    async Task<Routed> RouteWorkAsync(string route, BrokerMessage message)
+    {
+        var picking = _shared.PickAsync(route, message);
+        var stored = message.Qos == MqttQualityOfServiceLevel.AtMostOnce ? [] : await WriteRowsAsync(route, message);
+        var picks = await picking;
+        IReadOnlyCollection<string> picksStored = [];
+        if (picks.Count > 0 && message.Qos != MqttQualityOfServiceLevel.AtMostOnce)
+        {
+            var rows = picks.Where(p => p.Durable && p.Qos != MqttQualityOfServiceLevel.AtMostOnce)
+                .Select(p => new StoredDelivery(p.ClientId, message.Id, p.Qos, false, p.SubscriptionId != 0 ? [p.SubscriptionId] : null)).ToList();
+            if (rows.Count > 0)
+            {
+                picksStored = new HashSet<string>(await _store.AppendRowsAsync(message, rows, null), StringComparer.Ordinal);
+            }
+        }
+
+        return new Routed(stored, picks, picksStored);
     }
 
     public bool TryRouteDirect(string clientId, BrokerMessage message, InboundPacket? inbound, out ValueTask durable)
@@ -537,10 +572,10 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     /// <summary>Broker:OfflineP2PTtl, for direct messages kept in the cluster's mailbox.</summary>
     public TimeSpan MailboxTtl { get => _mailboxTtl; set => _mailboxTtl = value; }
 
-    async Task<IReadOnlyCollection<string>> DirectAsync(string clientId, BrokerMessage message, long expires, InboundPacket? inbound)
+    async Task<Routed> DirectAsync(string clientId, BrokerMessage message, long expires, InboundPacket? inbound)
     {
         var result = await _store.AppendDirectAsync(clientId, message, expires, inbound);
-        return result.Stored ? [clientId] : [];
+        return new Routed(result.Stored ? [clientId] : [], [], []);
     }
 
     /// <summary>Rows for the route's durable readers hosted on other nodes (this node's own were written by the router).</summary>
@@ -604,14 +639,14 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     /// durable, in routing order per route: a later publish never overtakes an earlier one whose rows are
     /// still being written. The task completes when the rows are durable (the publisher's ack waits on it).
     /// </summary>
-    Task SendInOrder(string route, BrokerMessage message, string? directClientId, Task<IReadOnlyCollection<string>>? rows)
+    Task SendInOrder(string route, BrokerMessage message, string? directClientId, Task<Routed> rows)
     {
         lock (_sendTails)
         {
             _sendTails.TryGetValue(route, out var tail);
-            if ((tail is null || tail.IsCompleted) && (rows is null || rows.IsCompletedSuccessfully))
+            if ((tail is null || tail.IsCompleted) && rows.IsCompletedSuccessfully)
             {
-                Send(route, message, directClientId, rows?.Result ?? []);
+                Send(route, message, directClientId, rows.Result);
                 return Task.CompletedTask;
             }
 
@@ -622,7 +657,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         }
     }
 
-    async Task SendAfterAsync(Task tail, string route, BrokerMessage message, string? directClientId, Task<IReadOnlyCollection<string>>? rows)
+    async Task SendAfterAsync(Task tail, string route, BrokerMessage message, string? directClientId, Task<Routed> rows)
     {
         try
         {
@@ -633,21 +668,18 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
             // An earlier publish failed: its publisher was not acknowledged; this one goes on.
         }
 
-        IReadOnlyCollection<string> storedFor = [];
-        if (rows is not null)
+        Routed routed;
+        try
         {
-            try
-            {
-                storedFor = await rows;
-            }
-            catch (Exception ex) when (ex is RedisException or TimeoutException)
-            {
-                // Not stored for the other nodes' readers: not acknowledged either (the client sends it again).
-                throw new ClusterUnavailableException("Redis: " + ex.Message, ex);
-            }
+            routed = await rows;
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            // Not stored for the other nodes' readers: not acknowledged either (the client sends it again).
+            throw new ClusterUnavailableException("Redis: " + ex.Message, ex);
         }
 
-        Send(route, message, directClientId, storedFor);
+        Send(route, message, directClientId, routed);
     }
 
     async Task ForgetTailAsync(string route, Task sent)
@@ -670,14 +702,30 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         }
     }
 
-    void Send(string route, BrokerMessage message, string? directClientId, IReadOnlyCollection<string> storedFor)
+    void Send(string route, BrokerMessage message, string? directClientId, Routed routed)
     {
-        var envelope = new Envelope { Kind = EnvelopeKind.Message, Origin = Incarnation, ClientId = directClientId, StoredFor = storedFor, Message = message }.Encode();
+        var envelope = new Envelope { Kind = EnvelopeKind.Message, Origin = Incarnation, ClientId = directClientId, StoredFor = routed.StoredFor, Message = message }.Encode();
         _bus.Publish(RouteChannel(route), envelope, CommandFlags.FireAndForget);
         Interlocked.Increment(ref _envelopesOut);
         if (directClientId is null)
         {
             _bus.Publish(WideChannel, envelope, CommandFlags.FireAndForget);
+        }
+
+        foreach (var pick in routed.Picks)
+        {
+            // To the picked member's node alone, over its session's own channel.
+            var picked = new Envelope
+            {
+                Kind = EnvelopeKind.Message,
+                Origin = Incarnation,
+                ClientId = pick.ClientId,
+                Share = pick.ShareKey,
+                StoredFor = routed.PicksStored.Contains(pick.ClientId) ? [pick.ClientId] : [],
+                Message = message,
+            };
+            _bus.Publish(RouteChannel(RouteKeys.Direct(pick.ClientId)), picked.Encode(), CommandFlags.FireAndForget);
+            Interlocked.Increment(ref _envelopesOut);
         }
     }
 

@@ -10,6 +10,9 @@ internal sealed class ClusterPeer(EngineContext engine) : IClusterPeer
     public void Deliver(BrokerMessage message, string? directClientId, IReadOnlyCollection<string> storedFor) =>
         engine.Router.DeliverFromCluster(message, directClientId, storedFor);
 
+    public void DeliverShared(BrokerMessage message, string clientId, string subscriptionKey, bool stored) =>
+        engine.Router.DeliverSharedFromCluster(message, clientId, subscriptionKey, stored);
+
     public Task ReleaseAsync(string clientId) => engine.Sessions.ReleaseAsync(clientId);
 
     public bool Hosts(string clientId) => engine.Sessions.Get(clientId) is not null;

@@ -90,6 +90,12 @@ public interface IClusterPeer
     /// </summary>
     void Deliver(BrokerMessage message, string? directClientId, IReadOnlyCollection<string> storedFor);
 
+    /// <summary>
+    /// A message another node picked this session's shared subscription (key <c>$share/name/filter</c>) for:
+    /// delivered to it alone. <paramref name="stored"/>: that node wrote its row (read from the store).
+    /// </summary>
+    void DeliverShared(BrokerMessage message, string clientId, string subscriptionKey, bool stored);
+
     /// <summary>Another node took the session over: close its connection here (v5 0x8E) and let it go, keeping its durable state.</summary>
     Task ReleaseAsync(string clientId);
 

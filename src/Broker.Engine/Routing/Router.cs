@@ -321,7 +321,9 @@ internal sealed class Router(EngineContext engine)
             }
             else
             {
+                // Shared subscriptions are not route readers: the publishing node picks their member (DeliverSharedFromCluster).
                 engine.Index.Match(message.Topic, scratch.Matches, scratch.SharedPicks);
+                scratch.SharedPicks.Clear();
                 CollectSubscribers(message, scratch);
             }
 
@@ -341,6 +343,25 @@ internal sealed class Router(EngineContext engine)
         finally
         {
             scratch.Clear();
+        }
+    }
+
+    /// <summary>Another node picked this session's member of a shared subscription for the message [MQTT-4.8.2].</summary>
+    public void DeliverSharedFromCluster(BrokerMessage message, string clientId, string subscriptionKey, bool stored)
+    {
+        if (engine.Sessions.Get(clientId) is not { } session || session.FindSubscription(subscriptionKey) is not { } sub || !CanRead(session, message))
+        {
+            return;
+        }
+
+        var delivery = new Delivery(message, Min(message.Qos, sub.Qos), false, Ids(sub), Stored: stored);
+        if (stored)
+        {
+            session.StoredElsewhere(delivery);
+        }
+        else
+        {
+            session.Enqueue(delivery);
         }
     }
 

@@ -248,6 +248,14 @@ public sealed class Session
         }
     }
 
+    internal Subscription? FindSubscription(string key)
+    {
+        lock (_gate)
+        {
+            return _subscriptions.GetValueOrDefault(key);
+        }
+    }
+
     internal bool HasSubscription(string key)
     {
         lock (_gate)

@@ -131,4 +131,42 @@ public sealed class ClusterRoutingTests(ThreeNodes nodes)
         await bob.ExpectOnlyAsync("IMS/alice/Profile", "");
         await bob.ExpectOnlyAsync("IMS/alice/Status", "marker");
     }
+
+    [Fact]
+    public async Task SharedSubscription_MembersOnTwoNodes_EachMessageReachesExactlyOneMember()
+    {
+        // [MQTT-4.8.2]: a shared subscription's message goes to one member of the group, here across the cluster.
+        await using var worker2 = await TestClient.ConnectAsync(Cluster[1].MqttPort, "GID_IMS@@@worker-n2", "assistant");
+        await using var worker3 = await TestClient.ConnectAsync(Cluster[2].MqttPort, "GID_IMS@@@worker-n3", "assistant");
+        await worker2.SubscribeOkAsync("$share/bots/IMS/alice/Ask/#");
+        await worker3.SubscribeOkAsync("$share/bots/IMS/alice/Ask/#");
+        await using var alice = await TestClient.ConnectAsync(Cluster[0].MqttPort, "GID_IMS@@@alice-ask", "alice");
+
+        const int count = 20;
+        for (var i = 0; i < count; i++)
+        {
+            await Expect.PublishAcceptedAsync(alice, "IMS/alice/Ask/q", $"q {i}");
+        }
+
+        // Markers to each worker's own node: once each has one, everything sent before it has been delivered there.
+        await alice.PublishAsync("IMS/alice/Ask/q", "marker");
+        await alice.PublishAsync("IMS/alice/Ask/q", "marker");
+        var got2 = await DrainUntilMarkerAsync(worker2);
+        var got3 = await DrainUntilMarkerAsync(worker3);
+
+        Assert.Equal(Enumerable.Range(0, count).Select(i => $"q {i}").Order(), got2.Concat(got3).Order());
+        Assert.NotEmpty(got2);
+        Assert.NotEmpty(got3);
+    }
+
+    static async Task<List<string>> DrainUntilMarkerAsync(TestClient client)
+    {
+        var got = new List<string>();
+        while (TestClient.Text(await client.NextAsync()) is var text && text != "marker")
+        {
+            got.Add(text);
+        }
+
+        return got;
+    }
 }
