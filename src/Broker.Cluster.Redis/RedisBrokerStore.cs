@@ -380,8 +380,16 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
 
     public bool ReleaseClientOwner(string clientId) => _db.KeyDelete(RedisKeys.Binding(clientId));
 
+    int _disposed;
+
+    /// <summary>Once: the host disposes the store under each interface it is registered as.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+
         try
         {
             await _writes.FlushAsync();

@@ -244,8 +244,16 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
         return true;
     }
 
+    int _disposed;
+
+    /// <summary>Once: the host disposes the store under each interface it is registered as.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+
         _operations.Writer.TryComplete();
         _wake.Set();
         await _writer;
