@@ -282,14 +282,10 @@ internal sealed class Router(EngineContext engine)
 
         if (hold && !durable.IsCompletedSuccessfully)
         {
-            // Failed already: nobody gets it. Pending: the caller releases the recipients after the commit.
+            // The caller releases the recipients once the commit succeeds, or abandons them if it fails. No
+            // second look at it here: it may finish on the store's thread (or Redis's) meanwhile, and a
+            // success taken for a failure would ack the message and deliver it to nobody.
             held = recipients.Count == 0 ? null : new HeldRoute(message, [.. recipients]);
-            if (durable.IsCompleted)
-            {
-                held?.Abandon();
-                held = null;
-            }
-
             return durable;
         }
 

@@ -1,3 +1,4 @@
+using System.Threading.Tasks.Sources;
 using Broker.IntegrationTests.Engine;
 using Broker.IntegrationTests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
@@ -190,6 +191,58 @@ public sealed class CommitOrderTests
         await alice.SendAsync(Raw.Publish("chat/1", "marker", MqttQualityOfServiceLevel.AtLeastOnce, packetId: 5));
         Assert.Equal("marker", Raw.Text(await bob.ExpectAsync<MqttPublishPacket>())); // not x a second time
         Assert.Equal(["m1", "m2", "m3", "x"], received);
+    }
+
+    [Fact]
+    public async Task InboundQos2_CommitFinishingWhileItIsRouted_StillDelivered()
+    {
+        // The commit of a held QoS 2 route can finish on the store's thread (in a cluster, Redis's) between the
+        // router's looks at it. Taken for a failure there, the message was acked (PUBREC) and delivered to nobody.
+        var store = new LateCommitStore();
+        await using var broker = await TestBroker.StartAsync(
+            settings =>
+            {
+                settings["Broker:Conventions:Enabled"] = "false";
+                settings["Broker:AllowAnonymous"] = "true";
+            },
+            configureServices: services => services.AddSingleton<Broker.Engine.Store.IBrokerStore>(store));
+        await using var bob = await Raw.ConnectAsync(broker.MqttPort, "bob", MqttProtocolVersion.V500);
+        await bob.SubscribeAsync("chat/#", MqttQualityOfServiceLevel.ExactlyOnce);
+        await using var alice = await Raw.ConnectAsync(broker.MqttPort, "alice", MqttProtocolVersion.V500, cleanSession: false, sessionExpiry: 3600);
+
+        store.Armed = true; // alice's packet id alone is stored (bob keeps nothing): the next flush is that commit
+        await alice.SendAsync(Raw.Publish("chat/1", Payload, MqttQualityOfServiceLevel.ExactlyOnce, packetId: 3));
+        Assert.Equal(3, (await alice.ExpectAsync<MqttPubRecPacket>()).PacketIdentifier);
+        Assert.Equal(Payload, Raw.Text(await bob.ExpectAsync<MqttPublishPacket>()));
+    }
+
+    /// <summary>Once armed, its next flush is still pending at the first look and done at every later one.</summary>
+    sealed class LateCommitStore : DelegatingStore, IValueTaskSource
+    {
+        int _looks;
+
+        public bool Armed { get; set; }
+
+        public override ValueTask FlushAsync()
+        {
+            if (!Armed)
+            {
+                return base.FlushAsync();
+            }
+
+            Armed = false;
+            return new ValueTask(this, 0);
+        }
+
+        public ValueTaskSourceStatus GetStatus(short token) =>
+            Interlocked.Increment(ref _looks) == 1 ? ValueTaskSourceStatus.Pending : ValueTaskSourceStatus.Succeeded;
+
+        public void GetResult(short token)
+        {
+        }
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            ThreadPool.QueueUserWorkItem(continuation, state, preferLocal: false);
     }
 
     /// <summary>Records where a QoS 2 packet id mark reaches the store: alone, or with its message.</summary>

@@ -9,7 +9,7 @@ namespace Broker.IntegrationTests.Engine;
 /// Clients go offline through a raw DISCONNECT whose socket close is awaited, so the broker has recorded the
 /// disconnect time before the clock moves.
 /// </summary>
-public sealed class ExpiryTests
+public class ExpiryTests : BrokerTestBase
 {
     static async Task VisitAsync(TestBroker broker, string clientId, MqttProtocolVersion version, uint sessionExpiry, bool? sessionPresent, string? subscribe = null)
     {
@@ -27,7 +27,7 @@ public sealed class ExpiryTests
     {
         // [MQTT-3.3.2-5]: a message whose expiry passed before delivery is not sent;
         // [MQTT-3.3.2-6]: the interval sent is the received value minus the time spent waiting.
-        await using var broker = await TestBroker.StartPlainAsync(fakeClock: true);
+        await using var broker = await StartPlainAsync(fakeClock: true);
         await VisitAsync(broker, "offline", MqttProtocolVersion.V500, 300, sessionPresent: false, subscribe: "e/#");
 
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub");
@@ -50,7 +50,7 @@ public sealed class ExpiryTests
     {
         // [MQTT-3.1.2-23]: the session is kept for Session Expiry Interval seconds after the connection closes;
         // after that a reconnect with clean start 0 finds none (session present 0, subscriptions gone).
-        await using var broker = await TestBroker.StartPlainAsync(fakeClock: true);
+        await using var broker = await StartPlainAsync(fakeClock: true);
         await VisitAsync(broker, "ephemeral", MqttProtocolVersion.V500, 10, sessionPresent: false, subscribe: "se/x");
 
         broker.Clock!.Advance(TimeSpan.FromSeconds(5));
@@ -75,7 +75,7 @@ public sealed class ExpiryTests
         // [MQTT-3.1.2-23] (v3.1.1: clean session 1 [MQTT-3.1.2-6]): a session with expiry 0 lasts as long as its
         // network connection; a later CONNECT with clean start 0 does not find it, whether the first connection
         // is already closed or is being taken over.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using (var first = await TestClient.ConnectAsync(broker.MqttPort, "zero", version: version, cleanStart: true))
         {
             await first.SubscribeOkAsync("z/x");
@@ -93,7 +93,7 @@ public sealed class ExpiryTests
     public async Task SessionExpiryV311_DefaultSessionExpiryPassed_SessionGone()
     {
         // v3.1.1 cannot state an expiry; a clean session 0 session lives for Broker:DefaultSessionExpiry.
-        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:DefaultSessionExpiry"] = "00:00:30", fakeClock: true);
+        await using var broker = await StartPlainAsync(s => s["Broker:DefaultSessionExpiry"] = "00:00:30", fakeClock: true);
         await VisitAsync(broker, "old", MqttProtocolVersion.V311, 0, sessionPresent: false, subscribe: "v3/x");
 
         broker.Clock!.Advance(TimeSpan.FromSeconds(20));
@@ -108,7 +108,7 @@ public sealed class ExpiryTests
     public async Task SessionExpiryV5_ChangedOnDisconnect_NewIntervalApplies()
     {
         // v5 §3.14.2.2.2: the client may change the Session Expiry Interval on DISCONNECT (when it was not 0).
-        await using var broker = await TestBroker.StartPlainAsync(fakeClock: true);
+        await using var broker = await StartPlainAsync(fakeClock: true);
         await using (var raw = await Raw.ConnectAsync(broker.MqttPort, "shorten", MqttProtocolVersion.V500, cleanSession: false, sessionExpiry: 3600))
         {
             await raw.SendAsync(new MQTTnet.Packets.MqttDisconnectPacket { SessionExpiryInterval = 5 });

@@ -8,7 +8,7 @@ using MQTTnet.Protocol;
 namespace Broker.IntegrationTests.Engine;
 
 /// <summary>v5 PUBLISH properties reach subscribers unchanged in plain mode [MQTT-3.3.2-15 .. -20].</summary>
-public sealed class PropertiesTests
+public class PropertiesTests : BrokerTestBase
 {
     static readonly byte[] Correlation = [0x00, 0x01, 0xFE, 0xFF];
 
@@ -38,7 +38,7 @@ public sealed class PropertiesTests
     [Fact]
     public async Task Properties_LiveDelivery_PassThroughUnchanged()
     {
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub");
         await sub.SubscribeOkAsync("props/#");
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub");
@@ -51,7 +51,7 @@ public sealed class PropertiesTests
     [Fact]
     public async Task Properties_QueuedForOfflineSession_PassThroughUnchanged()
     {
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         var raw = await Raw.ConnectAsync(broker.MqttPort, "later", MqttProtocolVersion.V500, cleanSession: false, sessionExpiry: 300);
         await raw.SubscribeAsync("props/#", MqttQualityOfServiceLevel.AtLeastOnce);
         await raw.DisconnectAsync();
@@ -66,7 +66,7 @@ public sealed class PropertiesTests
     [Fact]
     public async Task Properties_RetainedMessage_PassThroughUnchanged()
     {
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub");
         await pub.PublishAsync("props/x", "{\"a\":1}", retain: true, configure: WithAllProperties);
         await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub");
@@ -80,7 +80,7 @@ public sealed class PropertiesTests
     public async Task Properties_V311Subscriber_GetsPayloadOnly()
     {
         // A v3.1.1 subscriber cannot carry properties; it still gets the message and its payload unchanged.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub", version: MqttProtocolVersion.V311);
         await sub.SubscribeOkAsync("props/#");
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub");

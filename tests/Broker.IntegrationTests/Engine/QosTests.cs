@@ -6,7 +6,7 @@ using MQTTnet.Protocol;
 namespace Broker.IntegrationTests.Engine;
 
 /// <summary>QoS 0/1/2 flows in both directions, resumption after reconnect, flow control [MQTT-4.3, 4.4, 4.9].</summary>
-public sealed class QosTests
+public class QosTests : BrokerTestBase
 {
     [Theory]
     [InlineData(MqttProtocolVersion.V311)]
@@ -14,7 +14,7 @@ public sealed class QosTests
     public async Task Publish_EveryQosPair_DeliveredWithMinimumQos(MqttProtocolVersion version)
     {
         // [MQTT-3.8.4-8] / [MQTT-3.3.5-1 v3.1.1 §3.8.4]: delivered QoS = min(published QoS, granted QoS).
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         var subscribers = new List<TestClient>();
         try
         {
@@ -57,7 +57,7 @@ public sealed class QosTests
     {
         // [MQTT-4.3.3-9] (v3.1.1 [MQTT-4.3.3-2]): until PUBREL the receiver must not deliver a re-sent PUBLISH again,
         // but answers it with PUBREC again; PUBREL is answered with PUBCOMP [MQTT-4.3.3-11].
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var subscriber = await TestClient.ConnectAsync(broker.MqttPort, "sub", version: version);
         await subscriber.SubscribeOkAsync("dup/#", MqttQualityOfServiceLevel.ExactlyOnce);
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "pub", version);
@@ -82,7 +82,7 @@ public sealed class QosTests
     public async Task InboundQos2_SamePacketIdAfterPubComp_RoutedAgain(MqttProtocolVersion version)
     {
         // [MQTT-4.3.3-9]: after PUBREL the packet id is free; a PUBLISH reusing it is a new message.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var subscriber = await TestClient.ConnectAsync(broker.MqttPort, "sub", version: version);
         await subscriber.SubscribeOkAsync("reuse/#", MqttQualityOfServiceLevel.ExactlyOnce);
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "pub", version);
@@ -106,7 +106,7 @@ public sealed class QosTests
     {
         // [MQTT-4.4.0-1]: on reconnect with a session, resend unacknowledged PUBLISH and PUBREL; after PUBREC
         // the message must not be sent again (exactly once).
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var publisher = await TestClient.ConnectAsync(broker.MqttPort, "pub", version: version);
         ushort id;
         await using (var raw = await Raw.ConnectAsync(broker.MqttPort, "sub2", version, cleanSession: false, sessionExpiry: 300))
@@ -136,7 +136,7 @@ public sealed class QosTests
     {
         // [MQTT-4.4.0-1]: unacknowledged PUBLISH packets are resent on reconnect, with DUP = 1 [MQTT-3.3.1-1]
         // and the same packet identifier.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var publisher = await TestClient.ConnectAsync(broker.MqttPort, "pub", version: version);
         MqttPublishPacket first;
         await using (var raw = await Raw.ConnectAsync(broker.MqttPort, "sub1", version, cleanSession: false, sessionExpiry: 300))
@@ -165,7 +165,7 @@ public sealed class QosTests
     public async Task ReceiveMaximum_ClientWindowFull_HoldsFurtherQos1UntilAck()
     {
         // [MQTT-4.9.0-2]: the server sends no more QoS 1/2 PUBLISH than the client's Receive Maximum unacknowledged.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "narrow", MqttProtocolVersion.V500, receiveMaximum: 2);
         await raw.SubscribeAsync("rm/#", MqttQualityOfServiceLevel.AtLeastOnce);
         await using var publisher = await TestClient.ConnectAsync(broker.MqttPort, "pub");
@@ -192,10 +192,10 @@ public sealed class QosTests
     }
 
     [Fact]
-    public async Task InboundReceiveMaximum_TooManyUnreleasedQos2_DisconnectedWith0x93()
+    public virtual async Task InboundReceiveMaximum_TooManyUnreleasedQos2_DisconnectedWith0x93()
     {
         // [MQTT-3.3.4-9]: a client sending more QoS 2 PUBLISH than our Receive Maximum gets DISCONNECT 0x93.
-        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Mqtt:ReceiveMaximum"] = "2");
+        await using var broker = await StartPlainAsync(s => s["Broker:Mqtt:ReceiveMaximum"] = "2");
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "greedy", MqttProtocolVersion.V500);
         for (ushort id = 1; id <= 3; id++)
         {
@@ -215,7 +215,7 @@ public sealed class QosTests
     {
         // [MQTT-4.4.0-1] with [MQTT-4.3.3-9]: the inbound QoS 2 state is part of the session, so a PUBLISH re-sent
         // on a new connection (DUP 1, same id) before PUBREL is acknowledged but not delivered a second time.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var subscriber = await TestClient.ConnectAsync(broker.MqttPort, "sub", version: version);
         await subscriber.SubscribeOkAsync("rq2/#", MqttQualityOfServiceLevel.ExactlyOnce);
         await using (var raw = await Raw.ConnectAsync(broker.MqttPort, "pub", version, cleanSession: false, sessionExpiry: 300))

@@ -13,12 +13,12 @@ namespace Broker.IntegrationTests.Engine;
 /// held open with <see cref="GatedStore"/> (a persistent subscriber makes every publish wait for one), so the
 /// acks of the first publishes cannot leave before the next publish arrives.
 /// </summary>
-public sealed class ReceiveMaximumTests
+public class ReceiveMaximumTests : BrokerTestBase
 {
     [Theory]
     [InlineData(MqttQualityOfServiceLevel.AtLeastOnce)]
     [InlineData(MqttQualityOfServiceLevel.ExactlyOnce)]
-    public async Task MorePublishesUnacknowledgedThanReceiveMaximum_Disconnected0x93(MqttQualityOfServiceLevel qos)
+    public virtual async Task MorePublishesUnacknowledgedThanReceiveMaximum_Disconnected0x93(MqttQualityOfServiceLevel qos)
     {
         // [MQTT-3.3.4-9]: "The Server MUST NOT ... [receive] more than Receive Maximum QoS 1 and QoS 2 PUBLISH packets
         // where it has not sent a PUBACK or PUBCOMP in response"; one more is answered with DISCONNECT 0x93 (Receive
@@ -51,7 +51,7 @@ public sealed class ReceiveMaximumTests
     }
 
     [Fact]
-    public async Task Qos1_AsManyUnacknowledgedAsReceiveMaximum_Accepted_AndQuotaComesBackWithThePubAck()
+    public virtual async Task Qos1_AsManyUnacknowledgedAsReceiveMaximum_Accepted_AndQuotaComesBackWithThePubAck()
     {
         // [MQTT-4.9.0-3] seen from the receiver: the quota of a QoS 1 publish comes back with its PUBACK. Exactly
         // Receive Maximum unacknowledged publishes are allowed; once their PUBACKs are out, as many again are.
@@ -95,7 +95,7 @@ public sealed class ReceiveMaximumTests
         // [MQTT-4.9.0-3]: for QoS 2 the quota comes back with the PUBCOMP (or a PUBREC with an error), not with the
         // PUBREC. Two PUBRECs out, no PUBREL yet: still two counted. After one PUBCOMP, one more publish is allowed,
         // then the next is one too many [MQTT-3.3.4-9].
-        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Mqtt:ReceiveMaximum"] = "2");
+        await using var broker = await StartPlainAsync(s => s["Broker:Mqtt:ReceiveMaximum"] = "2");
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "twice", MqttProtocolVersion.V500);
         for (ushort id = 1; id <= 2; id++)
         {
@@ -118,7 +118,7 @@ public sealed class ReceiveMaximumTests
     {
         // [MQTT-4.9.0-3]: a PUBREC with a Reason Code of 0x80 or greater ends the exchange and returns the quota.
         // $SYS is read-only, so each publish there is refused (0x87); many more than Receive Maximum are fine.
-        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Mqtt:ReceiveMaximum"] = "2");
+        await using var broker = await StartPlainAsync(s => s["Broker:Mqtt:ReceiveMaximum"] = "2");
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "refused", MqttProtocolVersion.V500);
         for (ushort id = 1; id <= 5; id++)
         {
@@ -128,7 +128,7 @@ public sealed class ReceiveMaximumTests
     }
 
     [Fact]
-    public async Task V311_NotToldAReceiveMaximum_OnlySlowedNeverDisconnected()
+    public virtual async Task V311_NotToldAReceiveMaximum_OnlySlowedNeverDisconnected()
     {
         // v3.1.1 has no Receive Maximum, so no 0x93: a publisher with more acks waiting than the setting is only
         // read more slowly (the ack line's backpressure), and every publish is acknowledged once committed.

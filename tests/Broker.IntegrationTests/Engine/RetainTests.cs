@@ -9,7 +9,7 @@ using MQTTnet.Protocol;
 namespace Broker.IntegrationTests.Engine;
 
 /// <summary>Retained messages: set, replace, delete, the RETAIN flag on delivery, expiry [MQTT-3.3.1-5 .. -12].</summary>
-public sealed class RetainTests
+public class RetainTests : BrokerTestBase
 {
     [Theory]
     [InlineData(MqttProtocolVersion.V311)]
@@ -17,7 +17,7 @@ public sealed class RetainTests
     public async Task Retained_SetThenReplaced_NewSubscriberGetsOnlyTheLatest(MqttProtocolVersion version)
     {
         // [MQTT-3.3.1-5]: the server keeps the message and replaces any previous one on the topic.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub", version: version);
         await pub.PublishAsync("r/x", "first", retain: true);
         await pub.PublishAsync("r/x", "second", retain: true);
@@ -37,7 +37,7 @@ public sealed class RetainTests
     {
         // [MQTT-3.3.1-10] (v3.1.1) / [MQTT-3.3.1-6] (v5): a retained PUBLISH with zero-length payload removes the
         // retained message [MQTT-3.3.1-11]: it is not stored and later subscribers get nothing.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub", version: version);
         await pub.PublishAsync("r/x", "kept", retain: true);
         await pub.PublishAsync("r/x", "", retain: true);
@@ -57,7 +57,7 @@ public sealed class RetainTests
     {
         // [MQTT-3.3.1-8]: sent because of a new subscription → RETAIN 1;
         // [MQTT-3.3.1-9] (v3.1.1; v5 with Retain As Published 0): forwarded to existing subscribers → RETAIN 0.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var early = await TestClient.ConnectAsync(broker.MqttPort, "early", version: version);
         await early.SubscribeOkAsync("r/x");
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub", version: version);
@@ -79,7 +79,7 @@ public sealed class RetainTests
     {
         // [MQTT-3.3.2-5]: once the Message Expiry Interval has passed the retained message is not delivered;
         // before that it is, with the interval reduced by the time it waited [MQTT-3.3.2-6].
-        await using var broker = await TestBroker.StartPlainAsync(fakeClock: true);
+        await using var broker = await StartPlainAsync(fakeClock: true);
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub");
         await pub.PublishAsync("r/x", "short-lived", retain: true, configure: m => m.WithMessageExpiryInterval(10));
 
@@ -104,7 +104,7 @@ public sealed class RetainTests
     [Fact]
     public async Task RetainedLimit_V5_NewTopicBeyondMaxMessages_Gets0x97_NotRetainedNorDelivered_ReplaceAndDeleteWork()
     {
-        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Limits:MaxRetainedMessages"] = "3");
+        await using var broker = await StartPlainAsync(s => s["Broker:Limits:MaxRetainedMessages"] = "3");
         await using var live = await TestClient.ConnectAsync(broker.MqttPort, "live");
         await live.SubscribeOkAsync("r/#");
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub");
@@ -153,7 +153,7 @@ public sealed class RetainTests
     public async Task RetainedLimit_V311_NewTopicBeyondMaxMessages_AcknowledgedNotRetained_Counted()
     {
         // v3.1.1 cannot say no: acknowledged, dropped (not retained, not delivered), logged, counted [contract §2].
-        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Limits:MaxRetainedMessages"] = "3");
+        await using var broker = await StartPlainAsync(s => s["Broker:Limits:MaxRetainedMessages"] = "3");
         await using var live = await TestClient.ConnectAsync(broker.MqttPort, "live", version: MqttProtocolVersion.V311);
         await live.SubscribeOkAsync("r/#");
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub", version: MqttProtocolVersion.V311);
@@ -187,7 +187,7 @@ public sealed class RetainTests
     public async Task RetainedLimit_Bytes_NewTopicBeyondMaxBytes_Refused_SmallerReplacementAllowed(MqttProtocolVersion version)
     {
         // Each message is 3 topic bytes + 400 payload bytes: two fit in 1,000, a third does not.
-        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Limits:MaxRetainedBytes"] = "1000");
+        await using var broker = await StartPlainAsync(s => s["Broker:Limits:MaxRetainedBytes"] = "1000");
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub", version: version);
         var big = new string('x', 400);
         var ok = MqttClientPublishReasonCode.Success;
@@ -210,7 +210,7 @@ public sealed class RetainTests
     {
         // [MQTT-3.3.1-6]: a new subscription gets the retained messages its filter matches, and only those;
         // [MQTT-4.7.2-1]: '#' and '+' at the first level do not match topics beginning with '$'.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         var sys = new ClientPrincipal("$SYS", "$SYS", "service");
         for (var i = 0; i < 500; i++)
         {

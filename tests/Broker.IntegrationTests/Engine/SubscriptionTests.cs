@@ -7,7 +7,7 @@ using MQTTnet.Protocol;
 namespace Broker.IntegrationTests.Engine;
 
 /// <summary>Topic filters, SUBACK/UNSUBACK, subscription options and shared subscriptions [MQTT-3.8 – 3.11, 4.7, 4.8].</summary>
-public sealed class SubscriptionTests
+public class SubscriptionTests : BrokerTestBase
 {
     [Theory]
     [InlineData(MqttProtocolVersion.V311)]
@@ -16,7 +16,7 @@ public sealed class SubscriptionTests
     {
         // [MQTT-4.7.1-2]: '#' matches the parent and any number of levels ("h/#" matches "h");
         // [MQTT-4.7.1-3]: '+' matches exactly one level.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub", version: version);
         await sub.SubscribeOkAsync("w/+/c");
         await sub.SubscribeOkAsync("h/#");
@@ -42,7 +42,7 @@ public sealed class SubscriptionTests
     public async Task DollarTopics_NotMatchedByLeadingWildcards(MqttProtocolVersion version)
     {
         // [MQTT-4.7.2-1]: filters starting with '#' or '+' do not match topics starting with '$'.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var wild = await TestClient.ConnectAsync(broker.MqttPort, "wild", version: version);
         await wild.SubscribeOkAsync("#");
         await wild.SubscribeOkAsync("+/x");
@@ -61,7 +61,7 @@ public sealed class SubscriptionTests
     public async Task SysTopics_PublishByClient_RefusedWithNotAuthorized()
     {
         // $SYS is the server's: a v5 client's publish there gets PUBACK 0x87 and goes nowhere.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub");
         await sub.SubscribeOkAsync("$SYS/#");
         await sub.SubscribeOkAsync("marker");
@@ -82,7 +82,7 @@ public sealed class SubscriptionTests
         // [MQTT-3.9.3-1] (v3.1.1 [MQTT-3.8.4-6]): one return code per filter, in order; a filter that is well formed
         // but refused (here: above Broker:Limits:MaxTopicLevels) gets 0x80 (v3.1.1) or 0x8F Topic Filter Invalid (v5)
         // while the others are granted. (A filter against the grammar of 4.7.1 closes the connection: FuzzTests.)
-        await using var broker = await TestBroker.StartPlainAsync(s => s["Broker:Limits:MaxTopicLevels"] = "3");
+        await using var broker = await StartPlainAsync(s => s["Broker:Limits:MaxTopicLevels"] = "3");
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "mixed", version);
         await raw.SendAsync(new MqttSubscribePacket
         {
@@ -110,7 +110,7 @@ public sealed class SubscriptionTests
     {
         // [MQTT-3.3.4-2]: one copy with the highest QoS of the matching subscriptions;
         // [MQTT-3.3.4-3] (v5): carrying the identifiers of all of them.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub", version: version);
         var v5 = version == MqttProtocolVersion.V500;
         await sub.SubscribeAsync("o/#", MqttQualityOfServiceLevel.AtMostOnce, subscriptionId: v5 ? 1u : 0u);
@@ -136,7 +136,7 @@ public sealed class SubscriptionTests
     {
         // [MQTT-3.8.2.1.2] / [MQTT-3.3.4-3]: the identifier of the matching subscription is sent with the PUBLISH;
         // a subscription without one adds none.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub");
         await sub.SubscribeAsync("id/with", subscriptionId: 42);
         await sub.SubscribeAsync("id/without");
@@ -156,7 +156,7 @@ public sealed class SubscriptionTests
     public async Task NoLocal_Set_OwnPublishesNotDelivered()
     {
         // [MQTT-3.8.3-3]: with No Local the server does not forward a client's own messages to it.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var self = await TestClient.ConnectAsync(broker.MqttPort, "self");
         await self.SubscribeAsync("nl/#", configure: f => f.WithNoLocal());
         await using var other = await TestClient.ConnectAsync(broker.MqttPort, "other");
@@ -171,7 +171,7 @@ public sealed class SubscriptionTests
     public async Task NoLocal_Unset_OwnPublishesDelivered()
     {
         // [MQTT-3.8.3-3] converse: without No Local a client receives what it publishes to its own subscription.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var self = await TestClient.ConnectAsync(broker.MqttPort, "self");
         await self.SubscribeOkAsync("echo/#");
 
@@ -184,7 +184,7 @@ public sealed class SubscriptionTests
     public async Task RetainAsPublished_LiveRetainedMessage_KeepsRetainFlagOnlyForThatSubscription()
     {
         // [MQTT-3.3.1-12]: Retain As Published 1 forwards the RETAIN flag as published; 0 forwards RETAIN 0 [MQTT-3.3.1-13].
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var rap = await TestClient.ConnectAsync(broker.MqttPort, "rap");
         await rap.SubscribeAsync("rap/#", configure: f => f.WithRetainAsPublished());
         await using var plain = await TestClient.ConnectAsync(broker.MqttPort, "plain");
@@ -205,7 +205,7 @@ public sealed class SubscriptionTests
     {
         // [MQTT-3.3.1-9]: 0 sends retained messages on every SUBSCRIBE; [MQTT-3.3.1-10]: 1 only when the
         // subscription did not exist; [MQTT-3.3.1-11]: 2 never.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub");
         await pub.PublishAsync("rh/x", "retained", retain: true);
         await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub");
@@ -241,7 +241,7 @@ public sealed class SubscriptionTests
     public async Task Unsubscribe_Subscribed_StopsDelivery(MqttProtocolVersion version)
     {
         // [MQTT-3.10.4-2]: after UNSUBSCRIBE the server stops adding messages for that filter.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub", version: version);
         await sub.SubscribeOkAsync("u/x");
         await sub.SubscribeOkAsync("u/marker");
@@ -259,7 +259,7 @@ public sealed class SubscriptionTests
     public async Task Unsubscribe_UnknownFilters_V5NoSubscriptionExisted()
     {
         // [MQTT-3.11.3-1]: one UNSUBACK reason per filter, in order; 0x11 when there was no such subscription.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub");
         await sub.SubscribeOkAsync("u/known");
 
@@ -278,7 +278,7 @@ public sealed class SubscriptionTests
     {
         // [MQTT-4.8.2]: each message goes to one member of the share group; a plain subscription of the same
         // filter is independent of the group and gets every message.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var a = await TestClient.ConnectAsync(broker.MqttPort, "member-a", version: version);
         await using var b = await TestClient.ConnectAsync(broker.MqttPort, "member-b", version: version);
         await using var plain = await TestClient.ConnectAsync(broker.MqttPort, "plain", version: version);
@@ -317,7 +317,7 @@ public sealed class SubscriptionTests
     {
         // [MQTT-3.8.4-3]: a SUBSCRIBE with a filter identical to an existing one replaces it (new QoS), and the
         // client still gets one copy per message.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var sub = await TestClient.ConnectAsync(broker.MqttPort, "sub", version: version);
         await sub.SubscribeOkAsync("re/x", MqttQualityOfServiceLevel.AtMostOnce);
         await sub.SubscribeOkAsync("re/x", MqttQualityOfServiceLevel.ExactlyOnce);
@@ -336,7 +336,7 @@ public sealed class SubscriptionTests
     {
         // [MQTT-3.3.1-6] (v5): retained messages are sent when a new non-shared subscription is made; a shared
         // subscription gets none.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var pub = await TestClient.ConnectAsync(broker.MqttPort, "pub");
         await pub.PublishAsync("sr/x", "retained", retain: true);
         await using var member = await TestClient.ConnectAsync(broker.MqttPort, "member");
@@ -351,7 +351,7 @@ public sealed class SubscriptionTests
     public async Task SharedSubscription_MemberLeaves_RemainingMemberGetsAll()
     {
         // [MQTT-4.8.2]: a member that unsubscribed or whose session ended takes no more messages.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var stays = await TestClient.ConnectAsync(broker.MqttPort, "stays");
         await stays.SubscribeOkAsync("$share/g/sl/#");
         await using (var leaves = await TestClient.ConnectAsync(broker.MqttPort, "leaves"))

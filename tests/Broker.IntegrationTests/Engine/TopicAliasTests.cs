@@ -12,7 +12,7 @@ namespace Broker.IntegrationTests.Engine;
 /// Maximum; none for a client that announced none; a new connection starts with none. (Aliases from the client to
 /// the broker: <see cref="LimitsTests"/>.)
 /// </summary>
-public sealed class TopicAliasTests
+public class TopicAliasTests : BrokerTestBase
 {
     [Fact]
     public async Task ThreeMessagesOnOneTopic_TopicAndAliasFirst_ThenAliasAndEmptyTopic()
@@ -20,7 +20,7 @@ public sealed class TopicAliasTests
         // v5 §3.3.2.3.4: a PUBLISH with a topic and a Topic Alias sets the mapping; one with the alias and an empty
         // topic means that topic. The alias is within what the client accepts [MQTT-3.3.2-11] and not 0 [MQTT-3.3.2-8].
         // (The Paho v5 interoperability suite's test_server_topic_alias: one message per QoS.)
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "aliased", MqttProtocolVersion.V500, configure: c => c.TopicAliasMaximum = 5);
         await raw.SubscribeAsync("ta/#", MqttQualityOfServiceLevel.ExactlyOnce);
         await using var publisher = await TestClient.ConnectAsync(broker.MqttPort, "pub");
@@ -43,7 +43,7 @@ public sealed class TopicAliasTests
     {
         // [MQTT-3.3.2-11]: never an alias above the client's Topic Alias Maximum (here 2). The broker's policy: aliases
         // are handed out until that maximum, then new topics are sent with their full name and no alias.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "few", MqttProtocolVersion.V500, configure: c => c.TopicAliasMaximum = 2);
         await raw.SubscribeAsync("ta/#", MqttQualityOfServiceLevel.AtMostOnce);
         await using var publisher = await TestClient.ConnectAsync(broker.MqttPort, "pub");
@@ -72,7 +72,7 @@ public sealed class TopicAliasTests
     {
         // [MQTT-3.3.2-11] with v5 §3.1.2.11.5: Topic Alias Maximum absent or 0 means the client accepts no alias, so
         // every PUBLISH has its full topic and no Topic Alias.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "plain", MqttProtocolVersion.V500, configure: c => c.TopicAliasMaximum = maximum ?? 0);
         await raw.SubscribeAsync("ta/#", MqttQualityOfServiceLevel.AtLeastOnce);
         await using var publisher = await TestClient.ConnectAsync(broker.MqttPort, "pub");
@@ -94,7 +94,7 @@ public sealed class TopicAliasTests
         // [MQTT-3.3.2-7]: a receiver MUST NOT carry forward any Topic Alias mappings from one Network Connection to
         // another. After a reconnect the first PUBLISH of a topic (here the re-sent, unacknowledged one, DUP) again
         // carries the full topic with its alias.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var publisher = await TestClient.ConnectAsync(broker.MqttPort, "pub");
         await using (var first = await Raw.ConnectAsync(broker.MqttPort, "roamer", MqttProtocolVersion.V500, cleanSession: false, sessionExpiry: 300, configure: c => c.TopicAliasMaximum = 5))
         {
@@ -126,7 +126,7 @@ public sealed class TopicAliasTests
     {
         // Every recipient gets its own PUBLISH (the message is shared, the packet is not): a client with aliases and one
         // without, on the same messages, each see what they asked for.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var aliased = await Raw.ConnectAsync(broker.MqttPort, "aliased", MqttProtocolVersion.V500, configure: c => c.TopicAliasMaximum = 3);
         await aliased.SubscribeAsync("ta/#", MqttQualityOfServiceLevel.AtMostOnce);
         await using var plain = await Raw.ConnectAsync(broker.MqttPort, "plain", MqttProtocolVersion.V500);
@@ -156,7 +156,7 @@ public sealed class TopicAliasTests
         // Alias but does not resolve it (the message's Topic is then ""), so an application keeps the map itself, as
         // here: with it, every message of two topics taking turns has its full topic, and each topic's first message
         // brought topic and alias together (v5 3.3.2.3.4).
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var receiver = await TestClient.ConnectAsync(broker.MqttPort, "mqttnet", configure: o => o.WithTopicAliasMaximum(10));
         await receiver.SubscribeOkAsync("ta/#", MqttQualityOfServiceLevel.AtLeastOnce);
         await using var publisher = await TestClient.ConnectAsync(broker.MqttPort, "pub");

@@ -8,7 +8,7 @@ using MQTTnet.Protocol;
 namespace Broker.IntegrationTests.Engine;
 
 /// <summary>Will messages: when they go, when they do not, delay and retain [MQTT-3.1.2-8 .. -17, 3.1.3-9].</summary>
-public sealed class WillTests
+public class WillTests : BrokerTestBase
 {
     static Action<MqttConnectPacket> Will(string topic, string payload, bool retain = false, uint delay = 0) => c =>
     {
@@ -26,7 +26,7 @@ public sealed class WillTests
     public async Task Will_SocketDroppedWithoutDisconnect_Published(MqttProtocolVersion version)
     {
         // [MQTT-3.1.2-8]: the will is published when the network connection closes without DISCONNECT.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher", version: version);
         await watcher.SubscribeOkAsync("will/#");
         var raw = await Raw.ConnectAsync(broker.MqttPort, "dying", version, configure: Will("will/dying", "gone"));
@@ -42,7 +42,7 @@ public sealed class WillTests
     public async Task Will_MqttNetClientDisposedWithoutDisconnect_Published(MqttProtocolVersion version)
     {
         // [MQTT-3.1.2-8]: same, with MQTTnet's client dropping its connection (Dispose sends no DISCONNECT).
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher", version: version);
         await watcher.SubscribeOkAsync("will/#");
         var dying = await TestClient.ConnectAsync(broker.MqttPort, "dying", version: version,
@@ -59,7 +59,7 @@ public sealed class WillTests
     public async Task Will_NormalDisconnect_NotPublished(MqttProtocolVersion version)
     {
         // [MQTT-3.1.2-10]: a DISCONNECT (v5 reason 0x00) removes the will without publishing it.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher", version: version);
         await watcher.SubscribeOkAsync("will/#");
         var raw = await Raw.ConnectAsync(broker.MqttPort, "polite", version, configure: Will("will/polite", "gone"));
@@ -77,7 +77,7 @@ public sealed class WillTests
     public async Task Will_V5DisconnectWithWillMessage_Published()
     {
         // v5 §3.14.2.1: DISCONNECT reason 0x04 "Disconnect with Will Message" asks the server to publish the will.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher");
         await watcher.SubscribeOkAsync("will/#");
         await using var leaving = await TestClient.ConnectAsync(broker.MqttPort, "leaving",
@@ -92,7 +92,7 @@ public sealed class WillTests
     public async Task Will_Retained_StoredForLaterSubscribers()
     {
         // [MQTT-3.1.2-17]: Will Retain 1 publishes the will as a retained message.
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         var raw = await Raw.ConnectAsync(broker.MqttPort, "dying", MqttProtocolVersion.V500, configure: Will("will/status", "offline", retain: true));
         await using (var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher"))
         {
@@ -125,7 +125,7 @@ public sealed class WillTests
     {
         // [MQTT-3.1.3-9]: the will is published after the Will Delay Interval, not before.
         // A canary with a shorter delay proves the heartbeat ran after each clock step.
-        await using var broker = await TestBroker.StartPlainAsync(fakeClock: true);
+        await using var broker = await StartPlainAsync(fakeClock: true);
         await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher");
         await watcher.SubscribeOkAsync("will/#");
         await LeaveWithDelayedWillAsync(broker, "slow", delay: 10);
@@ -145,7 +145,7 @@ public sealed class WillTests
     public async Task WillDelay_ClientReconnectsWithinDelay_WillCancelled()
     {
         // [MQTT-3.1.3-9]: if a new connection resumes the session before the delay passes, no will is sent.
-        await using var broker = await TestBroker.StartPlainAsync(fakeClock: true);
+        await using var broker = await StartPlainAsync(fakeClock: true);
         await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher");
         await watcher.SubscribeOkAsync("will/#");
         await LeaveWithDelayedWillAsync(broker, "back", delay: 10);
@@ -165,7 +165,7 @@ public sealed class WillTests
     {
         // [MQTT-3.1.3-9] / v5 §3.1.3.2.2: the will goes at the earlier of the delay and the end of the session;
         // a session that ends with its connection (expiry 0) sends it at once.
-        await using var broker = await TestBroker.StartPlainAsync(fakeClock: true);
+        await using var broker = await StartPlainAsync(fakeClock: true);
         await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher");
         await watcher.SubscribeOkAsync("will/#");
         var raw = await Raw.ConnectAsync(broker.MqttPort, "short", MqttProtocolVersion.V500, configure: Will("will/short", "short gone", delay: 60));
@@ -179,7 +179,7 @@ public sealed class WillTests
     public async Task WillDelay_LongerThanSessionExpiry_PublishedWhenSessionExpires()
     {
         // v5 §3.1.3.2.2 / [MQTT-3.1.3-9]: the will goes when the delay passes or the session ends, whichever is first.
-        await using var broker = await TestBroker.StartPlainAsync(fakeClock: true);
+        await using var broker = await StartPlainAsync(fakeClock: true);
         await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher");
         await watcher.SubscribeOkAsync("will/#");
         await using (var raw = await Raw.ConnectAsync(broker.MqttPort, "brief", MqttProtocolVersion.V500, cleanSession: false, sessionExpiry: 5,
@@ -199,7 +199,7 @@ public sealed class WillTests
     {
         // v5 §3.1.3.2.4: the Will Message Expiry Interval is the will's lifetime, "sent as the Publication Expiry
         // Interval when the Server publishes the Will Message" — a client connected longer than that still has a will.
-        await using var broker = await TestBroker.StartPlainAsync(fakeClock: true);
+        await using var broker = await StartPlainAsync(fakeClock: true);
         await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher");
         await watcher.SubscribeOkAsync("will/#");
         var raw = await Raw.ConnectAsync(broker.MqttPort, "long-lived", MqttProtocolVersion.V500, configure: c =>
@@ -222,7 +222,7 @@ public sealed class WillTests
         // v5 §3.14.2.2.2 [MQTT-3.14.2-2]: a non-zero Session Expiry Interval on DISCONNECT after 0 on CONNECT is a
         // protocol error: the server "does not treat it as a valid DISCONNECT" and sends DISCONNECT 0x82, so the
         // will is published as for any other close without a valid DISCONNECT [MQTT-3.1.2-8].
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher");
         await watcher.SubscribeOkAsync("will/#");
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "sly", MqttProtocolVersion.V500, configure: Will("will/sly", "gone"));
@@ -238,7 +238,7 @@ public sealed class WillTests
     public async Task KeepAliveTimeout_WillPublished()
     {
         // [MQTT-3.1.2-24] closes the connection, and a close that is not a DISCONNECT publishes the will [MQTT-3.1.2-8].
-        await using var broker = await TestBroker.StartPlainAsync();
+        await using var broker = await StartPlainAsync();
         await using var watcher = await TestClient.ConnectAsync(broker.MqttPort, "watcher");
         await watcher.SubscribeOkAsync("will/#");
         await using var raw = await Raw.ConnectAsync(broker.MqttPort, "quiet", configure: c =>

@@ -1,0 +1,10 @@
+using Broker.IntegrationTests.Engine;
+using Broker.IntegrationTests.Infrastructure;
+
+namespace Broker.IntegrationTests.Cluster;
+
+/// <summary>The tests of <see cref="ExpiryTests"/> with the broker in cluster mode (one node on Redis).</summary>
+public sealed class ExpiryOnClusterTests(ClusterRedis redis) : ExpiryTests, IClassFixture<ClusterRedis>
+{
+    protected override ClusterRedis ClusterRedis => redis;
+}
