@@ -51,7 +51,8 @@ public sealed class BrokerCluster : IAsyncDisposable
         _dirs.Add(dir);
         var settings = new Dictionary<string, string>
         {
-            ["Broker:Cluster:Redis"] = Redis.Endpoint,
+            // Short timeouts: a test that kills Redis hears "unavailable" well within a client's CONNECT timeout.
+            ["Broker:Cluster:Redis"] = Redis.Endpoint + ",syncTimeout=2000,asyncTimeout=2000,connectTimeout=2000",
             ["Broker:Cluster:NodeId"] = $"n{index + 1}",
             ["Broker:Presence:Enabled"] = "false",
         };
