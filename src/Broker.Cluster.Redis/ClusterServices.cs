@@ -57,11 +57,11 @@ public static class ClusterServices
     }
 
     /// <summary>Registers the shared store and the link; the node joins (and gets its message id index) before the engine is built.</summary>
-    public static void AddRedisCluster(this IServiceCollection services, ClusterOptions options, TimeSpan mailboxTtl, int maxPendingWrites)
+    public static void AddRedisCluster(this IServiceCollection services, ClusterOptions options, TimeSpan mailboxTtl, int mailboxCap, int maxPendingWrites)
     {
         services.AddSingleton(options);
         services.AddSingleton<IConnectionMultiplexer>(provider => Connect(options, provider.GetRequiredService<ILoggerFactory>().CreateLogger<RedisClusterLink>()));
-        services.AddSingleton(provider => new RedisBrokerStore(provider.GetRequiredService<IConnectionMultiplexer>(), provider.GetRequiredService<ILogger<RedisBrokerStore>>(), maxPendingWrites));
+        services.AddSingleton(provider => new RedisBrokerStore(provider.GetRequiredService<IConnectionMultiplexer>(), provider.GetRequiredService<ILogger<RedisBrokerStore>>(), maxPendingWrites) { MailboxCap = mailboxCap });
         services.AddSingleton<IBrokerStore>(provider => provider.GetRequiredService<RedisBrokerStore>());
         services.AddSingleton<ISessionStore>(provider => provider.GetRequiredService<RedisBrokerStore>());
         services.AddSingleton(provider =>

@@ -62,6 +62,9 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
 
     public event Action<string>? Fenced;
 
+    /// <summary>The most direct messages kept per client id in the mailbox (Broker:MaxQueuedMessages); the oldest go first.</summary>
+    public int MailboxCap { get; init; } = 1000;
+
     /// <summary>Writes sent and not yet answered.</summary>
     public long PendingWrites => _writes.Count;
 
@@ -173,7 +176,7 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     {
         var blob = RowCodec.EncodeRow(message.Qos, false, null, message, MessageCodec.EncodeMessage(message));
         var r = (RedisResult[])(await Run(RedisScripts.Direct, RedisKeys.Session(clientId),
-            [message.Id, blob, (int)message.Qos, mailboxExpiresAtUnixMs, Now()]))!;
+            [message.Id, blob, (int)message.Qos, mailboxExpiresAtUnixMs, Now(), MailboxCap]))!;
         var result = new DirectResult((long)r[0] == 1, (long)r[1] == 1, (long)r[2] == 1);
         if (result.Stored || result.Mailed)
         {
@@ -275,7 +278,7 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     public async ValueTask AddToMailboxAsync(string clientId, BrokerMessage message, long expiresAtUnixMs, InboundPacket? inbound = null)
     {
         var blob = RowCodec.EncodeRow(message.Qos, false, null, message, MessageCodec.EncodeMessage(message));
-        await Run(RedisScripts.MailboxAdd, RedisKeys.Session(clientId), [message.Id, blob, expiresAtUnixMs, Now()]);
+        await Run(RedisScripts.MailboxAdd, RedisKeys.Session(clientId), [message.Id, blob, expiresAtUnixMs, Now(), MailboxCap]);
         await WriteInboundAsync(inbound);
     }
 

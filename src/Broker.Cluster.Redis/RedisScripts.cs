@@ -39,9 +39,15 @@ static class RedisScripts
           for _, id in ipairs(gone) do redis.call('HDEL', mbm, id) end
           if #gone > 0 then redis.call('ZREMRANGEBYSCORE', mb, '-inf', now) end
         end
-        local function mail(id, blob, expiresAt, now)
+        local function mail(id, blob, expiresAt, now, cap)
           trimMailbox(now)
           if tonumber(expiresAt) <= tonumber(now) then return end
+          -- At most cap messages per client id (Broker:MaxQueuedMessages): the oldest go first, as on one node.
+          local over = redis.call('ZCARD', mb) - tonumber(cap) + 1
+          if over > 0 then
+            local popped = redis.call('ZPOPMIN', mb, over) -- member, score, member, score, ...
+            for i = 1, #popped, 2 do redis.call('HDEL', mbm, popped[i]) end
+          end
           redis.call('ZADD', mb, expiresAt, id)
           redis.call('HSET', mbm, id, blob)
           local last = redis.call('ZRANGE', mb, -1, -1, 'WITHSCORES')
@@ -122,7 +128,7 @@ static class RedisScripts
         return 1
         """;
 
-    /// <summary>ARGV: id, blob, qos, expires-at, now → {session exists, stored, mailed}.</summary>
+    /// <summary>ARGV: id, blob, qos, expires-at, now, mailbox cap → {session exists, stored, mailed}.</summary>
     public const string Direct = Prelude + """
         local qos = tonumber(ARGV[3])
         -- A session (a record, or a clean session's owner while it is connected somewhere) takes it live,
@@ -136,15 +142,15 @@ static class RedisScripts
           return {1, 0, 0}
         end
         if qos >= 1 then
-          mail(ARGV[1], ARGV[2], ARGV[4], ARGV[5])
+          mail(ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6])
           return {0, 0, 1}
         end
         return {0, 0, 0}
         """;
 
-    /// <summary>ARGV: id, blob, expires-at, now.</summary>
+    /// <summary>ARGV: id, blob, expires-at, now, mailbox cap.</summary>
     public const string MailboxAdd = Prelude + """
-        mail(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+        mail(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
         return 1
         """;
 

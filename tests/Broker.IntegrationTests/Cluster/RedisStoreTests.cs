@@ -357,6 +357,24 @@ public sealed class RedisStoreTests : IAsyncLifetime
         await store.FlushAsync(); // reported once
     }
 
+    [Fact]
+    public async Task Mailbox_KeepsAtMostItsCapPerClientId_OldestGoFirst()
+    {
+        // Contract §5 / Broker:MaxQueuedMessages: a sender cannot fill Redis by writing to one absent client id.
+        var connection = await ConnectionMultiplexer.ConnectAsync(_server.Endpoint);
+        _connections.Add(connection);
+        var store = new RedisBrokerStore(connection, NullLogger<RedisBrokerStore>.Instance) { MailboxCap = 3 };
+        var expires = DateTimeOffset.UtcNow.AddHours(1).ToUnixTimeMilliseconds();
+        for (var id = 1; id <= 5; id++)
+        {
+            var result = await store.AppendDirectAsync("absent", Message(id, $"m{id}"), expires, null);
+            Assert.True(result.Mailed);
+        }
+
+        var mailbox = await store.ReadMailboxAsync("absent");
+        Assert.Equal(["m3", "m4", "m5"], mailbox.Select(m => Encoding.UTF8.GetString(m.Message.Payload.Span)));
+    }
+
     async Task<RedisBrokerStore> NewStoreAsync(TimeProvider? time = null)
     {
         var connection = await ConnectionMultiplexer.ConnectAsync(_server.Endpoint);
