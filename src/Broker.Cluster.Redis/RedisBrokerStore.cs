@@ -68,6 +68,9 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     /// <summary>Writes sent and not yet answered.</summary>
     public long PendingWrites => _writes.Count;
 
+    /// <summary>Writes nobody awaited that failed (each also logged).</summary>
+    public long FailedWrites => _writes.Failed;
+
     // ---- ISessionStore -----------------------------------------------------------------------------
 
     public async Task<ClaimResult> ClaimAsync(string clientId, string incarnation, bool cleanStart)
@@ -393,15 +396,7 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
             return;
         }
 
-        try
-        {
-            await _writes.FlushAsync();
-        }
-        catch (RedisStoreException)
-        {
-            // Already logged when it failed; nobody is left to tell.
-        }
-
+        await _writes.FlushAsync();
         _writes.ReleaseRoom();
         if (_ownsConnection)
         {

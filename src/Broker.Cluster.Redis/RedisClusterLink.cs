@@ -295,7 +295,11 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         try
         {
             var kick = new Envelope { Kind = EnvelopeKind.Kick, Origin = Incarnation, ClientId = clientId };
-            await _bus.PublishAsync(NodeChannel(owner), kick.Encode());
+            if (await _bus.PublishAsync(NodeChannel(owner), kick.Encode()) == 0)
+            {
+                return; // nobody listens on that node's channel: it died (its key has not expired yet); nothing to wait for
+            }
+
             if (await Task.WhenAny(released.Task, Task.Delay(_options.ClaimWait)) != released.Task)
             {
                 // Its writes are fenced by the new epoch: going on without its answer loses nothing acknowledged.

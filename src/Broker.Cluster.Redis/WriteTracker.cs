@@ -5,19 +5,23 @@ namespace Broker.Cluster.Redis;
 /// <summary>
 /// The writes sent to Redis and not yet answered: <see cref="FlushAsync"/> waits for those issued before
 /// it, <see cref="WaitForRoomAsync"/> holds publishers while there are too many. A fire-and-forget
-/// write that fails is reported by <paramref name="onFailure"/> and fails the next flush, since nobody
-/// awaited it.
+/// write that fails is reported by <paramref name="onFailure"/> and counted (<see cref="Failed"/>); it does
+/// not fail a later flush, whose caller (often another session's CONNECT after Redis came back) it is not
+/// about — as the SQLite store, which logs such a loss and goes on.
 /// </summary>
 sealed class WriteTracker(int maxPending, Action<Exception> onFailure)
 {
     readonly ConcurrentDictionary<long, Task> _pending = new();
     readonly object _roomGate = new();
     TaskCompletionSource? _room;
-    Exception? _unobservedFailure;
+    long _failed;
     long _nextId;
     long _count;
 
     public long Count => Interlocked.Read(ref _count);
+
+    /// <summary>Fire-and-forget writes that failed so far.</summary>
+    public long Failed => Interlocked.Read(ref _failed);
 
     /// <summary>Tracks <paramref name="write"/>; its own exceptions still reach whoever awaits it.</summary>
     public void Track(Task write, bool awaited)
@@ -37,8 +41,8 @@ sealed class WriteTracker(int maxPending, Action<Exception> onFailure)
         }
         catch (Exception ex) when (!awaited)
         {
+            Interlocked.Increment(ref _failed);
             onFailure(ex);
-            Volatile.Write(ref _unobservedFailure, ex); // before done: the flush that waits on it sees it
         }
         catch
         {
@@ -56,14 +60,7 @@ sealed class WriteTracker(int maxPending, Action<Exception> onFailure)
         }
     }
 
-    public async ValueTask FlushAsync()
-    {
-        await Task.WhenAll(_pending.Values).ConfigureAwait(false);
-        if (Interlocked.Exchange(ref _unobservedFailure, null) is { } failure)
-        {
-            throw new RedisStoreException("a write to Redis that nobody awaited failed", failure);
-        }
-    }
+    public async ValueTask FlushAsync() => await Task.WhenAll(_pending.Values).ConfigureAwait(false);
 
     public ValueTask WaitForRoomAsync() => Interlocked.Read(ref _count) < maxPending ? ValueTask.CompletedTask : WaitSlow();
 
@@ -98,6 +95,3 @@ sealed class WriteTracker(int maxPending, Action<Exception> onFailure)
         room?.TrySetResult();
     }
 }
-
-/// <summary>A write to the shared store failed: what depends on it is not acknowledged.</summary>
-public sealed class RedisStoreException(string message, Exception? inner = null) : Exception(message, inner);

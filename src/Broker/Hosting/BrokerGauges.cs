@@ -22,6 +22,11 @@ public static class BrokerGauges
             meter.CreateObservableCounter("cluster.envelopes.received", () => cluster.EnvelopesIn, "{message}", "Messages routed on other nodes and received by this one");
             meter.CreateObservableCounter("cluster.envelopes.sent", () => cluster.EnvelopesOut, "{message}", "Messages routed here and sent towards other nodes (one per route channel)");
             meter.CreateObservableGauge("cluster.redis.up", () => cluster.IsReachable ? 1 : 0, "", "1 while this node reaches the cluster's Redis");
+            if (store is RedisBrokerStore redis)
+            {
+                meter.CreateObservableCounter("cluster.store.failed", () => redis.FailedWrites, "{operation}", "Store writes nobody waited on (delivery state, session records) that Redis refused or never answered; each is also logged");
+                meter.CreateObservableGauge("cluster.store.pending", () => redis.PendingWrites, "{operation}", "Writes sent to Redis and not answered yet; at Broker:Store:MaxPendingWrites connections stop reading PUBLISH packets until it falls");
+            }
         }
 
         if (store is SqliteBrokerStore sqlite)

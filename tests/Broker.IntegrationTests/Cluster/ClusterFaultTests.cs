@@ -123,7 +123,16 @@ public sealed class ClusterFaultTests
             }
         }
 
+        await using var publisher5 = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@alice-redis5", "alice");
+        await using var publisher3 = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@alice-redis3", "alice", MqttProtocolVersion.V311);
         await cluster.Redis.KillAsync();
+
+        // Not stored, not acknowledged: v5 hears 0x97, a v3.1.1 client (which has no reason codes) loses its connection.
+        Assert.Equal(MqttClientPublishReasonCode.QuotaExceeded, (await publisher5.PublishAsync("IMS/bob/Inbox/Msg/alice", "while redis is down")).ReasonCode);
+        var publish3 = publisher3.PublishAsync("IMS/bob/Inbox/Msg/alice", "while redis is down");
+        await publisher3.Disconnected.WaitAsync(TestClient.Timeout);
+        await Assert.ThrowsAnyAsync<Exception>(() => publish3);
+
         Assert.Equal(MqttClientConnectResultCode.ServerUnavailable, await Connect.V5ResultAsync(cluster[0].MqttPort, "GID_IMS@@@alice-down", "alice", "alice-pass"));
         Assert.Equal(MqttConnectReturnCode.ConnectionRefusedServerUnavailable, await Connect.V311ReturnCodeAsync(cluster[1].MqttPort, "GID_IMS@@@alice-down3", "alice", "alice-pass"));
         using (var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{cluster[0].HttpPort}") })
