@@ -62,13 +62,7 @@ public static class BrokerApp
         }
 
         var (engineOptions, imsOptions) = BrokerConfiguration.Load(builder.Configuration);
-        var clusterErrors = new List<string>();
-        var cluster = ClusterServices.Load(builder.Configuration, clusterErrors);
-        if (clusterErrors.Count > 0)
-        {
-            throw new BrokerConfigurationException(clusterErrors);
-        }
-
+        var cluster = BrokerConfiguration.LoadCluster(builder.Configuration, imsOptions);
         var tls = TlsSettings.Load(builder.Configuration);
 
         // ReadFrom.Services: sinks registered as services (ILogEventSink) are added too; tests capture lines that way.
