@@ -156,6 +156,81 @@ public sealed class ClusterFaultTests
         }
     }
 
+    [Fact]
+    public async Task AZombieNodeThatWakesUpAfterItsSessionWasTakenOver_CannotCorruptIt()
+    {
+        await using var cluster = await BrokerCluster.StartAsync(3, ShortNodeTtl);
+        const string device = "GID_IMS@@@bob-zombie";
+        var first = await TestClient.ConnectAsync(cluster[1].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 3600);
+        await first.SubscribeOkAsync("IMS/bob/Inbox/#");
+
+        // n2 freezes with bob's session; bob comes back on n3 (the kick is not answered: n3 goes on after ClaimWait).
+        await cluster[1].FreezeAsync(stop: true);
+        TestClient second;
+        try
+        {
+            second = await TestClient.ConnectAsync(cluster[2].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 3600);
+            Assert.True(second.ConnectResult.IsSessionPresent);
+            await using var alice = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@alice-zombie", "alice");
+            for (var i = 0; i < 10; i++)
+            {
+                await Expect.PublishAcceptedAsync(alice, "IMS/bob/Inbox/Msg/alice", $"m {i}");
+            }
+
+            for (var i = 0; i < 10; i++)
+            {
+                Assert.Equal($"m {i}", TestClient.Text(await second.NextAsync()));
+            }
+        }
+        finally
+        {
+            // n2 wakes up: it still believes it hosts bob, lets him go when it reads the kick, and every write
+            // it makes to his session carries the old epoch and is refused.
+            await cluster[1].FreezeAsync(stop: false);
+        }
+
+        await first.DisposeAsync();
+        await using (second)
+        await using (var alice = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@alice-zombie2", "alice"))
+        {
+            await Expect.PublishAcceptedAsync(alice, "IMS/bob/Inbox/Msg/alice", "after the wake-up");
+            await second.ExpectOnlyAsync("IMS/bob/Inbox/Msg/alice", "after the wake-up");
+        }
+
+        // The session in Redis is whole: back on n1, present, with nothing sent twice and nothing left over.
+        await using var third = await TestClient.ConnectAsync(cluster[0].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 3600);
+        Assert.True(third.ConnectResult.IsSessionPresent);
+        await using var carol = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@alice-zombie3", "alice");
+        await carol.PublishAsync("IMS/bob/Inbox/Msg/alice", "marker");
+        await third.ExpectOnlyAsync("IMS/bob/Inbox/Msg/alice", "marker");
+    }
+
+    [Fact]
+    public async Task RedisOutOfMemory_PublishIsNotAcknowledged_0x97_AndTheNodeGoesOn()
+    {
+        await using var cluster = await BrokerCluster.StartAsync(2);
+        const string device = "GID_IMS@@@bob-oom";
+        await using (var bob = await TestClient.ConnectAsync(cluster[1].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 3600))
+        {
+            await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+        }
+
+        await using var alice = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@alice-oom", "alice");
+        await Expect.PublishAcceptedAsync(alice, "IMS/bob/Inbox/Msg/alice", "stored");
+
+        // maxmemory below what Redis holds (noeviction): every write is refused with OOM.
+        await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(cluster.Redis.Endpoint + ",allowAdmin=true");
+        var server = redis.GetServers()[0];
+        await server.ConfigSetAsync("maxmemory", "1");
+        Assert.Equal(MqttClientPublishReasonCode.QuotaExceeded, (await alice.PublishAsync("IMS/bob/Inbox/Msg/alice", "refused")).ReasonCode);
+
+        await server.ConfigSetAsync("maxmemory", "0");
+        await Expect.PublishAcceptedAsync(alice, "IMS/bob/Inbox/Msg/alice", "stored again");
+        await using var back = await TestClient.ConnectAsync(cluster[0].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 3600);
+        Assert.Equal("stored", TestClient.Text(await back.NextAsync()));
+        Assert.Equal("stored again", TestClient.Text(await back.NextAsync()));
+    }
+
     static async Task WaitUntilReadyAsync(RunningBroker node)
     {
         using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{node.HttpPort}") };

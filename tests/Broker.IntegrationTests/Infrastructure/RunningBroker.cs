@@ -80,6 +80,13 @@ public sealed partial class RunningBroker : IAsyncDisposable
         }
     }
 
+    /// <summary>SIGSTOP (<paramref name="stop"/>) or SIGCONT: a node that freezes (a long GC pause, a VM stall) and wakes up later.</summary>
+    public async Task FreezeAsync(bool stop)
+    {
+        using var signal = Process.Start("kill", [stop ? "-STOP" : "-CONT", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        await signal.WaitForExitAsync();
+    }
+
     /// <summary>SIGTERM, as an orchestrator stops a node: the broker drains (v5 DISCONNECT 0x8B) and exits by itself.</summary>
     public async Task<int> TerminateAsync()
     {
