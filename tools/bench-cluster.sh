@@ -189,7 +189,7 @@ if [[ "$PART" == all || "$PART" == rate ]]; then
   log "redis-cli --latency (idle, 4 s; min max avg samples ms): $(tail -1 "$OUT/redis-latency.txt")"
   for n in single n1 n2; do stop_pid "${PID_OF[$n]}"; done
 
-  python3 - "$RESULTS" "$STORE" "$OUT" "$DURATION" <<'EOF'
+  python3 - "$RESULTS" "$STORE" "$OUT" "$DURATION" >"$OUT/summary.txt" <<'EOF'
 import json, re, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 out, duration = sys.argv[3], float(sys.argv[4])
@@ -248,6 +248,7 @@ for r in rows:
     print(f"  {r['label']:<16} {r['msgs_per_s']:>8} msgs/s  sent {r['published']}  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms"
           f"  CPU {r['cpu_pct']} % = {per_msg(r) or 0:.1f} µs/msg  lost {r['lost']}" + (f"  each {r['cpu_pct_each']}" if r.get('cpu_pct_each') else ""))
 EOF
+  cat "$OUT/summary.txt"
 fi
 
 # --- memory part -------------------------------------------------------------------------------
@@ -276,7 +277,7 @@ if [[ "$PART" == all || "$PART" == memory ]]; then
     echo "keys by prefix:"
     sed -E 's/^([a-z0-9]+:|[a-z]+$).*/\1/' "$OUT/keys.txt" | sort | uniq -c | sort -rn
     echo "MEMORY USAGE (bytes) of samples:"
-    for prefix in 's:' 'q:' 'm:' 'ix:' 'b:' 'f:' 'node:' 'rec:' 'ret'; do
+    for prefix in 's:' 'q:' 'm:' 'ix:' 'b:' 'f:' 'nsess:' 'node:' 'ims:' 'rec:' 'ret'; do
       k="$(grep -m1 "^$prefix" "$OUT/keys.txt" || true)"
       [[ -z "$k" ]] && continue
       printf '  %-40s %6s bytes  %s %s\n' "$k" "$("${RCLI[@]}" memory usage "$k" samples 0)" "$("${RCLI[@]}" type "$k")" \
@@ -286,9 +287,13 @@ if [[ "$PART" == all || "$PART" == memory ]]; then
     k="$(grep -m1 '^s:' "$OUT/keys.txt" || true)"; [[ -n "$k" ]] && "${RCLI[@]}" hgetall "$k" | head -20 | cut -c1-120 | sed 's/^/  s: /'
     k="$(grep -m1 '^ix:' "$OUT/keys.txt" || true)"; [[ -n "$k" ]] && "${RCLI[@]}" hgetall "$k" | head -6 | cut -c1-120 | sed 's/^/  ix: /'
     k="$(grep -m1 '^m:' "$OUT/keys.txt" || true)"; [[ -n "$k" ]] && "${RCLI[@]}" hstrlen "$k" "$("${RCLI[@]}" hkeys "$k" | head -1)" | sed 's/^/  m: bytes of one row: /'
+    echo "keys of the fill publishers (clean sessions, disconnected):"
+    grep 'fill' "$OUT/keys.txt" | head -3 | sed 's/^/  /'
+    k="$(grep -m1 'fill' "$OUT/keys.txt" || true)"
+    [[ -n "$k" ]] && { "${RCLI[@]}" hgetall "$k" | tr '\n' ' ' | cut -c1-200; echo " (ttl $("${RCLI[@]}" ttl "$k") s)"; } | sed 's/^/  /'
   } >"$OUT/memory-keys.txt"
   cat "$OUT/memory-keys.txt" >&2
-  python3 - "$SESSIONS" "$MESSAGES" "$keys0" "$mem0" "$keys1" "$mem1" "$keys2" "$mem2" <<'EOF'
+  python3 - "$SESSIONS" "$MESSAGES" "$keys0" "$mem0" "$keys1" "$mem1" "$keys2" "$mem2" >"$OUT/memory.txt" <<'EOF'
 import sys
 s, m, k0, m0, k1, m1, k2, m2 = map(int, sys.argv[1:])
 print(f"\nRedis memory (used_memory), plain mode, 2 nodes, sessions parked on n2, messages published on n1:")
@@ -298,6 +303,7 @@ print(f"| {'empty cluster (2 nodes up)':<44} | {k0:>7,} | {m0:>12,} | {'':>11} |
 print(f"| {f'{s:,} parked sessions (1 subscription each)':<44} | {k1:>7,} | {m1:>12,} | {m1 - m0:>11,} | {(m1 - m0) / s:>10,.0f} |")
 print(f"| {f'{m:,} queued QoS 1 messages of 300 B':<44} | {k2:>7,} | {m2:>12,} | {m2 - m1:>11,} | {(m2 - m1) / m:>10,.0f} |")
 EOF
+  cat "$OUT/memory.txt"
   for n in m1 m2; do stop_pid "${PID_OF[$n]}"; done
 fi
 log "logs and raw results in $OUT"

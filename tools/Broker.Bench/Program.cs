@@ -458,11 +458,13 @@ namespace Broker.Bench
 
             var acked = 0L;
             var failed = 0L;
-            using var window = new SemaphoreSlim(senders * o.Window);
+            // One window per sender: an MQTT 5 client with more unacknowledged publishes than the broker's Receive Maximum is disconnected.
+            var windows = Enumerable.Range(0, senders).Select(_ => new SemaphoreSlim(o.Window, o.Window)).ToArray();
             var tasks = new List<Task>(o.Messages);
             var start = Stopwatch.GetTimestamp();
             for (var n = 0; n < o.Messages; n++)
             {
+                var window = windows[n % senders];
                 await window.WaitAsync();
                 var payload = new byte[o.Payload];
                 Random.Shared.NextBytes(payload);
