@@ -11,6 +11,8 @@ internal sealed class BenchOptions
     /// <summary>Local address to connect from (another loopback address is another source to the broker's limits); empty: the OS picks.</summary>
     public string From { get; private set; } = "";
     public int Port { get; private set; } = 1883;
+    /// <summary>MQTT port of the receivers (subscribers, p2p receivers, parked sessions); 0: <see cref="Port"/>. Another cluster node than the publishers'.</summary>
+    public int SubPort { get; private set; }
     public MqttQualityOfServiceLevel Qos { get; private set; } = MqttQualityOfServiceLevel.AtMostOnce;
     public int Clients { get; private set; } = 10;
     /// <summary>Total publish rate in msgs/s (connect: connections/s); 0 = saturation.</summary>
@@ -29,19 +31,27 @@ internal sealed class BenchOptions
     public bool V5 { get; private set; }
     public bool CleanSession { get; private set; }
     public int Window { get; private set; } = 64;
-    public int BrokerPid { get; private set; }
+    /// <summary>Processes whose CPU and RSS are summed (<c>--broker-pid 12,34,56</c>: a cluster's nodes and its Redis).</summary>
+    public IReadOnlyList<int> BrokerPids { get; private set; } = [];
+    /// <summary>MQTT 5 session expiry of persistent sessions, seconds.</summary>
+    public uint SessionExpiry { get; private set; } = 600;
+    /// <summary>fill: how many QoS 1 messages to queue for the parked sessions.</summary>
+    public int Messages { get; private set; } = 10_000;
     public string Label { get; private set; } = "";
 
     public const string Usage = """
-        usage: Broker.Bench <fanin|p2p|group|connect|guess> [options]
+        usage: Broker.Bench <fanin|p2p|group|connect|guess|park|fill> [options]
           --host H               broker address (default 127.0.0.1; loopback only)
           --port P               MQTT port (default 1883)
+          --sub-port P           MQTT port of the receivers (subscribers, p2p receivers, parked sessions):
+                                 another cluster node than the publishers' (default: --port)
           --from A               connect from this local loopback address, e.g. 127.0.0.2: another source
                                  address to the broker's per-address limits (default: the OS picks)
           --qos 0|1|2            QoS of publishes and subscriptions (default 0)
           --clients N            fanin: publishers; p2p: pairs; group: members; connect: connections;
                                  guess: connections, each CONNECTing again and again with --password,
-                                 which should be wrong (a password-guessing attack, docs/reliability.md) (default 10)
+                                 which should be wrong (a password-guessing attack, docs/reliability.md);
+                                 park, fill: persistent sessions (default 10)
           --rate R               total msgs/s (connect: conns/s); omitted or 0 = saturation
           --duration S           measured seconds (default 10)
           --warmup S             seconds before measuring (default 2)
@@ -56,7 +66,13 @@ internal sealed class BenchOptions
           --v5                   MQTT 5 (default 3.1.1)
           --clean                receivers/subscribers use clean sessions (default: persistent, so the store is exercised)
           --window W             unacknowledged QoS 1/2 publishes per publisher (default 64)
-          --broker-pid PID       read the broker's CPU and RSS from /proc/PID
+          --broker-pid PID[,PID] read the broker's CPU and RSS from /proc/PID; several: their sums
+          --session-expiry S     MQTT 5 session expiry of persistent sessions (default 600)
+          --messages M           fill: QoS 1 messages to queue, round robin over the parked sessions (default 10000)
+        park: --clients persistent sessions (client ids <prefix>park0000...), each subscribed at QoS 1 to its own
+              topic (--mosquitto, i.e. plain mode: <parent>/<client id>/Inbox/#; IM mode: its user's inbox), then
+              disconnected, so they stay parked. fill: --messages QoS 1 publishes of --payload bytes to them
+              (--mosquitto: <parent>/<client id>/Inbox/m), all acknowledged; nobody reads them.
           --label L              free text copied into the JSON line
         """;
 
@@ -73,7 +89,7 @@ internal sealed class BenchOptions
         }
 
         var o = new BenchOptions { Scenario = args[0] };
-        if (o.Scenario is not ("fanin" or "p2p" or "group" or "connect" or "guess"))
+        if (o.Scenario is not ("fanin" or "p2p" or "group" or "connect" or "guess" or "park" or "fill"))
         {
             throw new ArgumentException($"unknown scenario '{o.Scenario}'");
         }
@@ -88,6 +104,7 @@ internal sealed class BenchOptions
             {
                 case "--host": o.Host = Value(); break;
                 case "--port": o.Port = Int(); break;
+                case "--sub-port": o.SubPort = Int(); break;
                 case "--from": o.From = Value(); break;
                 case "--qos":
                     var q = Int();
@@ -109,10 +126,19 @@ internal sealed class BenchOptions
                 case "--v5": o.V5 = true; break;
                 case "--clean": o.CleanSession = true; break;
                 case "--window": o.Window = Int(); break;
-                case "--broker-pid": o.BrokerPid = Int(); break;
+                case "--broker-pid":
+                    o.BrokerPids = Value().Split(',', StringSplitOptions.RemoveEmptyEntries).Select(p => int.Parse(p, CultureInfo.InvariantCulture)).ToArray();
+                    break;
+                case "--session-expiry": o.SessionExpiry = uint.Parse(Value(), CultureInfo.InvariantCulture); break;
+                case "--messages": o.Messages = Int(); break;
                 case "--label": o.Label = Value(); break;
                 default: throw new ArgumentException($"unknown option {key}");
             }
+        }
+
+        if (o.SubPort == 0)
+        {
+            o.SubPort = o.Port;
         }
 
         if (o.ServiceUser.Length == 0)

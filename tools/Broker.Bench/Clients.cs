@@ -11,7 +11,8 @@ internal static class Clients
 {
     static readonly MqttClientFactory Factory = new();
 
-    public static async Task<IMqttClient> ConnectAsync(BenchOptions o, string clientId, string user, bool clean, Measurements? sink, long run)
+    /// <summary>Connects to <c>--port</c>, or to <paramref name="port"/> (the receivers' <c>--sub-port</c>).</summary>
+    public static async Task<IMqttClient> ConnectAsync(BenchOptions o, string clientId, string user, bool clean, Measurements? sink, long run, int port = 0)
     {
         var client = Factory.CreateMqttClient();
         if (sink is not null)
@@ -35,14 +36,14 @@ internal static class Clients
         }
 
         var builder = new MqttClientOptionsBuilder()
-            .WithTcpServer(o.Host, o.Port)
+            .WithTcpServer(o.Host, port > 0 ? port : o.Port)
             .WithClientId(clientId)
             .WithCredentials(user, o.Password)
             .WithProtocolVersion(o.V5 ? MqttProtocolVersion.V500 : MqttProtocolVersion.V311)
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(120))
             .WithTimeout(TimeSpan.FromSeconds(30));
         builder = o.V5
-            ? builder.WithCleanStart(clean).WithSessionExpiryInterval(clean ? 0u : 600u)
+            ? builder.WithCleanStart(clean).WithSessionExpiryInterval(clean ? 0u : o.SessionExpiry)
             : builder.WithCleanSession(clean);
         var options = builder.Build();
         if (options.ChannelOptions is MqttClientTcpOptions tcp)
@@ -75,12 +76,12 @@ internal static class Clients
             await ClearSessionAsync(o, clientId, user);
         }
 
-        return await ConnectAsync(o, clientId, user, o.CleanSession, sink, run);
+        return await ConnectAsync(o, clientId, user, o.CleanSession, sink, run, o.SubPort);
     }
 
     public static async Task ClearSessionAsync(BenchOptions o, string clientId, string user)
     {
-        using var c = await ConnectAsync(o, clientId, user, clean: true, sink: null, run: 0);
+        using var c = await ConnectAsync(o, clientId, user, clean: true, sink: null, run: 0, port: o.SubPort);
         await c.DisconnectAsync();
     }
 

@@ -85,30 +85,37 @@ internal sealed class Measurements(long maxSamples)
     }
 }
 
-/// <summary>CPU time and RSS of a process from /proc (Linux).</summary>
-internal sealed class ProcessProbe(int pid)
+/// <summary>CPU time and RSS of one or more processes from /proc (Linux), summed: a cluster's nodes and its Redis together.</summary>
+internal sealed class ProcessProbe(IReadOnlyList<int> pids)
 {
     static readonly double TicksPerSecond = 100; // USER_HZ; 100 on every Linux we run on
 
-    public bool Enabled => pid > 0 && File.Exists($"/proc/{pid}/stat");
-
-    /// <summary>utime + stime in seconds.</summary>
-    public double CpuSeconds()
+    public ProcessProbe(int pid)
+        : this(pid > 0 ? [pid] : [])
     {
-        if (!Enabled)
-        {
-            return double.NaN;
-        }
-
-        var stat = File.ReadAllText($"/proc/{pid}/stat");
-        // The command name may hold spaces: fields start after the last ')'.
-        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        var utime = long.Parse(fields[11], CultureInfo.InvariantCulture);
-        var stime = long.Parse(fields[12], CultureInfo.InvariantCulture);
-        return (utime + stime) / TicksPerSecond;
     }
 
-    /// <summary>VmRSS in KiB.</summary>
+    public bool Enabled => pids.Count > 0 && pids.All(pid => File.Exists($"/proc/{pid}/stat"));
+
+    /// <summary>utime + stime in seconds, summed over the processes.</summary>
+    public double CpuSeconds() => Enabled ? CpuSecondsEach().Sum() : double.NaN;
+
+    /// <summary>utime + stime in seconds of each process, in the order given.</summary>
+    public double[] CpuSecondsEach()
+    {
+        var each = new double[pids.Count];
+        for (var i = 0; i < pids.Count; i++)
+        {
+            var stat = File.ReadAllText($"/proc/{pids[i]}/stat");
+            // The command name may hold spaces: fields start after the last ')'.
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            each[i] = (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / TicksPerSecond;
+        }
+
+        return each;
+    }
+
+    /// <summary>VmRSS in KiB, summed over the processes.</summary>
     public long RssKiB()
     {
         if (!Enabled)
@@ -116,14 +123,19 @@ internal sealed class ProcessProbe(int pid)
             return -1;
         }
 
-        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+        var total = 0L;
+        foreach (var pid in pids)
         {
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
             {
-                return long.Parse(line.AsSpan(6).Trim().TrimEnd("kB").Trim(), CultureInfo.InvariantCulture);
+                if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                {
+                    total += long.Parse(line.AsSpan(6).Trim().TrimEnd("kB").Trim(), CultureInfo.InvariantCulture);
+                    break;
+                }
             }
         }
 
-        return -1;
+        return total;
     }
 }

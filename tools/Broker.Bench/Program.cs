@@ -45,6 +45,8 @@ try
     {
         "connect" => await Scenarios.ConnectAsync(o),
         "guess" => await Scenarios.GuessAsync(o),
+        "park" => await Scenarios.ParkAsync(o),
+        "fill" => await Scenarios.FillAsync(o),
         _ => await Scenarios.MessagesAsync(o),
     };
     result.Print(o);
@@ -68,7 +70,7 @@ namespace Broker.Bench
         public static async Task<Result> MessagesAsync(BenchOptions o)
         {
             var run = Random.Shared.NextInt64(1, long.MaxValue);
-            var probe = new ProcessProbe(o.BrokerPid);
+            var probe = new ProcessProbe(o.BrokerPids);
             var m = new Measurements(20_000_000);
             var receivers = new List<IMqttClient>();
             var publishers = new List<Publisher>();
@@ -183,7 +185,7 @@ namespace Broker.Bench
                 await Task.WhenAll(publishers.Select(p => Task.Run(() => p.RunSaturatedAsync(m.WindowEnd))));
             }
 
-            var (cpu, rss) = await sampler;
+            var (cpu, rss, cpuEach) = await sampler;
             await Task.WhenAll(publishers.Select(p => p.DrainAsync()));
 
             // Drain: wait until deliveries stop (at most 5 s).
@@ -223,6 +225,7 @@ namespace Broker.Bench
                 P99 = p99,
                 Max = max,
                 CpuPercent = cpu,
+                CpuEach = cpuEach,
                 RssKiB = rss,
             };
 
@@ -253,7 +256,7 @@ namespace Broker.Bench
         /// <summary>connect: N idle authenticated connections at a rate; conns/s and broker RSS per connection.</summary>
         public static async Task<Result> ConnectAsync(BenchOptions o)
         {
-            var probe = new ProcessProbe(o.BrokerPid);
+            var probe = new ProcessProbe(o.BrokerPids);
             await Task.Delay(1000);
             var baseline = probe.RssKiB();
             var cpu0 = probe.CpuSeconds();
@@ -348,7 +351,7 @@ namespace Broker.Bench
         /// </summary>
         public static async Task<Result> GuessAsync(BenchOptions o)
         {
-            var probe = new ProcessProbe(o.BrokerPid);
+            var probe = new ProcessProbe(o.BrokerPids);
             var m = new Measurements(1_000_000);
             var refused = 0;
             var accepted = 0;
@@ -398,6 +401,128 @@ namespace Broker.Bench
             };
         }
 
+        /// <summary>The topic a parked session reads (its filter with <c>#</c>), and the filter itself.</summary>
+        static (string Topic, string Filter) ParkedTopic(BenchOptions o, int i) => o.Mosquitto
+            ? ($"{o.Parent}/{o.ClientId("park", i)}/Inbox/m", $"{o.Parent}/{o.ClientId("park", i)}/Inbox/#")
+            : ($"{o.Parent}/{o.User(i)}/Inbox/Msg/{o.User(i + 1)}", $"{o.Parent}/{o.User(i)}/Inbox/#");
+
+        /// <summary>park: --clients persistent sessions on --sub-port, each subscribed at QoS 1 to its own topic, then disconnected.</summary>
+        public static async Task<Result> ParkAsync(BenchOptions o)
+        {
+            var failures = 0;
+            string? firstError = null;
+            var start = Stopwatch.GetTimestamp();
+            await Parallel.ForEachAsync(Enumerable.Range(0, o.Clients), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, ct) =>
+            {
+                try
+                {
+                    using var c = await Clients.ConnectAsync(o, o.ClientId("park", i), o.User(i), clean: false, sink: null, run: 0, port: o.SubPort);
+                    await Clients.SubscribeAsync(c, ParkedTopic(o, i).Filter, MqttQualityOfServiceLevel.AtLeastOnce);
+                    await c.DisconnectAsync(cancellationToken: ct);
+                }
+                catch (Exception ex)
+                {
+                    if (Interlocked.Increment(ref failures) == 1)
+                    {
+                        firstError = ex.Message;
+                    }
+                }
+            });
+            var elapsed = Seconds(Stopwatch.GetTimestamp() - start);
+            return new Result
+            {
+                Scenario = "park",
+                Clients = o.Clients,
+                Duration = elapsed,
+                Published = o.Clients - failures,
+                Failed = failures,
+                MsgsPerSecond = (o.Clients - failures) / elapsed,
+                P50 = double.NaN,
+                P99 = double.NaN,
+                Max = double.NaN,
+                CpuPercent = double.NaN,
+                Error = firstError,
+                Ok = failures == 0,
+            };
+        }
+
+        /// <summary>fill: --messages QoS 1 publishes on --port, round robin to the parked sessions' topics; waits for every PUBACK.</summary>
+        public static async Task<Result> FillAsync(BenchOptions o)
+        {
+            var senders = Math.Min(10, o.Clients);
+            var clients = new IMqttClient[senders];
+            for (var s = 0; s < senders; s++)
+            {
+                clients[s] = await Clients.ConnectAsync(o, o.ClientId("fill", s), o.User(s), clean: true, sink: null, run: 0);
+            }
+
+            var acked = 0L;
+            var failed = 0L;
+            // One window per sender: an MQTT 5 client with more unacknowledged publishes than the broker's Receive Maximum is disconnected.
+            var windows = Enumerable.Range(0, senders).Select(_ => new SemaphoreSlim(o.Window, o.Window)).ToArray();
+            var tasks = new List<Task>(o.Messages);
+            var start = Stopwatch.GetTimestamp();
+            for (var n = 0; n < o.Messages; n++)
+            {
+                var window = windows[n % senders];
+                await window.WaitAsync();
+                var payload = new byte[o.Payload];
+                Random.Shared.NextBytes(payload);
+                var message = new MqttApplicationMessage
+                {
+                    Topic = ParkedTopic(o, n % o.Clients).Topic,
+                    Payload = new System.Buffers.ReadOnlySequence<byte>(payload),
+                    QualityOfServiceLevel = MqttQualityOfServiceLevel.AtLeastOnce,
+                };
+                var client = clients[n % senders];
+                tasks.Add(Task.Run(async () =>
+                {
+                    try
+                    {
+                        var r = await client.PublishAsync(message);
+                        if (r.IsSuccess)
+                        {
+                            Interlocked.Increment(ref acked);
+                        }
+                        else
+                        {
+                            Interlocked.Increment(ref failed);
+                        }
+                    }
+                    catch (Exception)
+                    {
+                        Interlocked.Increment(ref failed);
+                    }
+                    finally
+                    {
+                        window.Release();
+                    }
+                }));
+            }
+
+            await Task.WhenAll(tasks);
+            var elapsed = Seconds(Stopwatch.GetTimestamp() - start);
+            await Task.WhenAll(clients.Select(QuietDisconnect));
+            return new Result
+            {
+                Scenario = "fill",
+                Qos = 1,
+                Clients = o.Clients,
+                Duration = elapsed,
+                Payload = o.Payload,
+                Published = o.Messages,
+                Acked = acked,
+                Failed = failed,
+                PublishRate = o.Messages / elapsed,
+                MsgsPerSecond = acked / elapsed,
+                P50 = double.NaN,
+                P99 = double.NaN,
+                Max = double.NaN,
+                CpuPercent = double.NaN,
+                Ok = failed == 0 && acked == o.Messages,
+            };
+        }
+
         static async Task ParallelConnect(int count, Func<int, Task<Publisher>> connect, List<Publisher> into)
         {
             var made = new Publisher[count];
@@ -406,20 +531,22 @@ namespace Broker.Bench
         }
 
         /// <summary>Broker CPU % (utime + stime over the window, divided by its length) and RSS at its end.</summary>
-        static async Task<(double Cpu, long Rss)> SampleAsync(ProcessProbe probe, long from, long to)
+        /// <summary>With several processes (<c>--broker-pid a,b,c</c>): the sum, and each one's CPU % in <c>CpuEach</c>.</summary>
+        static async Task<(double Cpu, long Rss, double[] CpuEach)> SampleAsync(ProcessProbe probe, long from, long to)
         {
             if (!probe.Enabled)
             {
-                return (double.NaN, -1);
+                return (double.NaN, -1, []);
             }
 
             await Task.Delay(TimeSpan.FromSeconds(Math.Max(0, Seconds(from - Stopwatch.GetTimestamp()))));
-            var c0 = probe.CpuSeconds();
+            var c0 = probe.CpuSecondsEach();
             var t0 = Stopwatch.GetTimestamp();
             await Task.Delay(TimeSpan.FromSeconds(Math.Max(0, Seconds(to - Stopwatch.GetTimestamp()))));
-            var c1 = probe.CpuSeconds();
+            var c1 = probe.CpuSecondsEach();
             var t1 = Stopwatch.GetTimestamp();
-            return ((c1 - c0) / Seconds(t1 - t0) * 100, probe.RssKiB());
+            var each = c1.Zip(c0, (a, b) => (a - b) / Seconds(t1 - t0) * 100).ToArray();
+            return (each.Sum(), probe.RssKiB(), each);
         }
 
         static async Task QuietDisconnect(IMqttClient client)
@@ -458,6 +585,7 @@ namespace Broker.Bench
         public double P99;
         public double Max;
         public double CpuPercent;
+        public double[] CpuEach = [];
         public long RssKiB = -1;
         public long BaselineRssKiB = -1;
         public double BytesPerConnection = double.NaN;
@@ -518,6 +646,10 @@ namespace Broker.Bench
             Add("p99_ms", F(P99));
             Add("max_ms", F(Max));
             Add("cpu_pct", F(CpuPercent, "0.00"));
+            if (CpuEach.Length > 1)
+            {
+                Add("cpu_pct_each", "[" + string.Join(",", CpuEach.Select(c => F(c, "0.00"))) + "]");
+            }
             Add("rss_kib", RssKiB.ToString(CultureInfo.InvariantCulture));
             if (Scenario == "connect")
             {
