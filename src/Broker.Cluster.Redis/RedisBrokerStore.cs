@@ -379,12 +379,12 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         }
     }
 
-    public string? GetClientOwner(string clientId) => _db.StringGet(RedisKeys.Binding(clientId));
+    public async ValueTask<string?> GetClientOwnerAsync(string clientId) => await _db.StringGetAsync(RedisKeys.Binding(clientId));
 
-    public string BindClientOwner(string clientId, string userId) =>
-        (string)_db.ScriptEvaluate(RedisScripts.Bind, [RedisKeys.Binding(clientId)], [userId])!;
+    public async ValueTask<string> BindClientOwnerAsync(string clientId, string userId) =>
+        (string)(await _db.ScriptEvaluateAsync(RedisScripts.Bind, [RedisKeys.Binding(clientId)], [userId]))!;
 
-    public bool ReleaseClientOwner(string clientId) => _db.KeyDelete(RedisKeys.Binding(clientId));
+    public async ValueTask<bool> ReleaseClientOwnerAsync(string clientId) => await _db.KeyDeleteAsync(RedisKeys.Binding(clientId));
 
     int _disposed;
 

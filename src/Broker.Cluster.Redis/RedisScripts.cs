@@ -34,6 +34,13 @@ static class RedisScripts
           if blob then redis.call('HINCRBY', s, 'qb', -size(blob)) end
           return true
         end
+        -- A client id with nothing durable and no owner keeps only its epoch (to fence a late writer of its
+        -- last session): for a day, not for ever, or every client id ever seen would stay in Redis.
+        local function forget()
+          if redis.call('HEXISTS', s, 'rec') == 0 and not redis.call('HGET', s, 'owner') then
+            redis.call('PEXPIRE', s, 86400000)
+          end
+        end
         local function trimMailbox(now)
           local gone = redis.call('ZRANGEBYSCORE', mb, '-inf', now)
           for _, id in ipairs(gone) do redis.call('HDEL', mbm, id) end
@@ -63,6 +70,7 @@ static class RedisScripts
         local existed = redis.call('HEXISTS', s, 'rec')
         local epoch = redis.call('HINCRBY', s, 'epoch', 1)
         redis.call('HSET', s, 'owner', ARGV[1])
+        redis.call('PERSIST', s)
         -- A new connection cancels the will of the one before (a delayed will of a resumed session is not sent [MQTT-3.1.3-9]).
         redis.call('HDEL', s, 'will')
         if ARGV[2] == '1' then
@@ -87,6 +95,7 @@ static class RedisScripts
         if redis.call('HGET', s, 'owner') ~= ARGV[1] then return false end
         local will = redis.call('HGET', s, 'will') or ''
         redis.call('HDEL', s, 'owner', 'will')
+        forget()
         return will
         """;
 
@@ -94,6 +103,7 @@ static class RedisScripts
     public const string Release = Prelude + """
         if redis.call('HGET', s, 'owner') ~= ARGV[1] then return 0 end
         redis.call('HDEL', s, 'owner')
+        forget()
         return 1
         """;
 

@@ -162,7 +162,7 @@ public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObs
         if (_conventions)
         {
             // §1: a client id belongs to the first user that connected with it; nobody takes over another's device.
-            var owner = _store.BindClientOwner(request.ClientId, userId);
+            var owner = await _store.BindClientOwnerAsync(request.ClientId, userId);
             if (owner != userId)
             {
                 return AuthenticationResult.Fail(MqttConnectReasonCode.NotAuthorized, $"the client id belongs to another user");

@@ -220,9 +220,10 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
 
     public ValueTask SaveRecordAsync(string kind, string key, byte[]? value) => EnqueueAwaited(new StoreOperation.SaveRecord(kind, key, value));
 
-    public string? GetClientOwner(string clientId) => _owners.TryGetValue(clientId, out var user) ? user : null;
+    // The bindings are all in memory (loaded at start): the answers are synchronous.
+    public ValueTask<string?> GetClientOwnerAsync(string clientId) => ValueTask.FromResult(_owners.TryGetValue(clientId, out var user) ? user : null);
 
-    public string BindClientOwner(string clientId, string userId)
+    public ValueTask<string> BindClientOwnerAsync(string clientId, string userId)
     {
         var owner = _owners.GetOrAdd(clientId, userId);
         if (ReferenceEquals(owner, userId))
@@ -230,18 +231,18 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
             Enqueue(new StoreOperation.OwnerBind(clientId, userId));
         }
 
-        return owner;
+        return ValueTask.FromResult(owner);
     }
 
-    public bool ReleaseClientOwner(string clientId)
+    public ValueTask<bool> ReleaseClientOwnerAsync(string clientId)
     {
         if (!_owners.TryRemove(clientId, out _))
         {
-            return false;
+            return ValueTask.FromResult(false);
         }
 
         Enqueue(new StoreOperation.OwnerRelease(clientId));
-        return true;
+        return ValueTask.FromResult(true);
     }
 
     int _disposed;

@@ -386,8 +386,10 @@ public sealed class Session
     }
 
     /// <summary>
-    /// A row another node wrote for this session (cluster): it is read from the store like any row that
-    /// waits there, in the store's order, so it is never delivered twice nor ahead of older rows.
+    /// A row another node wrote for this session (cluster). When nothing of this session waits in the
+    /// store and no page read is under way, it joins the window at once, as a local row does; otherwise it
+    /// is read from the store with the rest, in the store's order. A row a recent page already brought
+    /// (its message from the other node arrived after that page) is not taken twice.
     /// </summary>
     internal void StoredElsewhere(in Delivery delivery)
     {
@@ -396,16 +398,26 @@ public sealed class Session
         Task<(int Count, long Bytes)>? storeDrop;
         lock (_gate)
         {
-            if (IsDiscarded)
+            if (IsDiscarded || WasPagedIn(delivery.Message.Id))
             {
                 return;
             }
 
+            var size = SizeOf(delivery);
             _storedCount++;
-            _storedBytes += SizeOf(delivery);
-            _spilled = true;
+            _storedBytes += size;
+            if (_connection is not null && !_spilled && !_paging && _rowsOnTheirWay == 0 && !WindowFull(size))
+            {
+                Push(delivery, size);
+                signal = _connection;
+            }
+            else
+            {
+                _spilled = true;
+                signal = _queue.Count == 0 && !_paging && _rowsOnTheirWay == 0 ? _connection : null;
+            }
+
             storeDrop = TrimStored(ref dropped);
-            signal = _queue.Count == 0 && !_paging && _rowsOnTheirWay == 0 ? _connection : null;
         }
 
         Dropped(dropped, "offline queue limit");
@@ -415,6 +427,26 @@ public sealed class Session
         }
 
         signal?.SignalWrite();
+    }
+
+    // The message ids of the last two pages read from the store (cluster: a row's message from another node
+    // may arrive after the page that already brought the row). Under _gate.
+    HashSet<long>? _pagedIn;
+    HashSet<long>? _pagedBefore;
+
+    bool WasPagedIn(long messageId) => (_pagedIn?.Contains(messageId) ?? false) || (_pagedBefore?.Contains(messageId) ?? false);
+
+    void RememberPage(IReadOnlyList<QueuedMessage> page)
+    {
+        var ids = _pagedBefore ?? new HashSet<long>();
+        ids.Clear();
+        foreach (var (row, _) in page)
+        {
+            ids.Add(row.MessageId);
+        }
+
+        _pagedBefore = _pagedIn;
+        _pagedIn = ids;
     }
 
     /// <summary>Under the lock: one row less on its way; the connection to wake when a page read may start now.</summary>
@@ -554,6 +586,7 @@ public sealed class Session
                 return;
             }
 
+            RememberPage(page);
             long pageBytes = 0;
             foreach (var (_, message) in page)
             {

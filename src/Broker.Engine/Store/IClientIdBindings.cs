@@ -1,13 +1,16 @@
 namespace Broker.Engine.Store;
 
-/// <summary>Which user a client id belongs to (IM: the first user that connected with it, contract §1); kept by the store.</summary>
+/// <summary>
+/// Which user a client id belongs to (IM: the first user that connected with it, contract §1); kept by the
+/// store. Asynchronous because a shared store answers over the network (a CONNECT must not hold a thread).
+/// </summary>
 public interface IClientIdBindings
 {
     /// <summary>The user a client id belongs to, or null.</summary>
-    string? GetClientOwner(string clientId);
+    ValueTask<string?> GetClientOwnerAsync(string clientId);
 
     /// <summary>Binds a client id to a user unless it is bound already; returns the owner after the call.</summary>
-    string BindClientOwner(string clientId, string userId);
+    ValueTask<string> BindClientOwnerAsync(string clientId, string userId);
 
-    bool ReleaseClientOwner(string clientId);
+    ValueTask<bool> ReleaseClientOwnerAsync(string clientId);
 }

@@ -258,11 +258,11 @@ public sealed class InMemoryBrokerStore : IBrokerStore, IPolicyRecords, IClientI
         return ValueTask.CompletedTask;
     }
 
-    public string? GetClientOwner(string clientId) => _owners.TryGetValue(clientId, out var user) ? user : null;
+    public ValueTask<string?> GetClientOwnerAsync(string clientId) => ValueTask.FromResult(_owners.TryGetValue(clientId, out var user) ? user : null);
 
-    public string BindClientOwner(string clientId, string userId) => _owners.GetOrAdd(clientId, userId);
+    public ValueTask<string> BindClientOwnerAsync(string clientId, string userId) => ValueTask.FromResult(_owners.GetOrAdd(clientId, userId));
 
-    public bool ReleaseClientOwner(string clientId) => _owners.TryRemove(clientId, out _);
+    public ValueTask<bool> ReleaseClientOwnerAsync(string clientId) => ValueTask.FromResult(_owners.TryRemove(clientId, out _));
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 

@@ -156,9 +156,9 @@ public static class AdminApi
 
         // Releasing a binding ends the client id's session too: the next owner must not inherit the old
         // owner's subscriptions and queued messages.
-        api.MapDelete("/bindings/{clientId}", (string clientId, IClientIdBindings store, BrokerEngine engine) =>
+        api.MapDelete("/bindings/{clientId}", async (string clientId, IClientIdBindings store, BrokerEngine engine) =>
         {
-            var released = store.ReleaseClientOwner(clientId);
+            var released = await store.ReleaseClientOwnerAsync(clientId);
             var ended = engine.EndSession(clientId);
             return released || ended ? Results.NoContent() : Results.NotFound();
         });

@@ -152,7 +152,7 @@ public sealed class RedisStoreTests : IAsyncLifetime
         var nodeA = await NewStoreAsync();
         var nodeB = await NewStoreAsync();
         await nodeA.ClaimAsync("bob", "A#1", cleanStart: false);
-        Assert.Equal("bob-user", nodeA.BindClientOwner("bob", "bob-user"));
+        Assert.Equal("bob-user", await nodeA.BindClientOwnerAsync("bob", "bob-user"));
         nodeA.UpsertSession(Persistent("bob"));
         await nodeA.AppendAsync(Message(1, "queued"), [Row("bob", 1)]);
         await nodeA.AppendAsync(Message(2, "inflight"), [Row("bob", 2)]);
@@ -165,7 +165,7 @@ public sealed class RedisStoreTests : IAsyncLifetime
         Assert.Equal(new ClaimResult(2, "A#1", true), claim);
         Assert.Null(await nodeB.LoadSessionAsync("bob"));
         Assert.Empty(await nodeB.ReadQueueAsync("bob", 10, long.MaxValue));
-        Assert.Equal("bob-user", nodeB.GetClientOwner("bob"));
+        Assert.Equal("bob-user", await nodeB.GetClientOwnerAsync("bob"));
 
         nodeB.UpsertSession(Persistent("bob"));
         var session = await nodeB.LoadSessionAsync("bob");
@@ -253,14 +253,14 @@ public sealed class RedisStoreTests : IAsyncLifetime
     public async Task Binding_IsSetOnce_UntilReleased()
     {
         var store = await NewStoreAsync();
-        Assert.Null(store.GetClientOwner("c1"));
-        Assert.Equal("alice", store.BindClientOwner("c1", "alice"));
-        Assert.Equal("alice", store.BindClientOwner("c1", "eve"));
-        Assert.Equal("alice", store.GetClientOwner("c1"));
-        Assert.True(store.ReleaseClientOwner("c1"));
-        Assert.False(store.ReleaseClientOwner("c1"));
-        Assert.Null(store.GetClientOwner("c1"));
-        Assert.Equal("eve", store.BindClientOwner("c1", "eve"));
+        Assert.Null(await store.GetClientOwnerAsync("c1"));
+        Assert.Equal("alice", await store.BindClientOwnerAsync("c1", "alice"));
+        Assert.Equal("alice", await store.BindClientOwnerAsync("c1", "eve"));
+        Assert.Equal("alice", await store.GetClientOwnerAsync("c1"));
+        Assert.True(await store.ReleaseClientOwnerAsync("c1"));
+        Assert.False(await store.ReleaseClientOwnerAsync("c1"));
+        Assert.Null(await store.GetClientOwnerAsync("c1"));
+        Assert.Equal("eve", await store.BindClientOwnerAsync("c1", "eve"));
     }
 
     [Fact]

@@ -129,7 +129,7 @@ public sealed class StoreBackpressureTests : IDisposable
                 // Fire-and-forget writes are always taken, beyond the bound too: never refused, never blocked.
                 for (var i = 0; i < writes; i++)
                 {
-                    store.BindClientOwner($"client-{i}", "user");
+                    await store.BindClientOwnerAsync($"client-{i}", "user");
                 }
 
                 Assert.Equal(writes, store.PendingWrites);
@@ -159,7 +159,7 @@ public sealed class StoreBackpressureTests : IDisposable
         {
             for (var i = 0; i < writes; i++)
             {
-                Assert.Equal("user", reopened.GetClientOwner($"client-{i}"));
+                Assert.Equal("user", await reopened.GetClientOwnerAsync($"client-{i}"));
             }
         }
     }

@@ -51,11 +51,11 @@ public abstract class DelegatingStore : IBrokerStore, IPolicyRecords, IClientIdB
         remove => Inner.ChangedElsewhere -= value;
     }
 
-    public string? GetClientOwner(string clientId) => Inner.GetClientOwner(clientId);
+    public ValueTask<string?> GetClientOwnerAsync(string clientId) => Inner.GetClientOwnerAsync(clientId);
 
-    public string BindClientOwner(string clientId, string userId) => Inner.BindClientOwner(clientId, userId);
+    public ValueTask<string> BindClientOwnerAsync(string clientId, string userId) => Inner.BindClientOwnerAsync(clientId, userId);
 
-    public bool ReleaseClientOwner(string clientId) => Inner.ReleaseClientOwner(clientId);
+    public ValueTask<bool> ReleaseClientOwnerAsync(string clientId) => Inner.ReleaseClientOwnerAsync(clientId);
 
     public ValueTask DisposeAsync() => Inner.DisposeAsync();
 }
