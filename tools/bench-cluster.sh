@@ -77,13 +77,7 @@ BROKER_DLL="$ROOT/src/Broker/bin/Release/net10.0/Broker.dll"
 BENCH=(dotnet "$ROOT/tools/Broker.Bench/bin/Release/net10.0/Broker.Bench.dll")
 
 PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap_cleanup_pids
 
 # stop_pid PID: SIGTERM (the broker's clean shutdown), SIGKILL after 15 s.
 stop_pid() {

@@ -66,13 +66,7 @@ wait_port() { # port seconds
 }
 
 PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap_cleanup_pids
 
 # --- mosquitto ---------------------------------------------------------------------------------
 MOSQ_PORT="$(free_port)"

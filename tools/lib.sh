@@ -16,3 +16,14 @@ wait_listening() {
   echo "the broker did not start within ${3:-30} s" >&2
   return 1
 }
+
+# trap_cleanup_pids: on exit, stop every process whose pid the script added to PIDS (and wait for it).
+trap_cleanup_pids() {
+  cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  }
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+}
