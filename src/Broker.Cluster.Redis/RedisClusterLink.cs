@@ -26,9 +26,10 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     readonly ILogger<RedisClusterLink> _logger;
     readonly RouteKeys _routes;
     readonly SharedGroups _shared;
+    readonly RouteListener _listener;
+    readonly NodeRegistry _nodes;
     readonly ISubscriber _bus;
     readonly object _gate = new();
-    readonly Dictionary<string, RouteInterest> _interest = new(StringComparer.Ordinal);
     readonly Dictionary<string, Task> _sendTails = new(StringComparer.Ordinal);
     readonly ConcurrentDictionary<string, TaskCompletionSource> _releases = new(StringComparer.Ordinal);
     // Classic pub/sub, not sharded: every broker node reads it, and a Redis Cluster passes a classic PUBLISH to all its nodes.
@@ -54,6 +55,8 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         // A new incarnation for every start: ownerships of an earlier run of this node count as dead.
         Incarnation = NodeId + "/" + Guid.NewGuid().ToString("N")[..8];
         _shared = new SharedGroups(redis, _routes, Incarnation);
+        _listener = new RouteListener(_bus, OnRouteMessage);
+        _nodes = new NodeRegistry(redis, store, options, Incarnation, NodeId, logger);
         _store.Fenced += OnFenced;
     }
 
@@ -62,7 +65,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     /// <summary>This run of this node: the owner recorded in the sessions it claims.</summary>
     public string Incarnation { get; }
 
-    public int NodeIndex { get; private set; }
+    public int NodeIndex => _nodes.NodeIndex;
 
     /// <summary>Messages received from other nodes (envelopes delivered here).</summary>
     public long EnvelopesIn => Interlocked.Read(ref _envelopesIn);
@@ -73,13 +76,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     public bool IsReachable => _redis.IsConnected;
 
     /// <summary>Called before the engine restores its state: the node index is part of every message id it gives.</summary>
-    public async Task RegisterAsync()
-    {
-        var db = _redis.GetDatabase();
-        NodeIndex = (int)((long)await db.StringIncrementAsync("ims:node-index") & 0xFF);
-        await db.SetAddAsync(NodesKey, Incarnation);
-        await RenewAsync();
-    }
+    public Task RegisterAsync() => _nodes.RegisterAsync();
 
     public async Task StartAsync(IClusterPeer peer, CancellationToken cancellationToken)
     {
@@ -99,15 +96,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
             await _heartbeat.DisposeAsync();
         }
 
-        try
-        {
-            // Gone at once for the others: a client that reconnects elsewhere need not wait for the key to expire.
-            await _redis.GetDatabase().KeyDeleteAsync(NodeKey(Incarnation));
-        }
-        catch (Exception ex) when (ex is RedisException or TimeoutException)
-        {
-            ClusterLog.RedisFailed(_logger, "leave", ex.Message);
-        }
+        await _nodes.LeaveAsync();
     }
 
     int _ticking;
@@ -121,8 +110,8 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
 
         try
         {
-            await RenewAsync();
-            await SweepDeadNodesAsync();
+            await _nodes.RenewAsync();
+            await _nodes.SweepDeadAsync(PublishWill);
         }
         finally
         {
@@ -130,61 +119,8 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         }
     }
 
-    /// <summary>
-    /// One node at a time (a lease) looks for nodes whose liveness key expired: their sessions are no longer
-    /// theirs (a clean session's client id gets the mailbox again) and their clients' wills are published
-    /// here (issue #13: by a survivor, within the node TTL and a heartbeat). A delayed will goes out then too.
-    /// </summary>
-    async Task SweepDeadNodesAsync()
-    {
-        try
-        {
-            var db = _redis.GetDatabase();
-            var lease = _options.NodeTtl;
-            if (!await db.StringSetAsync(SweeperKey, Incarnation, lease, When.NotExists))
-            {
-                if (await db.StringGetAsync(SweeperKey) != Incarnation)
-                {
-                    return;
-                }
-
-                await db.KeyExpireAsync(SweeperKey, lease);
-            }
-
-            foreach (var member in await db.SetMembersAsync(NodesKey))
-            {
-                var node = (string)member!;
-                if (node == Incarnation || await db.KeyExistsAsync(NodeKey(node)))
-                {
-                    continue;
-                }
-
-                var wills = 0;
-                foreach (var clientId in await db.SetMembersAsync(NodeSessionsKey(node)))
-                {
-                    var (owned, will) = await _store.TakeOrphanAsync((string)clientId!, node);
-                    if (owned && will is not null && _peer is not null)
-                    {
-                        var (sender, message, expiry) = WillCodec.Decode((string)clientId!, will);
-                        _peer.PublishWill(message, sender, expiry);
-                        wills++;
-                    }
-                }
-
-                await db.KeyDeleteAsync(NodeSessionsKey(node));
-                await db.SetRemoveAsync(NodesKey, node);
-                ClusterLog.NodeGone(_logger, node, wills);
-            }
-        }
-        catch (Exception ex) when (ex is RedisException or TimeoutException)
-        {
-            ClusterLog.RedisFailed(_logger, "sweep", ex.Message);
-        }
-    }
-
     public async Task<IReadOnlyList<RemoteSession>> RemoteSessionsAsync(CancellationToken cancellationToken)
     {
-        var db = _redis.GetDatabase();
         var alive = new Dictionary<string, bool>(StringComparer.Ordinal);
         var remote = new List<RemoteSession>();
         foreach (var (record, owner, queued, inflight) in await _store.ListSessionsAsync(cancellationToken))
@@ -194,7 +130,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
                 continue;
             }
 
-            var live = owner is not null && (alive.TryGetValue(owner, out var known) ? known : alive[owner] = await db.KeyExistsAsync(NodeKey(owner)));
+            var live = owner is not null && (alive.TryGetValue(owner, out var known) ? known : alive[owner] = await _nodes.IsAliveAsync(owner));
             var node = live ? owner![..owner!.LastIndexOf('/')] : null;
 
             // The record says 0 while a client is attached (Session.Attach writes it; Detach writes the time).
@@ -229,16 +165,11 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         }
     }
 
-    async Task RenewAsync()
+    /// <summary>A dead node's client had a will: published here.</summary>
+    void PublishWill(string clientId, byte[] will)
     {
-        try
-        {
-            await _redis.GetDatabase().StringSetAsync(NodeKey(Incarnation), NodeId, _options.NodeTtl);
-        }
-        catch (Exception ex) when (ex is RedisException or TimeoutException)
-        {
-            ClusterLog.RedisFailed(_logger, "heartbeat", ex.Message);
-        }
+        var (sender, message, expiry) = WillCodec.Decode(clientId, will);
+        _peer?.PublishWill(message, sender, expiry);
     }
 
     // ---- sessions ------------------------------------------------------------------------------
@@ -249,12 +180,12 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         try
         {
             // Listen first: a direct message sent while the session moves here reaches this node.
-            await Listen(RouteKeys.Direct(clientId), +1);
+            await _listener.Listen(RouteKeys.Direct(clientId), +1);
             try
             {
                 var claim = await _store.ClaimAsync(clientId, Incarnation, cleanStart);
-                _ = _redis.GetDatabase().SetAddAsync(NodeSessionsKey(Incarnation), clientId, CommandFlags.FireAndForget);
-                if (claim.PreviousOwner is { } previous && previous != Incarnation && await IsAliveAsync(previous))
+                _nodes.Owns(clientId, true);
+                if (claim.PreviousOwner is { } previous && previous != Incarnation && await _nodes.IsAliveAsync(previous))
                 {
                     await KickAsync(previous, clientId);
                 }
@@ -277,7 +208,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
             finally
             {
                 // SessionHosted takes its own reference when the session opens.
-                _ = Listen(RouteKeys.Direct(clientId), -1);
+                _ = _listener.Listen(RouteKeys.Direct(clientId), -1);
             }
         }
         catch (Exception ex) when (ex is RedisException or TimeoutException)
@@ -285,8 +216,6 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
             throw new ClusterUnavailableException("Redis: " + ex.Message, ex);
         }
     }
-
-    async Task<bool> IsAliveAsync(string incarnation) => await _redis.GetDatabase().KeyExistsAsync(NodeKey(incarnation));
 
     async Task KickAsync(string owner, string clientId)
     {
@@ -352,12 +281,12 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         _ = _peer?.ReleaseAsync(clientId);
     }
 
-    public void SessionHosted(Session session) => Track(Listen(RouteKeys.Direct(session.ClientId), +1));
+    public void SessionHosted(Session session) => Track(_listener.Listen(RouteKeys.Direct(session.ClientId), +1));
 
     public void SessionLeft(Session session, bool ended)
     {
-        Track(Listen(RouteKeys.Direct(session.ClientId), -1));
-        _ = _redis.GetDatabase().SetRemoveAsync(NodeSessionsKey(Incarnation), session.ClientId, CommandFlags.FireAndForget);
+        Track(_listener.Listen(RouteKeys.Direct(session.ClientId), -1));
+        _nodes.Owns(session.ClientId, false);
         if (ended)
         {
             Track(_store.ReleaseOwnershipAsync(session.ClientId, Incarnation));
@@ -374,7 +303,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
             return;
         }
 
-        Track(Listen(route, added ? +1 : -1));
+        Track(_listener.Listen(route, added ? +1 : -1));
 
         // Durable readers: a persistent session's QoS 1/2 subscriptions, read by publishers on any node.
         if (!session.IsPersistent || subscription.Qos == MqttQualityOfServiceLevel.AtMostOnce)
@@ -430,70 +359,6 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         }
     }
 
-    // ---- route interest ------------------------------------------------------------------------
-
-    sealed class RouteInterest
-    {
-        public int Count;
-        public ChannelMessageQueue? Queue;
-        public Task Chain = Task.CompletedTask;
-    }
-
-    /// <summary>
-    /// One more (or one less) reader of a route on this node. The channel is subscribed while the count is
-    /// above zero; changes are applied in order per route, each to the count as it is when its turn comes.
-    /// </summary>
-    Task Listen(string route, int delta)
-    {
-        lock (_interest)
-        {
-            if (!_interest.TryGetValue(route, out var interest))
-            {
-                _interest[route] = interest = new RouteInterest();
-            }
-
-            interest.Count += delta;
-            return interest.Chain = ApplyAfter(interest.Chain, route, interest);
-        }
-    }
-
-    async Task ApplyAfter(Task previous, string route, RouteInterest interest)
-    {
-        try
-        {
-            await previous;
-        }
-        catch
-        {
-            // Its failure was reported to its own waiters; this change still goes ahead.
-        }
-
-        int count;
-        lock (_interest)
-        {
-            count = interest.Count;
-        }
-
-        if (count > 0 && interest.Queue is null)
-        {
-            interest.Queue = await _bus.SubscribeAsync(RouteChannel(route));
-            interest.Queue.OnMessage(OnRouteMessage);
-        }
-        else if (count <= 0 && interest.Queue is not null)
-        {
-            var queue = interest.Queue;
-            interest.Queue = null;
-            await queue.UnsubscribeAsync();
-            lock (_interest)
-            {
-                if (interest.Count <= 0 && interest.Queue is null && ReferenceEquals(_interest.GetValueOrDefault(route), interest))
-                {
-                    _interest.Remove(route);
-                }
-            }
-        }
-    }
-
     void OnRouteMessage(ChannelMessage message)
     {
         Envelope envelope;
@@ -513,7 +378,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         }
 
         // Every publish also goes to the wide channel; a node that reads the message's own route has it from there.
-        if (message.Channel == WideChannel && Listens(_routes.OfTopic(envelope.Message.Topic)))
+        if (message.Channel == WideChannel && _listener.Listens(_routes.OfTopic(envelope.Message.Topic)))
         {
             return;
         }
@@ -750,27 +615,9 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
 
     static readonly RedisChannel WideChannel = RouteChannel(RouteKeys.Wide);
 
-    bool Listens(string route)
-    {
-        lock (_interest)
-        {
-            return _interest.TryGetValue(route, out var interest) && interest.Count > 0;
-        }
-    }
-
-    static RedisChannel RouteChannel(string route) => RedisChannel.Sharded("r:{" + route + "}");
+    static RedisChannel RouteChannel(string route) => RouteListener.Channel(route);
 
     static RedisChannel NodeChannel(string incarnation) => RedisChannel.Sharded("n:{" + incarnation + "}");
-
-    static RedisKey NodeKey(string incarnation) => "node:{" + incarnation + "}";
-
-    /// <summary>The client ids whose sessions a node incarnation owns (for the sweep when it dies).</summary>
-    static RedisKey NodeSessionsKey(string incarnation) => "nsess:{" + incarnation + "}";
-
-    /// <summary>Every incarnation that joined and has not been swept.</summary>
-    static readonly RedisKey NodesKey = "ims:nodes";
-
-    static readonly RedisKey SweeperKey = "ims:sweeper";
 
     public async ValueTask DisposeAsync()
     {

@@ -1,0 +1,117 @@
+using Microsoft.Extensions.Logging;
+using StackExchange.Redis;
+
+namespace Broker.Cluster.Redis;
+
+/// <summary>
+/// Node liveness in Redis: each node incarnation's key <c>node:{inc}</c> (renewed every second, expiring
+/// after <c>NodeTtl</c>), the set of incarnations that joined (<c>ims:nodes</c>), the client ids each one
+/// owns (<c>nsess:{inc}</c>), and the sweep of dead incarnations, done by one node at a time (a lease).
+/// </summary>
+internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore store, ClusterOptions options, string incarnation, string nodeId, ILogger logger)
+{
+    static readonly RedisKey NodesKey = "ims:nodes";
+    static readonly RedisKey SweeperKey = "ims:sweeper";
+
+    /// <summary>0..255, from a counter in Redis: the low bits of the message ids this node gives.</summary>
+    public int NodeIndex { get; private set; }
+
+    static RedisKey NodeKey(string incarnation) => "node:{" + incarnation + "}";
+
+    static RedisKey NodeSessionsKey(string incarnation) => "nsess:{" + incarnation + "}";
+
+    public async Task RegisterAsync()
+    {
+        var db = redis.GetDatabase();
+        NodeIndex = (int)((long)await db.StringIncrementAsync("ims:node-index") & 0xFF);
+        await db.SetAddAsync(NodesKey, incarnation);
+        await RenewAsync();
+    }
+
+    public async Task RenewAsync()
+    {
+        try
+        {
+            await redis.GetDatabase().StringSetAsync(NodeKey(incarnation), nodeId, options.NodeTtl);
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            ClusterLog.RedisFailed(logger, "heartbeat", ex.Message);
+        }
+    }
+
+    /// <summary>Gone at once for the others: a client that reconnects elsewhere need not wait for the key to expire.</summary>
+    public async Task LeaveAsync()
+    {
+        try
+        {
+            await redis.GetDatabase().KeyDeleteAsync(NodeKey(incarnation));
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            ClusterLog.RedisFailed(logger, "leave", ex.Message);
+        }
+    }
+
+    public async Task<bool> IsAliveAsync(string other) => await redis.GetDatabase().KeyExistsAsync(NodeKey(other));
+
+    /// <summary>This node claimed (or no longer holds) the session of <paramref name="clientId"/>: for the sweep if it dies.</summary>
+    public void Owns(string clientId, bool owns)
+    {
+        var db = redis.GetDatabase();
+        _ = owns
+            ? db.SetAddAsync(NodeSessionsKey(incarnation), clientId, CommandFlags.FireAndForget)
+            : db.SetRemoveAsync(NodeSessionsKey(incarnation), clientId, CommandFlags.FireAndForget);
+    }
+
+    /// <summary>
+    /// One node at a time (a lease) looks for incarnations whose liveness key expired: their sessions are no
+    /// longer theirs (a clean session's client id gets the mailbox again) and their clients' wills go to
+    /// <paramref name="publishWill"/> (issue #13: published by a survivor, within the node TTL and a heartbeat).
+    /// </summary>
+    public async Task SweepDeadAsync(Action<string, byte[]> publishWill)
+    {
+        try
+        {
+            var db = redis.GetDatabase();
+            var lease = options.NodeTtl;
+            if (!await db.StringSetAsync(SweeperKey, incarnation, lease, When.NotExists))
+            {
+                if (await db.StringGetAsync(SweeperKey) != incarnation)
+                {
+                    return;
+                }
+
+                await db.KeyExpireAsync(SweeperKey, lease);
+            }
+
+            foreach (var member in await db.SetMembersAsync(NodesKey))
+            {
+                var node = (string)member!;
+                if (node == incarnation || await db.KeyExistsAsync(NodeKey(node)))
+                {
+                    continue;
+                }
+
+                var wills = 0;
+                foreach (var clientId in await db.SetMembersAsync(NodeSessionsKey(node)))
+                {
+                    var (owned, will) = await store.TakeOrphanAsync((string)clientId!, node);
+                    if (owned && will is not null)
+                    {
+                        publishWill((string)clientId!, will);
+                        wills++;
+                    }
+                }
+
+                await db.KeyDeleteAsync(NodeSessionsKey(node));
+                await db.SetRemoveAsync(NodesKey, node);
+                ClusterLog.NodeGone(logger, node, wills);
+            }
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            ClusterLog.RedisFailed(logger, "sweep", ex.Message);
+        }
+    }
+}
