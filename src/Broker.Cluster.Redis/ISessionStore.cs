@@ -54,7 +54,9 @@ public interface ISessionStore
     /// A direct message, decided atomically next to its client id's session: a session exists → a row when it
     /// is persistent and the QoS is 1/2; no session → the mailbox (QoS 1/2) until <paramref name="mailboxExpiresAtUnixMs"/>.
     /// </summary>
-    Task<DirectResult> AppendDirectAsync(string clientId, BrokerMessage message, long mailboxExpiresAtUnixMs, InboundPacket? inbound);
+    /// <param name="announce">Also published on a sharded channel of the client id's slot, in the same script: the message as it
+    /// reads when a row was written, or otherwise.</param>
+    Task<DirectResult> AppendDirectAsync(string clientId, BrokerMessage message, long mailboxExpiresAtUnixMs, InboundPacket? inbound, DirectAnnouncement? announce = null);
 
     /// <summary>A persistent session reads <paramref name="route"/> with this subscription (QoS 1/2 only).</summary>
     Task AddReaderAsync(string route, string clientId, SubscriptionRecord subscription);
@@ -69,6 +71,9 @@ public interface ISessionStore
 }
 
 public readonly record struct ClaimResult(long Epoch, string? PreviousOwner, bool Existed);
+
+/// <summary>A message to publish with a direct write (<see cref="ISessionStore.AppendDirectAsync"/>): on <paramref name="Channel"/>, one of two forms.</summary>
+public readonly record struct DirectAnnouncement(string Channel, byte[] IfStored, byte[] Otherwise);
 
 public readonly record struct DirectResult(bool SessionExists, bool Stored, bool Mailed);
 

@@ -175,11 +175,12 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         return written;
     }
 
-    public async Task<DirectResult> AppendDirectAsync(string clientId, BrokerMessage message, long mailboxExpiresAtUnixMs, InboundPacket? inbound)
+    public async Task<DirectResult> AppendDirectAsync(string clientId, BrokerMessage message, long mailboxExpiresAtUnixMs, InboundPacket? inbound, DirectAnnouncement? announce = null)
     {
         var blob = RowCodec.EncodeRow(message.Qos, false, null, message, MessageCodec.EncodeMessage(message));
         var r = (RedisResult[])(await Run(RedisScripts.Direct, RedisKeys.Session(clientId),
-            [message.Id, blob, (int)message.Qos, mailboxExpiresAtUnixMs, Now(), MailboxCap]))!;
+            [message.Id, blob, (int)message.Qos, mailboxExpiresAtUnixMs, Now(), MailboxCap,
+             announce?.Channel ?? "", announce?.IfStored ?? [], announce?.Otherwise ?? []]))!;
         var result = new DirectResult((long)r[0] == 1, (long)r[1] == 1, (long)r[2] == 1);
         if (result.Stored || result.Mailed)
         {
@@ -188,6 +189,7 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
 
         return result;
     }
+
 
     public Task AddReaderAsync(string route, string clientId, SubscriptionRecord subscription) =>
         Tracked(_db.HashSetAsync(RedisKeys.Readers(route), RedisKeys.ReaderField(clientId, subscription.Filter), MessageCodec.EncodeSubscriptions([subscription])));

@@ -403,7 +403,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         }
 
         var route = _routes.OfTopic(message.Topic);
-        return new ValueTask(SendInOrder(route, message, null, RouteWorkAsync(route, message)));
+        return new ValueTask(SendInOrder(route, message, RouteWorkAsync(route, message)));
     }
 
     /// <summary>What a routed message needs before it goes out: rows for durable readers elsewhere, and one member per shared group.</summary>
@@ -431,8 +431,15 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     public bool TryRouteDirect(string clientId, BrokerMessage message, InboundPacket? inbound, out ValueTask durable)
     {
         var expires = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + (long)_mailboxTtl.TotalMilliseconds;
-        var stored = DirectAsync(clientId, message, expires, inbound);
-        durable = new ValueTask(SendInOrder(RouteKeys.Direct(clientId), message, clientId, stored));
+
+        // The row (or mailbox entry) and the message to the node that hosts the session go in one script on the
+        // client id's slot: one round trip, in the order this node routed them.
+        var live = new Envelope { Kind = EnvelopeKind.Message, Origin = Incarnation, ClientId = clientId, Message = message };
+        var announce = new DirectAnnouncement(RouteChannel(RouteKeys.Direct(clientId)).ToString(),
+            new Envelope { Kind = EnvelopeKind.Message, Origin = Incarnation, ClientId = clientId, StoredFor = [clientId], Message = message }.Encode(),
+            live.Encode());
+        Interlocked.Increment(ref _envelopesOut);
+        durable = new ValueTask(DirectAsync(clientId, message, expires, inbound, announce));
         return true;
     }
 
@@ -441,11 +448,19 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     /// <summary>Broker:OfflineP2PTtl, for direct messages kept in the cluster's mailbox.</summary>
     public TimeSpan MailboxTtl { get => _mailboxTtl; set => _mailboxTtl = value; }
 
-    async Task<Routed> DirectAsync(string clientId, BrokerMessage message, long expires, InboundPacket? inbound)
+    async Task DirectAsync(string clientId, BrokerMessage message, long expires, InboundPacket? inbound, DirectAnnouncement announce)
     {
-        var result = await _store.AppendDirectAsync(clientId, message, expires, inbound);
-        return new Routed(result.Stored ? [clientId] : [], [], []);
+        try
+        {
+            await _store.AppendDirectAsync(clientId, message, expires, inbound, announce);
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            // Not stored: not acknowledged either (the client sends it again).
+            throw new ClusterUnavailableException("Redis: " + ex.Message, ex);
+        }
     }
+
 
     /// <summary>Rows for the route's durable readers hosted on other nodes (this node's own were written by the router).</summary>
     async Task<IReadOnlyCollection<string>> WriteRowsAsync(string route, BrokerMessage message)
@@ -508,25 +523,25 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     /// durable, in routing order per route: a later publish never overtakes an earlier one whose rows are
     /// still being written. The task completes when the rows are durable (the publisher's ack waits on it).
     /// </summary>
-    Task SendInOrder(string route, BrokerMessage message, string? directClientId, Task<Routed> rows)
+    Task SendInOrder(string route, BrokerMessage message, Task<Routed> rows)
     {
         lock (_sendTails)
         {
             _sendTails.TryGetValue(route, out var tail);
             if ((tail is null || tail.IsCompleted) && rows.IsCompletedSuccessfully)
             {
-                Send(route, message, directClientId, rows.Result);
+                Send(route, message, rows.Result);
                 return Task.CompletedTask;
             }
 
-            var sent = SendAfterAsync(tail ?? Task.CompletedTask, route, message, directClientId, rows);
+            var sent = SendAfterAsync(tail ?? Task.CompletedTask, route, message, rows);
             _sendTails[route] = sent;
             _ = ForgetTailAsync(route, sent);
             return sent;
         }
     }
 
-    async Task SendAfterAsync(Task tail, string route, BrokerMessage message, string? directClientId, Task<Routed> rows)
+    async Task SendAfterAsync(Task tail, string route, BrokerMessage message, Task<Routed> rows)
     {
         try
         {
@@ -548,7 +563,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
             throw new ClusterUnavailableException("Redis: " + ex.Message, ex);
         }
 
-        Send(route, message, directClientId, routed);
+        Send(route, message, routed);
     }
 
     async Task ForgetTailAsync(string route, Task sent)
@@ -571,15 +586,12 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         }
     }
 
-    void Send(string route, BrokerMessage message, string? directClientId, Routed routed)
+    void Send(string route, BrokerMessage message, Routed routed)
     {
-        var envelope = new Envelope { Kind = EnvelopeKind.Message, Origin = Incarnation, ClientId = directClientId, StoredFor = routed.StoredFor, Message = message }.Encode();
+        var envelope = new Envelope { Kind = EnvelopeKind.Message, Origin = Incarnation, StoredFor = routed.StoredFor, Message = message }.Encode();
         _bus.Publish(RouteChannel(route), envelope, CommandFlags.FireAndForget);
         Interlocked.Increment(ref _envelopesOut);
-        if (directClientId is null)
-        {
-            _bus.Publish(WideChannel, envelope, CommandFlags.FireAndForget);
-        }
+        _bus.Publish(WideChannel, envelope, CommandFlags.FireAndForget);
 
         foreach (var pick in routed.Picks)
         {

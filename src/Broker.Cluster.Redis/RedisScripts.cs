@@ -138,24 +138,29 @@ static class RedisScripts
         return 1
         """;
 
-    /// <summary>ARGV: id, blob, qos, expires-at, now, mailbox cap → {session exists, stored, mailed}.</summary>
+    /// <summary>ARGV: id, blob, qos, expires-at, now, mailbox cap, channel ('' = none), message if stored, message otherwise → {session exists, stored, mailed}.</summary>
     public const string Direct = Prelude + """
         local qos = tonumber(ARGV[3])
+        local stored, mailed, exists = 0, 0, 0
         -- A session (a record, or a clean session's owner while it is connected somewhere) takes it live,
         -- not the mailbox: the mailbox is for client ids with no session at all.
         local owned = redis.call('HGET', s, 'owner')
         if redis.call('HEXISTS', s, 'rec') == 1 or (owned and owned ~= '') then
+          exists = 1
           if qos >= 1 and persistent() then
             append(ARGV[1], ARGV[2])
-            return {1, 1, 0}
+            stored = 1
           end
-          return {1, 0, 0}
-        end
-        if qos >= 1 then
+        elseif qos >= 1 then
           mail(ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6])
-          return {0, 0, 1}
+          mailed = 1
         end
-        return {0, 0, 0}
+        -- The message to the node that hosts the session, in the same call (its channel is in this slot):
+        -- one round trip, and sent only after the row is written (Redis answers and publishes after the AOF write).
+        if ARGV[7] ~= '' then
+          redis.call('SPUBLISH', ARGV[7], stored == 1 and ARGV[8] or ARGV[9])
+        end
+        return {exists, stored, mailed}
         """;
 
     /// <summary>ARGV: id, blob, expires-at, now, mailbox cap.</summary>
