@@ -61,7 +61,7 @@ public static class BrokerApp
             builder.Configuration.AddInMemoryCollection(overrides);
         }
 
-        var (engineOptions, imsOptions) = BrokerConfiguration.Load(builder.Configuration);
+        var (engineOptions, imsOptions, listener, store, sqlite) = BrokerConfiguration.Load(builder.Configuration);
         var cluster = BrokerConfiguration.LoadCluster(builder.Configuration, imsOptions);
         var tls = TlsSettings.Load(builder.Configuration);
 
@@ -69,19 +69,20 @@ public static class BrokerApp
         builder.Services.AddSerilog((services, log) => log.ReadFrom.Configuration(builder.Configuration).ReadFrom.Services(services).Enrich.FromLogContext());
 
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(engineOptions));
+        builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(listener));
         builder.Services.AddSingleton(imsOptions);
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<BrokerCounters>();
         if (cluster.IsEnabled)
         {
             // Cluster mode (Broker:Cluster:Redis): sessions, queues and routes are shared through Redis.
-            builder.Services.AddRedisCluster(cluster, engineOptions.OfflineP2PTtl, engineOptions.MaxQueuedMessages, engineOptions.Store.MaxPendingWrites);
+            builder.Services.AddRedisCluster(cluster, engineOptions.OfflineP2PTtl, engineOptions.MaxQueuedMessages, store.MaxPendingWrites);
         }
         else
         {
-            builder.Services.AddSingleton<IBrokerStore>(services => engineOptions.Store.Type == "memory"
+            builder.Services.AddSingleton<IBrokerStore>(services => store.Type == "memory"
                 ? new InMemoryBrokerStore()
-                : SqliteBrokerStore.Open(engineOptions.DataPath, engineOptions.Store.Synchronous == "full", services.GetRequiredService<ILogger<SqliteBrokerStore>>(), engineOptions.Store.CommitDelay, engineOptions.Store.MaxPendingWrites));
+                : SqliteBrokerStore.Open(sqlite.DataPath, sqlite.FullSync, services.GetRequiredService<ILogger<SqliteBrokerStore>>(), sqlite.CommitDelay, store.MaxPendingWrites));
             builder.Services.AddSingleton<IClusterLink>(SingleNode.Instance);
         }
 
@@ -99,7 +100,7 @@ public static class BrokerApp
         builder.Services.AddSingleton<IBrokerPolicy, ImsPolicy>();
         builder.Services.AddSingleton<BrokerEngine>();
         builder.Services.AddHostedService<EngineService>();
-        if (engineOptions.Mqtt.Transport == "sockets")
+        if (listener.Transport == "sockets")
         {
             builder.Services.AddHostedService<SocketListener>(); // after the engine: it accepts once the store is restored
         }
@@ -113,23 +114,23 @@ public static class BrokerApp
         var endpoints = new ListenerEndpoints();
         builder.Services.AddSingleton(endpoints);
         var httpPort = builder.Configuration.GetValue("Broker:Http:Port", 8080);
-        if (engineOptions.Mqtt.InlineIo)
+        if (listener.InlineIo)
         {
             // Read by the runtime when its first socket is created, so it is set before Kestrel binds
             // (process-wide: it cannot be set per listener; see Broker:Mqtt:InlineIo).
             Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
         }
 
-        builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = engineOptions.Mqtt.InlineIo);
+        builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = listener.InlineIo);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             // Broker:Limits:MaxConnections is one count over every listener, Kestrel's and the own TCP
             // listener's, kept by ConnectionAdmission; Kestrel's own limits would count only its share.
             var admission = kestrel.ApplicationServices.GetRequiredService<ConnectionAdmission>();
-            var address = engineOptions.Mqtt.BindAddress();
-            if (engineOptions.Mqtt.Transport == "kestrel")
+            var address = listener.BindAddress();
+            if (listener.Transport == "kestrel")
             {
-                kestrel.Listen(address, engineOptions.Mqtt.Port, listen =>
+                kestrel.Listen(address, listener.Port, listen =>
                 {
                     listen.UseAdmission(admission);
                     listen.UseConnectionHandler<BrokerConnectionHandler>();

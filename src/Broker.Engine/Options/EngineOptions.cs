@@ -1,14 +1,16 @@
 namespace Broker.Engine.Options;
 
 /// <summary>
-/// The engine's settings, bound from the <c>Broker</c> configuration section.
-/// Defaults follow mosquitto where it has one, and say so.
+/// The engine's settings, bound from the <c>Broker</c> configuration section: only what the engine reads.
+/// The same section also holds the host's (listener: Broker.Transport.ListenerOptions; which store:
+/// Broker.Configuration.StoreOptions) and the SQLite store's (Broker.Store.Sqlite.SqliteStoreOptions),
+/// bound by the host into their own classes. Defaults follow mosquitto where it has one, and say so.
 /// </summary>
 public sealed class EngineOptions
 {
     public const string SectionName = "Broker";
 
-    public MqttListenerOptions Mqtt { get; set; } = new();
+    public MqttProtocolOptions Mqtt { get; set; } = new();
 
     public LimitsOptions Limits { get; set; } = new();
 
@@ -28,13 +30,8 @@ public sealed class EngineOptions
     /// <summary>Expiry of a v3.1.1 persistent session (clean session = 0), which cannot say its own. EMQX uses 2 h; chat apps want days.</summary>
     public TimeSpan DefaultSessionExpiry { get; set; } = TimeSpan.FromDays(7);
 
-    /// <summary>Where the embedded store keeps its files, relative to the working directory.</summary>
-    public string DataPath { get; set; } = "data";
-
     /// <summary>How long a direct (P2P) message waits for a client id that has no session yet.</summary>
     public TimeSpan OfflineP2PTtl { get; set; } = TimeSpan.FromDays(3);
-
-    public StoreOptions Store { get; set; } = new();
 }
 
 /// <summary>Limits per persistent session on the QoS 1/2 messages waiting in the store; beyond one the oldest are dropped.</summary>
@@ -49,42 +46,12 @@ public sealed class OfflineQueueOptions
     public TimeSpan Ttl { get; set; } = TimeSpan.FromDays(3);
 }
 
-public sealed class StoreOptions
+/// <summary>
+/// The MQTT protocol's limits, from <c>Broker:Mqtt</c>. Where and how MQTT is served (Port, Host, InlineIo,
+/// Transport) is the host's, in the same section: Broker.Transport.ListenerOptions.
+/// </summary>
+public sealed class MqttProtocolOptions
 {
-    /// <summary>"sqlite" (default: one file under DataPath, crash-safe) or "memory" (nothing survives the process).</summary>
-    public string Type { get; set; } = "sqlite";
-
-    /// <summary>
-    /// "full": every commit reaches the disk before the ack (survives power loss); "normal": survives a
-    /// process crash (kill -9) but not a power cut, for more throughput (SQLite PRAGMA synchronous).
-    /// </summary>
-    public string Synchronous { get; set; } = "full";
-
-    /// <summary>
-    /// How long the writer lets changes gather before it commits (0 to 100 ms). A subscriber's PUBACK
-    /// that arrives within it cancels the delivery it acknowledges, so neither is written; the price is
-    /// up to this much more before the publisher's own PUBACK (as PostgreSQL's commit_delay).
-    /// </summary>
-    public TimeSpan CommitDelay { get; set; } = TimeSpan.FromMilliseconds(2);
-
-    /// <summary>
-    /// Store writes queued and not yet committed beyond which connections stop reading PUBLISH packets
-    /// until the disk catches up (backpressure on publishers; nothing is dropped or refused).
-    /// </summary>
-    public int MaxPendingWrites { get; set; } = 100_000;
-}
-
-public sealed class MqttListenerOptions
-{
-    /// <summary>MQTT over TCP (IANA port 1883).</summary>
-    public int Port { get; set; } = 1883;
-
-    /// <summary>Interface to bind; "*" for all, "127.0.0.1" for loopback only.</summary>
-    public string Host { get; set; } = "*";
-
-    /// <summary>The address <see cref="Host"/> names, for every listener: "*" is all IPv4 interfaces (Kestrel's IPAddress.Any).</summary>
-    public System.Net.IPAddress BindAddress() => Host == "*" ? System.Net.IPAddress.Any : System.Net.IPAddress.Parse(Host);
-
     /// <summary>Largest packet accepted, checked on the fixed header before buffering (MQTT 5 Maximum Packet Size; mosquitto: max_packet_size).</summary>
     public int MaxPacketSize { get; set; } = 256 * 1024;
 
@@ -113,22 +80,6 @@ public sealed class MqttListenerOptions
 
     /// <summary>The keep-alive cap in force: <see cref="ServerKeepAlive"/>, else the deprecated <see cref="MaxKeepAliveSeconds"/>; 0 = none.</summary>
     public int KeepAliveCap => ServerKeepAlive > 0 ? ServerKeepAlive : MaxKeepAliveSeconds ?? 0;
-
-    /// <summary>
-    /// Run each packet to completion on the socket thread that received it (read, route, write to the
-    /// subscribers' sockets), as mosquitto's event loop does, instead of handing it through the thread
-    /// pool at each step: Kestrel's UnsafePreferInlineScheduling plus inline socket completions. Work that
-    /// may block (password hashing, JWT checks) is moved off that thread by the engine. Set false to go
-    /// back to Kestrel's defaults.
-    /// </summary>
-    public bool InlineIo { get; set; } = true;
-
-    /// <summary>
-    /// What serves MQTT over plain TCP: "kestrel" (default, Kestrel's socket transport, as TLS and
-    /// WebSocket) or "sockets" (the broker's own listener: a socket and pipes over it, about 1.8 kB less
-    /// per idle connection).
-    /// </summary>
-    public string Transport { get; set; } = "kestrel";
 }
 
 public sealed class LimitsOptions

@@ -2,7 +2,10 @@ using Microsoft.Extensions.Options;
 
 namespace Broker.Engine.Options;
 
-/// <summary>Checks every engine setting at start; each failure names its configuration key and the allowed range.</summary>
+/// <summary>
+/// Checks every engine setting at start; each failure names its configuration key and the allowed range.
+/// The listener's and the store's settings are checked by their own validators, which the host runs too.
+/// </summary>
 public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
 {
     public ValidateOptionsResult Validate(string? name, EngineOptions o)
@@ -16,7 +19,6 @@ public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
             }
         }
 
-        Range("Broker:Mqtt:Port", o.Mqtt.Port, 0, 65535);
         Range("Broker:Mqtt:MaxPacketSize", o.Mqtt.MaxPacketSize, 128, 268_435_455);
         Range("Broker:Mqtt:ReceiveMaximum", o.Mqtt.ReceiveMaximum, 1, 65535);
         Range("Broker:Mqtt:MaxInflightMessages", o.Mqtt.MaxInflightMessages, 1, 65535);
@@ -56,34 +58,7 @@ public sealed class EngineOptionsValidator : IValidateOptions<EngineOptions>
         Range("Broker:OfflineQueue:MaxBytes", o.OfflineQueue.MaxBytes, 1024, 1L << 40);
         Range("Broker:OfflineQueue:Ttl (seconds)", (long)o.OfflineQueue.Ttl.TotalSeconds, 1, uint.MaxValue);
         Range("Broker:DefaultSessionExpiry (seconds)", (long)o.DefaultSessionExpiry.TotalSeconds, 0, uint.MaxValue);
-        if (string.IsNullOrWhiteSpace(o.DataPath))
-        {
-            errors.Add("Broker:DataPath must not be empty.");
-        }
-
         Range("Broker:OfflineP2PTtl (seconds)", (long)o.OfflineP2PTtl.TotalSeconds, 1, uint.MaxValue);
-        if (o.Store.Type is not "sqlite" and not "memory")
-        {
-            errors.Add($"Broker:Store:Type must be sqlite or memory (was \"{o.Store.Type}\").");
-        }
-
-        if (o.Store.Synchronous is not "full" and not "normal")
-        {
-            errors.Add($"Broker:Store:Synchronous must be full or normal (was \"{o.Store.Synchronous}\").");
-        }
-
-        if (o.Mqtt.Transport is not "kestrel" and not "sockets")
-        {
-            errors.Add($"Broker:Mqtt:Transport must be kestrel or sockets (was \"{o.Mqtt.Transport}\").");
-        }
-
-        Range("Broker:Store:CommitDelay (milliseconds)", (long)o.Store.CommitDelay.TotalMilliseconds, 0, 100);
-        Range("Broker:Store:MaxPendingWrites", o.Store.MaxPendingWrites, 100, 100_000_000);
-        if (o.Mqtt.Host != "*" && !System.Net.IPAddress.TryParse(o.Mqtt.Host, out _))
-        {
-            errors.Add($"Broker:Mqtt:Host must be \"*\" or an IP address such as 127.0.0.1 (was \"{o.Mqtt.Host}\").");
-        }
-
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

@@ -1,21 +1,40 @@
 using Broker.Engine.Options;
 using Broker.Ims.Options;
+using Broker.Store.Sqlite;
+using Broker.Transport;
 using Microsoft.Extensions.Options;
 
 namespace Broker.Configuration;
 
+/// <summary>
+/// Every setting, bound and checked, one class per room: the engine's, the IM policy's, the MQTT
+/// listener's, the host's choice of store and the SQLite store's. All come from the one <c>Broker</c>
+/// section; which class reads a key is an inside matter, the keys are the contract.
+/// </summary>
+public sealed record BrokerSettings(EngineOptions Engine, ImsOptions Ims, ListenerOptions Listener, StoreOptions Store, SqliteStoreOptions Sqlite);
+
 /// <summary>Binds and validates every setting once, at start; a bad value becomes an error naming its key.</summary>
 public static class BrokerConfiguration
 {
-    public static (EngineOptions Engine, ImsOptions Ims) Load(IConfiguration configuration)
+    public static BrokerSettings Load(IConfiguration configuration)
     {
         var section = configuration.GetSection(EngineOptions.SectionName);
         EngineOptions engine;
         ImsOptions ims;
+        ListenerOptions listener;
+        StoreOptions store;
+        SqliteStoreOptions sqlite;
         try
         {
+            // Each class takes its keys from the shared section and leaves the others' alone.
             engine = section.Get<EngineOptions>() ?? new EngineOptions();
             ims = section.Get<ImsOptions>() ?? new ImsOptions();
+            listener = configuration.GetSection(ListenerOptions.SectionName).Get<ListenerOptions>() ?? new ListenerOptions();
+            store = configuration.GetSection(StoreOptions.SectionName).Get<StoreOptions>() ?? new StoreOptions();
+            sqlite = configuration.GetSection(StoreOptions.SectionName).Get<SqliteStoreOptions>() ?? new SqliteStoreOptions();
+
+            // DataPath is Broker:DataPath, not Broker:Store:DataPath: set it from there whatever the binder found.
+            sqlite.DataPath = section[nameof(SqliteStoreOptions.DataPath)] ?? SqliteStoreOptions.DefaultDataPath;
         }
         catch (InvalidOperationException ex)
         {
@@ -27,6 +46,9 @@ public static class BrokerConfiguration
         var errors = new List<string>();
         Collect(new EngineOptionsValidator().Validate(null, engine), errors);
         Collect(new ImsOptionsValidator().Validate(null, ims), errors);
+        Collect(new ListenerOptionsValidator().Validate(null, listener), errors);
+        Collect(new StoreOptionsValidator().Validate(null, store), errors);
+        Collect(new SqliteStoreOptionsValidator().Validate(null, sqlite), errors);
         Port(configuration, "Broker:Http:Port", 8080, errors);
 
         if (!TimeSpan.TryParse(configuration["Broker:Sys:Interval"] ?? "00:00:10", System.Globalization.CultureInfo.InvariantCulture, out var sys)
@@ -40,7 +62,7 @@ public static class BrokerConfiguration
             throw new BrokerConfigurationException(errors);
         }
 
-        return (engine, ims);
+        return new BrokerSettings(engine, ims, listener, store, sqlite);
     }
 
     /// <summary>

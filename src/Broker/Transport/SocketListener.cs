@@ -4,7 +4,6 @@ using System.Net.Sockets;
 using Broker.Engine;
 using Broker.Engine.Admission;
 using Broker.Engine.Connections;
-using Broker.Engine.Options;
 using Microsoft.Extensions.Options;
 
 namespace Broker.Transport;
@@ -17,7 +16,7 @@ namespace Broker.Transport;
 /// connection (docs/performance.md). TLS and WebSocket stay on Kestrel.
 /// </summary>
 public sealed partial class SocketListener(
-    BrokerEngine engine, ConnectionAdmission admission, IOptions<EngineOptions> options, ListenerEndpoints endpoints, ILogger<SocketListener> logger) : IHostedService
+    BrokerEngine engine, ConnectionAdmission admission, IOptions<ListenerOptions> options, ListenerEndpoints endpoints, ILogger<SocketListener> logger) : IHostedService
 {
     // Kestrel's defaults: a read buffer taken only while data is there, 512-byte minimum write chunks.
     static readonly StreamPipeReaderOptions ReaderOptions = new(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true);
@@ -29,7 +28,7 @@ public sealed partial class SocketListener(
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        var mqtt = options.Value.Mqtt;
+        var mqtt = options.Value;
         var address = mqtt.BindAddress();
         _listener = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         _listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true); // restart while old connections sit in TIME_WAIT

@@ -241,7 +241,7 @@ public sealed class JwtConfigurationTests
     [Fact]
     public void Defaults()
     {
-        var (_, ims) = BrokerConfiguration.Load(new ConfigurationBuilder().Build());
+        var ims = BrokerConfiguration.Load(new ConfigurationBuilder().Build()).Ims;
 
         Assert.False(ims.Jwt.Enabled);
         Assert.Equal("role", ims.Jwt.RoleClaim);
@@ -252,7 +252,7 @@ public sealed class JwtConfigurationTests
     [Fact]
     public void Disabled_KeysAreNotChecked()
     {
-        var (_, ims) = BrokerConfiguration.Load(new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["Broker:Jwt:SigningKey"] = "short" }).Build());
+        var ims = BrokerConfiguration.Load(new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["Broker:Jwt:SigningKey"] = "short" }).Build()).Ims;
 
         Assert.False(ims.Jwt.Enabled);
     }

@@ -20,6 +20,10 @@ public sealed class ConfigurationTests
     [InlineData("Broker:GroupIds:0", "IMS", "Broker:GroupIds:0")]
     [InlineData("Broker:OfflineP2PTtl", "-01:00:00", "Broker:OfflineP2PTtl")]
     [InlineData("Broker:Store:CommitDelay", "00:00:01", "Broker:Store:CommitDelay")]
+    [InlineData("Broker:Store:Type", "postgres", "Broker:Store:Type must be sqlite or memory")] // host's StoreOptions
+    [InlineData("Broker:Store:MaxPendingWrites", "5", "Broker:Store:MaxPendingWrites must be between 100 and 100000000")]
+    [InlineData("Broker:Store:Synchronous", "off", "Broker:Store:Synchronous must be full or normal")] // SqliteStoreOptions
+    [InlineData("Broker:DataPath", "", "Broker:DataPath must not be empty")]
     [InlineData("Broker:Mqtt:Transport", "libuv", "Broker:Mqtt:Transport must be kestrel or sockets")]
     [InlineData("Broker:Conventions:Enabled", "maybe", "Broker:Conventions:Enabled")]
     [InlineData("Broker:Acl:0:Topic", "%p/%x/#", "Broker:Acl:0:Topic")]
@@ -66,7 +70,7 @@ public sealed class ConfigurationTests
         var settings = new Dictionary<string, string?> { ["Broker:Cluster:Redis"] = "127.0.0.1:6379", [key] = value };
         TestBroker.AddDemoUsers(settings);
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
-        var (_, ims) = BrokerConfiguration.Load(configuration);
+        var ims = BrokerConfiguration.Load(configuration).Ims;
 
         var ex = Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.LoadCluster(configuration, ims));
 
@@ -79,7 +83,7 @@ public sealed class ConfigurationTests
         // Contract §9 fixes Broker:Mqtt:ServerKeepAlive; the old Broker:Mqtt:MaxKeepAliveSeconds is read only when the
         // new key is off, and two different values are refused rather than one silently winning.
         var old = new Dictionary<string, string?> { ["Broker:Mqtt:MaxKeepAliveSeconds"] = "45" };
-        var (engine, _) = BrokerConfiguration.Load(new ConfigurationBuilder().AddInMemoryCollection(old).Build());
+        var engine = BrokerConfiguration.Load(new ConfigurationBuilder().AddInMemoryCollection(old).Build()).Engine;
         Assert.Equal(45, engine.Mqtt.KeepAliveCap);
 
         var both = new Dictionary<string, string?> { ["Broker:Mqtt:ServerKeepAlive"] = "30", ["Broker:Mqtt:MaxKeepAliveSeconds"] = "45" };
@@ -107,13 +111,13 @@ public sealed class ConfigurationTests
     [Fact]
     public void Defaults_AreTheContracts()
     {
-        var (engine, ims) = BrokerConfiguration.Load(new ConfigurationBuilder().Build());
+        var (engine, ims, listener, _, sqlite) = BrokerConfiguration.Load(new ConfigurationBuilder().Build());
 
-        Assert.Equal(1883, engine.Mqtt.Port);
+        Assert.Equal(1883, listener.Port);
         Assert.Equal(0, engine.Mqtt.ServerKeepAlive); // contract §9: server keep alive off
         Assert.Equal(0, engine.Mqtt.KeepAliveCap);
         Assert.Equal(1000, engine.MaxQueuedMessages);
-        Assert.Equal("data", engine.DataPath);
+        Assert.Equal("data", sqlite.DataPath);
         Assert.Equal(["IMS"], ims.ParentTopics);
         Assert.Equal(["GID_IMS"], ims.GroupIds);
         Assert.False(ims.AllowAnonymous);
