@@ -163,7 +163,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
     public void DeleteSession(string clientId) => Enqueue(new StoreOperation.DeleteSession(clientId));
 
     // Completed on the writer thread: what waits on it is a connection's line of pending acks
-    // (MqttConnection.SendDurableAcks), which only queues PUBACK/PUBREC and writes them, so running it
+    // (AckSequencer.SendDurableAcks), which only queues PUBACK/PUBREC and writes them, so running it
     // here saves a thread hop per publisher per commit.
     public ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries, InboundPacket? inbound = null) =>
         deliveries.Count == 0 && inbound is null ? ValueTask.CompletedTask : EnqueueAwaited(new StoreOperation.Append(message, deliveries, inbound), TaskCreationOptions.None);

@@ -31,7 +31,7 @@ internal sealed partial class MqttConnection
                 // [MQTT-3.1.2-2]: answer with "unacceptable protocol version" and close. Sent as v3.1.1,
                 // which every client can read.
                 _version = MqttProtocolVersion.V311;
-                await WriteDirectAsync(new MqttConnAckPacket { ReturnCode = MqttConnectReturnCode.ConnectionRefusedUnacceptableProtocolVersion });
+                await _writer.WriteDirectAsync(new MqttConnAckPacket { ReturnCode = MqttConnectReturnCode.ConnectionRefusedUnacceptableProtocolVersion });
                 Reject($"unsupported protocol: {ex.Message}");
                 return false;
             }
@@ -151,11 +151,11 @@ internal sealed partial class MqttConnection
         var expiry = IsV5 ? connect.SessionExpiryInterval : connect.CleanSession ? 0u : (uint)Math.Min(uint.MaxValue, options.DefaultSessionExpiry.TotalSeconds);
         var clientReceiveMaximum = IsV5 && connect.ReceiveMaximum > 0 ? connect.ReceiveMaximum : ushort.MaxValue;
         var sendQuota = Math.Min(options.Mqtt.MaxInflightMessages, clientReceiveMaximum);
-        _clientMaxPacketSize = IsV5 && connect.MaximumPacketSize > 0 ? connect.MaximumPacketSize : uint.MaxValue;
+        var clientMaxPacketSize = IsV5 && connect.MaximumPacketSize > 0 ? connect.MaximumPacketSize : uint.MaxValue;
 
         // Aliases towards the client: at most what it accepts [MQTT-3.3.2-11], and at most our own Topic Alias Maximum,
         // which bounds the topics a connection remembers (a client may announce 65,535).
-        _outboundAliasMaximum = IsV5 ? Math.Min(connect.TopicAliasMaximum, options.Mqtt.TopicAliasMaximum) : 0;
+        _writer.SetClientLimits(clientMaxPacketSize, IsV5 ? Math.Min(connect.TopicAliasMaximum, options.Mqtt.TopicAliasMaximum) : 0);
         _clientId = clientId;
         _principal = principal;
 
@@ -178,7 +178,7 @@ internal sealed partial class MqttConnection
 
         var (session, present) = _engine.Sessions.Open(this, principal, connect.CleanSession, expiry, sendQuota);
         var dropped = session.TakeDroppedCount();
-        _control.Add(new MqttConnAckPacket
+        _writer.Enqueue(new MqttConnAckPacket
         {
             // Contract §6: what the offline queue's limits dropped since the client was last here.
             UserProperties = dropped > 0 && IsV5 ? [new MqttUserProperty(DroppedProperty, System.Text.Encoding.UTF8.GetBytes(dropped.ToString(System.Globalization.CultureInfo.InvariantCulture)))] : null,
@@ -327,7 +327,7 @@ internal sealed partial class MqttConnection
         _engine.Counters.ConnectionRefused();
         EngineLog.ConnectRefused(_engine.Logger, clientId, userName, RemoteEndPoint, $"0x{(int)reason:X2}", text);
         // [MQTT-3.2.2-4] (v3.1.1) / [MQTT-3.2.2-6] (v5): a refusal has session present = 0, then the connection closes.
-        await WriteDirectAsync(new MqttConnAckPacket
+        await _writer.WriteDirectAsync(new MqttConnAckPacket
         {
             ReasonCode = reason,
             ReturnCode = ReasonCodes.ToV3(reason),

@@ -44,7 +44,7 @@ internal sealed partial class MqttConnection
             // The same packet id before PUBREL is a re-send: acknowledge again, never route twice [MQTT-4.3.3-9].
             if (!session.BeginInboundQos2(id))
             {
-                return await AcknowledgeAsync(null, new MqttPubRecPacket { PacketIdentifier = id }, qos, id, topic);
+                return await _acks.AcknowledgeAsync(null, new MqttPubRecPacket { PacketIdentifier = id }, qos, id, topic);
             }
 
             if (!TakeReceiveQuota())
@@ -125,160 +125,15 @@ internal sealed partial class MqttConnection
 
     /// <summary>
     /// The answer to a PUBLISH by its QoS: PUBACK (1) or PUBREC (2) once <paramref name="durable"/> is (with
-    /// <paramref name="reason"/>, v5), nothing for QoS 0 (a failed write is still logged).
+    /// <paramref name="reason"/>, v5), nothing for QoS 0 (a failed write is still logged). Acks go through
+    /// the ack line (<see cref="AckSequencer"/>): after the store, in order, without stopping the receive loop.
     /// </summary>
     ValueTask<bool> AcknowledgePublishAsync(ValueTask? durable, MqttQualityOfServiceLevel qos, ushort id, string topic, MqttPubAckReasonCode reason = MqttPubAckReasonCode.Success, HeldRoute? held = null) => qos switch
     {
-        MqttQualityOfServiceLevel.AtLeastOnce => AcknowledgeAsync(durable, new MqttPubAckPacket { PacketIdentifier = id, ReasonCode = reason }, qos, id, topic),
-        MqttQualityOfServiceLevel.ExactlyOnce => AcknowledgeAsync(durable, new MqttPubRecPacket { PacketIdentifier = id, ReasonCode = (MqttPubRecReasonCode)reason }, qos, id, topic, held),
+        MqttQualityOfServiceLevel.AtLeastOnce => _acks.AcknowledgeAsync(durable, new MqttPubAckPacket { PacketIdentifier = id, ReasonCode = reason }, qos, id, topic),
+        MqttQualityOfServiceLevel.ExactlyOnce => _acks.AcknowledgeAsync(durable, new MqttPubRecPacket { PacketIdentifier = id, ReasonCode = (MqttPubRecReasonCode)reason }, qos, id, topic, held),
         _ => ValueTask.FromResult(durable is { } written ? Observe(written, topic) : true),
     };
-
-    // ---- acknowledgements: after the store, in order, without stopping the receive loop ------------
-    //
-    // A QoS 1/2 publish is acknowledged only once the store has it [engine invariant 1], and acks go
-    // out in the order the publishes came [MQTT-4.6.0-2]. Waiting for each commit before reading the
-    // next packet would cap a publisher at one message per fsync, so the receive loop goes on: acks
-    // whose commit is pending wait in _pendingAcks, and the commit's completion (on the store's thread)
-    // sends every ack at the head of the line that is durable now. No task or channel per connection.
-    // With more than Receive Maximum acks waiting, the receive loop stops reading until one goes out (a v5
-    // client is disconnected before that: TakeReceiveQuota counts the acks waiting here as unsent).
-
-    Queue<PendingAck>? _pendingAcks;
-    int _pendingAckCount; // _pendingAcks.Count as of the last change under its lock, for the lock-free fast path
-    TaskCompletionSource? _ackRoom;
-    Action? _sendDurableAcks;
-
-    async ValueTask<bool> AcknowledgeAsync(ValueTask? durable, MqttPacket ack, MqttQualityOfServiceLevel qos, ushort id, string topic, HeldRoute? held = null)
-    {
-        var queue = _pendingAcks;
-        if ((queue is null || Volatile.Read(ref _pendingAckCount) == 0) && (durable is null || durable.Value.IsCompletedSuccessfully))
-        {
-            // Nothing pending ahead of it, and already durable (memory store, or no persistent recipient;
-            // or a held QoS 2 message whose commit finished since it was routed: released here).
-            durable?.GetAwaiter().GetResult();
-            held?.Release();
-            return Send(ack);
-        }
-
-        queue ??= _pendingAcks = new Queue<PendingAck>();
-        var commit = durable?.AsTask();
-        Task? room = null;
-        lock (queue)
-        {
-            queue.Enqueue(new PendingAck(commit, ack, qos, id, topic, held));
-            _pendingAckCount = queue.Count;
-            if (queue.Count > _engine.Options.Mqtt.ReceiveMaximum) // ">": one more is read, so a v5 client beyond it is seen (0x93)
-            {
-                _ackRoom = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                room = _ackRoom.Task;
-            }
-        }
-
-        if (commit is { IsCompleted: false })
-        {
-            commit.GetAwaiter().UnsafeOnCompleted(_sendDurableAcks ??= SendDurableAcks);
-        }
-        else
-        {
-            SendDurableAcks();
-        }
-
-        if (room is not null)
-        {
-            await room;
-        }
-
-        return true;
-    }
-
-    /// <summary>
-    /// Sends the acks at the head of the line whose commit is done, in order; stops at the first still
-    /// pending. Runs on whichever thread completed a commit (the store's), so it must never throw: a
-    /// fault closes this connection and stays here.
-    /// </summary>
-    void SendDurableAcks()
-    {
-        try
-        {
-            SendDurableAcksCore();
-        }
-        catch (Exception ex)
-        {
-            EngineLog.ConnectionFailed(_engine.ConnectionLogger, Name, ex);
-            CloseFromOutside(MqttDisconnectReasonCode.UnspecifiedError, "internal error");
-        }
-    }
-
-    void SendDurableAcksCore()
-    {
-        var queue = _pendingAcks!;
-        var sent = false;
-        TaskCompletionSource? room = null;
-        lock (queue)
-        {
-            // Under the lock, so two threads finishing commits cannot reorder acks (nor held QoS 2
-            // deliveries); the control queue keeps the order.
-            while (queue.TryPeek(out var head) && head.Durable is null or { IsCompleted: true })
-            {
-                queue.Dequeue();
-                if (head.Durable is { IsCompletedSuccessfully: false } failed)
-                {
-                    head.Held?.Abandon();
-                    StoreFailed(head, failed.Exception?.InnerException ?? new OperationCanceledException());
-                }
-                else
-                {
-                    head.Held?.Release();
-                    _control.Add(head.Ack);
-                    sent = true;
-                }
-            }
-
-            _pendingAckCount = queue.Count;
-            if (_ackRoom is not null && queue.Count <= _engine.Options.Mqtt.ReceiveMaximum)
-            {
-                room = _ackRoom;
-                _ackRoom = null;
-            }
-        }
-
-        room?.TrySetResult();
-        if (sent)
-        {
-            SignalWrite();
-        }
-    }
-
-    /// <summary>
-    /// Not recorded means not acknowledged: v5 hears why (0x97), v3.1.1 loses the connection and re-sends.
-    /// A PUBREL or PUBCOMP whose state change did not reach the disk is not sent either: the connection
-    /// closes and the client resumes the exchange from what it last saw.
-    /// </summary>
-    void StoreFailed(in PendingAck pending, Exception ex)
-    {
-        EngineLog.StoreFailed(_engine.Logger, pending.Topic, ex);
-        if (pending.Ack is MqttPubRelPacket or MqttPubCompPacket)
-        {
-            CloseFromOutside(MqttDisconnectReasonCode.UnspecifiedError, "store unavailable");
-            return;
-        }
-
-        if (pending.Qos == MqttQualityOfServiceLevel.ExactlyOnce)
-        {
-            _session?.EndInboundQos2(pending.PacketId);
-        }
-
-        if (IsV5)
-        {
-            Send(pending.Qos == MqttQualityOfServiceLevel.AtLeastOnce
-                ? new MqttPubAckPacket { PacketIdentifier = pending.PacketId, ReasonCode = MqttPubAckReasonCode.QuotaExceeded }
-                : new MqttPubRecPacket { PacketIdentifier = pending.PacketId, ReasonCode = MqttPubRecReasonCode.QuotaExceeded });
-            return;
-        }
-
-        CloseFromOutside(MqttDisconnectReasonCode.UnspecifiedError, "store unavailable"); // v3.1.1: no DISCONNECT is sent
-    }
 
     TaskCompletionSource? _storeWaitEnded;
 
@@ -290,11 +145,11 @@ internal sealed partial class MqttConnection
     async ValueTask<bool> WaitForStoreAsync(ValueTask room)
     {
         var ended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        Interlocked.Exchange(ref _storeWaitEnded, ended); // full fence, then _closing is read (CloseFromOutside: the other way round)
+        Interlocked.Exchange(ref _storeWaitEnded, ended); // full fence, then the writer's closing flag is read (CloseFromOutside: the other way round)
         _waitingForStore = true;
         try
         {
-            if (!_closing)
+            if (!_writer.IsClosing)
             {
                 await Task.WhenAny(room.AsTask(), ended.Task);
             }
@@ -306,7 +161,7 @@ internal sealed partial class MqttConnection
             Volatile.Write(ref _lastActivityMs, Environment.TickCount64);
         }
 
-        return !_closing;
+        return !_writer.IsClosing;
     }
 
     bool Observe(ValueTask durable, string topic)
@@ -315,14 +170,12 @@ internal sealed partial class MqttConnection
         return true;
     }
 
-    readonly record struct PendingAck(Task? Durable, MqttPacket Ack, MqttQualityOfServiceLevel Qos, ushort PacketId, string Topic, HeldRoute? Held);
-
     // ---- Receive Maximum, the broker's side [MQTT-3.3.4-9, MQTT-4.9.0-3] ----------------------------
     //
     // _receiveQuotaUsed counts the QoS 1 and 2 PUBLISHes of a v5 client that the broker has not finished
     // answering: +1 when one is received, -1 when the writer puts out the packet that returns its quota
     // (a PUBACK; for QoS 2 a PUBCOMP, or a PUBREC with a reason >= 0x80) [MQTT-4.9.0-3 read from the receiver's side].
-    // A PUBACK or PUBREC still waiting in _pendingAcks for its commit has not been sent, so it still counts.
+    // A PUBACK or PUBREC still waiting in the ack line (AckSequencer) for its commit has not been sent, so it still counts.
     // QoS 2 packet ids kept from an earlier connection of the session (waiting for their PUBREL) count from the
     // start, as mosquitto counts them. Receive loop: +1; writer: -1; hence interlocked.
 
@@ -348,7 +201,7 @@ internal sealed partial class MqttConnection
     }
 
     /// <summary>Writer: an ack that returns a v5 client's send quota is going out now.</summary>
-    void ReturnReceiveQuota(MqttPacket packet)
+    internal void ReturnReceiveQuota(MqttPacket packet)
     {
         if (IsV5 && packet is MqttPubAckPacket
                 or MqttPubRecPacket { ReasonCode: >= MqttPubRecReasonCode.UnspecifiedError }
@@ -471,7 +324,7 @@ internal sealed partial class MqttConnection
         Volatile.Write(ref _rateWait, grace); // a close from outside (takeover, kick, shutdown) ends the wait
         try
         {
-            if (_closing)
+            if (_writer.IsClosing)
             {
                 return false;
             }
@@ -496,7 +349,7 @@ internal sealed partial class MqttConnection
         }
         catch (OperationCanceledException)
         {
-            return !_closing && RateTooHigh(limits);
+            return !_writer.IsClosing && RateTooHigh(limits);
         }
         finally
         {
@@ -504,7 +357,7 @@ internal sealed partial class MqttConnection
         }
 
         _lastRateWait = Environment.TickCount64;
-        return !_closing;
+        return !_writer.IsClosing;
     }
 
     bool RateTooHigh(ClientLimits limits)
@@ -567,7 +420,7 @@ internal sealed partial class MqttConnection
         }
 
         ValueTask? committed = new ValueTask(_session.Committed());
-        return AcknowledgeAsync(committed, pubRel, MqttQualityOfServiceLevel.ExactlyOnce, id, "");
+        return _acks.AcknowledgeAsync(committed, pubRel, MqttQualityOfServiceLevel.ExactlyOnce, id, "");
     }
 
     ValueTask<bool> HandlePubRelAsync(MqttPubRelPacket packet)
@@ -587,7 +440,7 @@ internal sealed partial class MqttConnection
         }
 
         ValueTask? committed = new ValueTask(_session.Committed());
-        return AcknowledgeAsync(committed, pubComp, MqttQualityOfServiceLevel.ExactlyOnce, id, "");
+        return _acks.AcknowledgeAsync(committed, pubComp, MqttQualityOfServiceLevel.ExactlyOnce, id, "");
     }
 
     bool HandlePubComp(MqttPubCompPacket packet)

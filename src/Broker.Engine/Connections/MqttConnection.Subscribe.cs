@@ -152,7 +152,7 @@ internal sealed partial class MqttConnection
         }
 
         _closeReason = IsV5 ? $"DISCONNECT 0x{(int)packet.ReasonCode:X2}" : "DISCONNECT";
-        _closing = true;
+        _writer.MarkClosing();
         return false;
     }
 }

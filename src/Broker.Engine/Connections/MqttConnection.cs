@@ -12,13 +12,10 @@ using MQTTnet.Protocol;
 namespace Broker.Engine.Connections;
 
 /// <summary>
-/// One client connection: a receive loop that reads frames and dispatches them by packet type
-/// (handlers in the partial files next to this one), and a writer that is the only code to touch
-/// the output pipe. There is no writer task: whoever has something for this client (its own receive
-/// loop with an ack, a publisher's routing, a store commit) writes it, one at a time (see
-/// <see cref="SignalWrite"/>), so a message goes from the publisher's socket to the subscriber's
-/// without a thread hop, as in mosquitto. Acks go through a small control queue; publishes are pulled
-/// from the session's queue, so the session decides what may be sent and nothing piles up here.
+/// One client connection's protocol handling: a receive loop that reads frames and dispatches them by
+/// packet type (handlers in the partial files next to this one). What goes out is written by its
+/// <see cref="ConnectionWriter"/> (the only code to touch the output pipe, on whichever thread signals
+/// it); acknowledgements that wait for a store write keep their order in its <see cref="AckSequencer"/>.
 /// </summary>
 internal sealed partial class MqttConnection
 {
@@ -26,7 +23,8 @@ internal sealed partial class MqttConnection
     readonly IDuplexPipe _transport;
     readonly ConnectionMetadata _meta;
     readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    ControlQueue _control;
+    readonly ConnectionWriter _writer;
+    readonly AckSequencer _acks;
     MqttProtocolVersion _version;
     Session? _session;
     ClientPrincipal? _principal;
@@ -34,12 +32,10 @@ internal sealed partial class MqttConnection
     string _clientId = "";
     long _lastActivityMs = Environment.TickCount64;
     int _keepAliveSeconds;
-    uint _clientMaxPacketSize = uint.MaxValue;
     string _closeReason = "connection closed by the client";
     bool _sendWill = true;
     volatile bool _takenOver;
     long _connectionNumber; // for the connection observer, 0 when there is none
-    volatile bool _closing;
     volatile bool _waitingForStore;
 
     public MqttConnection(EngineContext engine, IDuplexPipe transport, ConnectionMetadata meta, CancellationToken connectionClosed)
@@ -47,6 +43,8 @@ internal sealed partial class MqttConnection
         _engine = engine;
         _transport = transport;
         _meta = meta;
+        _writer = new ConnectionWriter(this, engine, transport);
+        _acks = new AckSequencer(this, engine, _writer);
         // connectionClosed is not used: when a client writes PUBACKs then DISCONNECT and closes at once,
         // those packets are still in the pipe and must be read; the pipe reports completion after them.
         // Nor is a token source of our own: a close wakes the reader with CancelPendingRead and a stuck
@@ -56,7 +54,13 @@ internal sealed partial class MqttConnection
 
     public string ClientId => _clientId;
 
-    bool IsV5 => _version == MqttProtocolVersion.V500;
+    /// <summary>The protocol version of the CONNECT (the writer encodes with it).</summary>
+    internal MqttProtocolVersion Version => _version;
+
+    internal bool IsV5 => _version == MqttProtocolVersion.V500;
+
+    /// <summary>The session, once the CONNACK is queued; null before (the writer pulls from it).</summary>
+    internal Session? Session => _session;
 
     string RemoteEndPoint => _meta.RemoteEndPoint?.ToString() ?? "?";
 
@@ -70,14 +74,14 @@ internal sealed partial class MqttConnection
                 return;
             }
 
-            OpenWriter();
+            _writer.Open();
             var input = _transport.Input;
             while (true)
             {
                 // Awaited here, not in a helper: an idle connection then waits in one state machine.
                 // No cancellation token (it would cost a registration per connection): closes use CancelPendingRead.
                 ReadResult result;
-                if (!_closing)
+                if (!_writer.IsClosing)
                 {
                     result = await input.ReadAsync();
                 }
@@ -88,7 +92,7 @@ internal sealed partial class MqttConnection
 
                 if (!TryTakePacket(input, result, isFirst: false, out var packet))
                 {
-                    if (result.IsCompleted || result.IsCanceled || _closing)
+                    if (result.IsCompleted || result.IsCanceled || _writer.IsClosing)
                     {
                         break;
                     }
@@ -133,7 +137,7 @@ internal sealed partial class MqttConnection
         }
     }
 
-    string Name => _clientId.Length > 0 ? _clientId : _meta.ConnectionId;
+    internal string Name => _clientId.Length > 0 ? _clientId : _meta.ConnectionId;
 
     /// <summary>
     /// One switch on packet type, as mosquitto's handle__packet. The packet has passed
@@ -157,10 +161,12 @@ internal sealed partial class MqttConnection
 
     bool Send(MqttPacket packet)
     {
-        _control.Add(packet);
-        SignalWrite();
+        _writer.Send(packet);
         return true;
     }
+
+    /// <summary>Something is waiting for this client in its session: write it now, or make the writer go round again.</summary>
+    public void SignalWrite() => _writer.Signal();
 
     /// <summary>Closes with a protocol error: v5 DISCONNECT 0x82, v3.1.1 just closes [MQTT-4.8.0-1].</summary>
     bool ProtocolError(string reason)
@@ -176,11 +182,10 @@ internal sealed partial class MqttConnection
         _closeReason = text;
         if (IsV5 && _session is not null) // only after the CONNACK [MQTT-3.14.0-1]
         {
-            _control.Add(new MqttDisconnectPacket { ReasonCode = reason });
+            _writer.Enqueue(new MqttDisconnectPacket { ReasonCode = reason });
         }
 
-        _closing = true;
-        SignalWrite();
+        _writer.Close();
     }
 
     /// <summary>Completes when this connection has closed and let go of its session.</summary>
@@ -207,7 +212,7 @@ internal sealed partial class MqttConnection
     /// <summary>Heartbeat check: no packet within 1.5 × keep-alive closes the connection [MQTT-3.1.2-24].</summary>
     public void CheckKeepAlive(long nowTicks)
     {
-        if (_keepAliveSeconds > 0 && !_closing && !_waitingForStore && nowTicks - Volatile.Read(ref _lastActivityMs) > _keepAliveSeconds * 1500L)
+        if (_keepAliveSeconds > 0 && !_writer.IsClosing && !_waitingForStore && nowTicks - Volatile.Read(ref _lastActivityMs) > _keepAliveSeconds * 1500L)
         {
             CloseFromOutside(MqttDisconnectReasonCode.KeepAliveTimeout, "keep-alive timeout");
         }
@@ -217,7 +222,7 @@ internal sealed partial class MqttConnection
     /// A close decided away from the receive loop: the writer sends the v5 DISCONNECT and stops, and the
     /// receive loop is woken to read only what has already arrived.
     /// </summary>
-    void CloseFromOutside(MqttDisconnectReasonCode reason, string text)
+    internal void CloseFromOutside(MqttDisconnectReasonCode reason, string text)
     {
         Disconnect(reason, text);
         _transport.Input.CancelPendingRead();
@@ -318,291 +323,16 @@ internal sealed partial class MqttConnection
         }
     }
 
-    // ---- the writer ------------------------------------------------------------------------------
-    //
-    // _writeRequests counts calls to SignalWrite. The caller that raises it from 0 becomes the writer:
-    // it writes what is waiting, flushes, and subtracts the count it saw before writing; if more came
-    // meanwhile it goes round again. A flush that cannot complete at once (the client reads slowly)
-    // continues on its own task and keeps the writer role. It starts at 1, held by the connect phase
-    // until the CONNACK is queued (OpenWriter); a writer that stopped (closing, pipe completed) never
-    // gives the role back, so nothing is written after the end.
-
-    const int WriteBatch = 64;
-    [ThreadStatic] static List<MqttPacket>? t_batch;
-    int _writeRequests = 1;
-    bool _writerOpened;
-    int _writerEnded; // 1 once the writer has stopped for good (see WriterEnded)
-    TaskCompletionSource? _writerEndedSignal; // created by CloseAsync only when it must wait for that
-
-    /// <summary>Something is waiting for this client (in the control queue or the session): write it now, or make the writer go round again.</summary>
-    public void SignalWrite()
+    /// <summary>The writer failed for a reason other than a transport that is gone: worth a log line, and the close says so.</summary>
+    internal void OnWriterFailed(Exception ex)
     {
-        if (Interlocked.Increment(ref _writeRequests) == 1)
-        {
-            Drain();
-        }
-    }
-
-    void OpenWriter()
-    {
-        _writerOpened = true;
-        Drain();
-    }
-
-    /// <summary>The writer stopped for good: a close waiting for the final DISCONNECT to be written may go on.</summary>
-    void WriterEnded()
-    {
-        Interlocked.Exchange(ref _writerEnded, 1); // a full fence: CloseAsync sets the signal, then reads this
-        Volatile.Read(ref _writerEndedSignal)?.TrySetResult();
-    }
-
-    void Drain()
-    {
-        try
-        {
-            while (true)
-            {
-                var seen = Volatile.Read(ref _writeRequests);
-                var more = WriteAvailable(_transport.Output);
-                var flush = _transport.Output.FlushAsync();
-                if (!flush.IsCompletedSuccessfully)
-                {
-                    _ = DrainAfterFlushAsync(flush);
-                    return;
-                }
-
-                if (!Continue(flush.Result))
-                {
-                    return;
-                }
-
-                if (!more && Interlocked.Add(ref _writeRequests, -seen) == 0)
-                {
-                    return;
-                }
-            }
-        }
-        catch (Exception ex)
-        {
-            WriterStopped(ex);
-        }
-    }
-
-    async Task DrainAfterFlushAsync(ValueTask<FlushResult> flush)
-    {
-        try
-        {
-            if (!Continue(await flush))
-            {
-                return;
-            }
-        }
-        catch (Exception ex)
-        {
-            WriterStopped(ex);
-            return;
-        }
-
-        Drain(); // still the writer: what was signalled meanwhile is counted in _writeRequests
-    }
-
-    /// <summary>What writing to or flushing a pipe throws once the connection is closing or gone.</summary>
-    static bool PipeGone(Exception ex) => ex is OperationCanceledException or IOException or ObjectDisposedException or InvalidOperationException;
-
-    /// <summary>
-    /// The writer failed: this connection closes, and nothing else notices. Whoever was writing (a
-    /// publisher's routing, the store's commit, another connection's thread) goes on with its other
-    /// recipients, so one connection's fault never reaches another or the process. A transport that
-    /// is gone is normal; anything else (a packet that cannot be encoded) is a bug worth a log line.
-    /// The writer role is kept, so nothing more is written.
-    /// </summary>
-    void WriterStopped(Exception ex)
-    {
-        if (!(PipeGone(ex) && (_closing || ex is not InvalidOperationException)))
-        {
-            EngineLog.WriterFailed(_engine.ConnectionLogger, Name, ex);
-            _closeReason = "write failed";
-        }
-
-        _closing = true;
-        WriterEnded();
-        try
-        {
-            _transport.Input.CancelPendingRead(); // the receive loop ends and lets go of the session
-        }
-        catch (Exception)
-        {
-            // The transport is already gone: its receive loop ends by itself.
-        }
-    }
-
-    /// <summary>After a flush: false when the writer stops for good (client gone, or a close we decided on).</summary>
-    bool Continue(FlushResult flush)
-    {
-        if (flush.IsCompleted || flush.IsCanceled)
-        {
-            WriterEnded();
-            return false;
-        }
-
-        if (_closing && _control.IsEmpty)
-        {
-            // The final DISCONNECT is out: stop reading too. A peer that went away is left alone: the
-            // input completes by itself after the packets it sent last.
-            _transport.Input.CancelPendingRead();
-            WriterEnded();
-            return false;
-        }
-
-        return true;
-    }
-
-    /// <summary>Encodes control packets, then what the session lets us send. Returns true when more is waiting.</summary>
-    bool WriteAvailable(PipeWriter output)
-    {
-        var formatter = PacketFormatters.For(_version);
-        try
-        {
-            for (var node = _control.TakeAll(); node is not null; node = node.Next)
-            {
-                ReturnReceiveQuota(node.Packet); // before the flush: the client cannot answer an ack before we count it out
-                WritePacket(output, node.Packet);
-            }
-
-            if (_session is null || _closing)
-            {
-                return false;
-            }
-
-            // One list per thread; taken while in use, in case a write on this thread leads to another.
-            var batch = t_batch ?? new List<MqttPacket>(WriteBatch);
-            t_batch = null;
-            batch.Clear();
-            var more = _session.TakeOutbound(this, batch, WriteBatch, IsV5, _engine.NowUnixMs);
-            foreach (var packet in batch)
-            {
-                if (WritePacket(output, packet) && packet is MqttPublishPacket publish)
-                {
-                    _engine.Counters.MessageSent(publish.QualityOfServiceLevel);
-                }
-            }
-
-            batch.Clear();
-            t_batch = batch;
-            return more;
-        }
-        finally
-        {
-            formatter.Cleanup();
-        }
-    }
-
-    bool WritePacket(PipeWriter output, MqttPacket packet)
-    {
-        var newAlias = _outboundAliasMaximum > 0 && packet is MqttPublishPacket aliased && AssignOutboundAlias(aliased);
-        var buffer = PacketFormatters.For(_version).Encode(packet);
-        if ((uint)buffer.Length > _clientMaxPacketSize)
-        {
-            if (newAlias)
-            {
-                ForgetOutboundAlias((MqttPublishPacket)packet); // the client never saw the mapping
-            }
-
-            // The client said it cannot take it: discard, as if delivered [MQTT-3.1.2-25].
-            if (packet is MqttPublishPacket { PacketIdentifier: > 0 } publish)
-            {
-                _session?.DiscardInflight(publish.PacketIdentifier);
-            }
-
-            _engine.Counters.MessageDropped();
-            return false;
-        }
-
-        output.Write(buffer.Packet.AsSpan());
-        foreach (var segment in buffer.Payload)
-        {
-            output.Write(segment.Span);
-        }
-
-        return true;
-    }
-
-    // ---- outbound topic aliases [MQTT-3.3.2-7 .. -12] ---------------------------------------------------
-    //
-    // Towards a v5 client that announced a Topic Alias Maximum, the first PUBLISH of a topic carries the topic and
-    // a new alias, later ones the alias and an empty topic. Only the writer touches the map (one writer at a time),
-    // and every PUBLISH it writes is its own object (Session.BuildPublish makes one per recipient and send), so
-    // setting its Topic and TopicAlias here changes nothing another recipient sees. The map belongs to this
-    // connection and goes with it: a new connection starts with none [MQTT-3.3.2-7], and what it re-sends
-    // (DUP) is built afresh. Policy: aliases 1, 2, ... are handed out in the order topics first go out, until
-    // the maximum; after that new topics go with their full name and no alias (no replacement, so an alias
-    // never changes meaning while a PUBLISH using it may still be in the client's buffer).
-
-    int _outboundAliasMaximum;
-    Dictionary<string, ushort>? _outboundAliases;
-
-    /// <summary>Puts an alias on <paramref name="publish"/> (and empties its topic when the client knows the alias). True when the alias is new.</summary>
-    bool AssignOutboundAlias(MqttPublishPacket publish)
-    {
-        var topic = publish.Topic;
-        if (string.IsNullOrEmpty(topic))
-        {
-            return false;
-        }
-
-        var aliases = _outboundAliases ??= new Dictionary<string, ushort>(StringComparer.Ordinal);
-        if (aliases.TryGetValue(topic, out var alias))
-        {
-            publish.TopicAlias = alias;
-            publish.Topic = ""; // the alias alone stands for the topic (v5 3.3.2.3.4)
-            return false;
-        }
-
-        if (aliases.Count >= _outboundAliasMaximum)
-        {
-            return false; // all used: the full topic, no alias
-        }
-
-        alias = (ushort)(aliases.Count + 1); // 1 .. the client's Topic Alias Maximum [MQTT-3.3.2-8, -11]
-        aliases.Add(topic, alias);
-        publish.TopicAlias = alias;
-        return true;
-    }
-
-    /// <summary>Undoes the alias just assigned to a PUBLISH that was not sent.</summary>
-    void ForgetOutboundAlias(MqttPublishPacket publish) => _outboundAliases!.Remove(publish.Topic);
-
-    /// <summary>Writes one packet straight to the pipe while the connect phase holds the writer role (CONNACK refusals).</summary>
-    async Task WriteDirectAsync(MqttPacket packet)
-    {
-        try
-        {
-            WritePacket(_transport.Output, packet);
-            await _transport.Output.FlushAsync();
-        }
-        catch (Exception ex) when (PipeGone(ex))
-        {
-        }
+        EngineLog.WriterFailed(_engine.ConnectionLogger, Name, ex);
+        _closeReason = "write failed";
     }
 
     async Task CloseAsync()
     {
-        _closing = true;
-        SignalWrite(); // writes a final DISCONNECT if one is queued, then the writer stops
-        if (_writerOpened)
-        {
-            // The writer may be running on another thread (a publisher's routing, a store commit) and write
-            // the final DISCONNECT there: the transport is not let go before it has stopped. A stuck client
-            // gets two seconds to take what is waiting.
-            var ended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            Interlocked.CompareExchange(ref _writerEndedSignal, ended, null);
-            if (Volatile.Read(ref _writerEnded) == 0)
-            {
-                await Task.WhenAny(_writerEndedSignal!.Task, Task.Delay(2000));
-            }
-        }
-
-        _transport.Output.CancelPendingFlush(); // a flush still waiting after that ends now
+        await _writer.StopAsync(); // writes a final DISCONNECT if one is queued; the transport is not let go before
         _limits?.Close(); // its device slot goes back
         if (_session is null || _principal is null)
         {
