@@ -167,7 +167,7 @@ public sealed class AllocationBudgetTests(ITestOutputHelper output) : IDisposabl
         };
     }
 
-    // ---- encode: MqttConnection.WritePacket, and Session.BuildPublish ----------------------------------
+    // ---- encode: ConnectionWriter.WritePacket, and Session.BuildPublish ----------------------------------
 
     [Fact]
     public void Encode_V311Publish_StaysWithinBudget() => Check("encode v3.1.1 PUBLISH", EncodeV311Budget, EncodeOp(MqttProtocolVersion.V311, OutboundPacket(stamped: false)));
