@@ -25,4 +25,7 @@ internal static partial class ClusterLog
 
     [LoggerMessage(7007, LogLevel.Warning, "Cluster node {Incarnation} is gone (liveness key expired): its sessions are free, {Wills} will(s) published here")]
     public static partial void NodeGone(ILogger logger, string incarnation, int wills);
+
+    [LoggerMessage(7008, LogLevel.Warning, "Connection to Redis {EndPoint} ({Kind}) restored: persistent sessions read their queues again, clean sessions with QoS 1/2 subscriptions are disconnected (messages may have been missed)")]
+    public static partial void LinkRestored(ILogger logger, string endPoint, string kind);
 }

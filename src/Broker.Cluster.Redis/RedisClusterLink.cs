@@ -86,6 +86,9 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         _retainedQueue = await _bus.SubscribeAsync(_retainedChannel);
         _retainedQueue.OnMessage(OnRetained);
         _heartbeat = new Timer(_ => _ = TickAsync(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+
+        // Pub/sub is at most once: a connection that was cut may have lost messages for this node's sessions.
+        _redis.ConnectionRestored += OnConnectionRestored;
         ClusterLog.Joined(_logger, NodeId, Incarnation, NodeIndex);
     }
 
@@ -163,6 +166,12 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         {
             ClusterLog.RedisFailed(_logger, what, ex.Message);
         }
+    }
+
+    void OnConnectionRestored(object? sender, ConnectionFailedEventArgs e)
+    {
+        ClusterLog.LinkRestored(_logger, e.EndPoint?.ToString() ?? "?", e.ConnectionType.ToString());
+        _peer?.MayHaveMissedMessages();
     }
 
     /// <summary>A dead node's client had a will: published here.</summary>
@@ -634,6 +643,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _store.Fenced -= OnFenced;
+        _redis.ConnectionRestored -= OnConnectionRestored;
         if (_heartbeat is not null)
         {
             await _heartbeat.DisposeAsync();

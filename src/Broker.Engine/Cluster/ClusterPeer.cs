@@ -32,4 +32,19 @@ internal sealed class ClusterPeer(EngineContext engine) : IClusterPeer
 
     public void PublishWill(BrokerMessage will, ClientPrincipal sender, uint expirySeconds) =>
         _ = engine.Router.PublishWillAsync(MqttConnection.WillAsPublished(will, expirySeconds, engine.NowUnixMs), sender);
+
+    public void MayHaveMissedMessages()
+    {
+        foreach (var session in engine.Sessions.All)
+        {
+            if (session.IsPersistent)
+            {
+                session.RecheckStore();
+            }
+            else if (session.Connection is { } connection && session.HasQos1Or2Subscription)
+            {
+                connection.CloseFromOutside(MQTTnet.Protocol.MqttDisconnectReasonCode.UnspecifiedError, "messages may have been missed (the node's link to the cluster was cut)");
+            }
+        }
+    }
 }

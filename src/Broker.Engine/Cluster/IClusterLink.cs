@@ -105,6 +105,13 @@ public interface IClusterPeer
     /// <summary>Another node set or deleted (empty payload) a retained message.</summary>
     void RetainedChanged(BrokerMessage message);
 
+    /// <summary>
+    /// This node's link to the others was cut and is back: messages sent meanwhile may not have arrived.
+    /// Persistent sessions read their queues from the store again (the rows were written for them);
+    /// connected clean sessions with a QoS 1/2 subscription are disconnected, so no loss is silent.
+    /// </summary>
+    void MayHaveMissedMessages();
+
     /// <summary>The will of a client whose node died: published here, under the same rules as any will.</summary>
     void PublishWill(BrokerMessage will, ClientPrincipal sender, uint expirySeconds);
 }

@@ -429,6 +429,46 @@ public sealed class Session
         signal?.SignalWrite();
     }
 
+    /// <summary>
+    /// Rows may wait in the store that this session was not told of (cluster: a message from another node was
+    /// missed while the link was cut): read the queue from the store again once the window runs dry.
+    /// </summary>
+    internal void RecheckStore()
+    {
+        MqttConnection? signal;
+        lock (_gate)
+        {
+            if (IsDiscarded)
+            {
+                return;
+            }
+
+            _spilled = true;
+            signal = _queue.Count == 0 && !_paging && _rowsOnTheirWay == 0 ? _connection : null;
+        }
+
+        signal?.SignalWrite();
+    }
+
+    internal bool HasQos1Or2Subscription
+    {
+        get
+        {
+            lock (_gate)
+            {
+                foreach (var s in _subscriptions.Values)
+                {
+                    if (s.Qos != MqttQualityOfServiceLevel.AtMostOnce)
+                    {
+                        return true;
+                    }
+                }
+
+                return false;
+            }
+        }
+    }
+
     // The message ids of the last two pages read from the store (cluster: a row's message from another node
     // may arrive after the page that already brought the row). Under _gate.
     HashSet<long>? _pagedIn;

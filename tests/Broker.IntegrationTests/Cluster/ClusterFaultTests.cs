@@ -231,6 +231,39 @@ public sealed class ClusterFaultTests
         Assert.Equal("stored again", TestClient.Text(await back.NextAsync()));
     }
 
+    [Fact]
+    public async Task LinkToRedisCut_PersistentSessionsCatchUpFromTheirQueues_CleanQos1SubscribersAreDisconnected()
+    {
+        // Pub/sub is at most once: a message whose notice a node missed while its connections to Redis were cut must
+        // still reach a persistent session (its row is in Redis), and a clean session that cannot be caught up is told.
+        await using var cluster = await BrokerCluster.StartAsync(2);
+        const string device = "GID_IMS@@@bob-gap";
+        await using var bob = await TestClient.ConnectAsync(cluster[1].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 3600);
+        await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+        await using var carol = await TestClient.ConnectAsync(cluster[1].MqttPort, "GID_IMS@@@carol-gap", "carol");
+        await carol.SubscribeOkAsync("IMS/carol/#");
+
+        // A row written for bob whose message never reached his node (as if sent while the link was cut).
+        await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(cluster.Redis.Endpoint + ",allowAdmin=true");
+        var store = new Broker.Cluster.Redis.RedisBrokerStore(redis, Microsoft.Extensions.Logging.Abstractions.NullLogger<Broker.Cluster.Redis.RedisBrokerStore>.Instance);
+        var missed = new Broker.Engine.Routing.BrokerMessage
+        {
+            Id = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() << 20,
+            Topic = "IMS/bob/Inbox/Msg/alice",
+            Payload = "missed"u8.ToArray(),
+            Qos = MqttQualityOfServiceLevel.AtLeastOnce,
+            SenderClientId = "GID_IMS@@@alice-gap",
+            SenderUserId = "alice",
+        };
+        Assert.Equal([device], await store.AppendRowsAsync(missed, [new Broker.Engine.Store.StoredDelivery(device, missed.Id, MqttQualityOfServiceLevel.AtLeastOnce, false, null)], null));
+
+        // Cut every broker connection to Redis; the nodes reconnect by themselves.
+        await redis.GetServers()[0].ExecuteAsync("CLIENT", "KILL", "SKIPME", "yes");
+
+        await bob.ExpectOnlyAsync("IMS/bob/Inbox/Msg/alice", "missed");
+        Assert.Equal(MqttClientDisconnectReason.UnspecifiedError, (await carol.Disconnected.WaitAsync(TestClient.Timeout)).Reason); // v5 0x80
+    }
+
     static async Task WaitUntilReadyAsync(RunningBroker node)
     {
         using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{node.HttpPort}") };
