@@ -38,6 +38,9 @@ public interface ISessionStore
     /// <summary>Every persistent session in the store (a scan of every primary: for operators, not hot paths).</summary>
     Task<IReadOnlyList<(SessionRecord Record, string? Owner, int Queued, int Inflight)>> ListSessionsAsync(CancellationToken cancellationToken);
 
+    /// <summary>Every retained message of the cluster.</summary>
+    Task<IReadOnlyList<BrokerMessage>> LoadRetainedAsync();
+
     /// <summary>Clears the owner when it is still <paramref name="incarnation"/> (a session given up, not ended).</summary>
     Task ReleaseOwnershipAsync(string clientId, string incarnation);
 

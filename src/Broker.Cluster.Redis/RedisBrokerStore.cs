@@ -51,6 +51,7 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         _time = time ?? TimeProvider.System;
         _ownsConnection = ownsConnection;
         _writes = new WriteTracker(maxPendingWrites, ex => LogWriteFailed(_logger, ex.Message));
+        _redis.ConnectionRestored += OnConnectionRestored;
     }
 
     /// <summary>Connects to <paramref name="configuration"/> (StackExchange.Redis syntax); the store owns that connection.</summary>
@@ -221,13 +222,12 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     public async ValueTask<StoreSnapshot> LoadAsync(CancellationToken cancellationToken)
     {
         var snapshot = new StoreSnapshot();
-        foreach (var entry in await _db.HashGetAllAsync(RedisKeys.Retained))
-        {
-            snapshot.Retained.Add(MessageCodec.DecodeMessage(entry.Value!));
-        }
-
+        snapshot.Retained.AddRange(await LoadRetainedAsync());
         return snapshot;
     }
+
+    public async Task<IReadOnlyList<BrokerMessage>> LoadRetainedAsync() =>
+        [.. (await _db.HashGetAllAsync(RedisKeys.Retained)).Select(entry => MessageCodec.DecodeMessage(entry.Value!))];
 
     public ValueTask FlushAsync() => _writes.FlushAsync();
 
@@ -336,6 +336,21 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     }
 
     Action<string, string, byte[]?>? _changedElsewhere;
+
+    /// <summary>Raised when a connection to Redis is restored: announcements may have been missed meanwhile.</summary>
+    public event Action? Resync;
+
+    void OnConnectionRestored(object? sender, ConnectionFailedEventArgs e)
+    {
+        try
+        {
+            Resync?.Invoke();
+        }
+        catch (Exception ex)
+        {
+            LogWriteFailed(_logger, "reloading records after Redis came back: " + ex.Message);
+        }
+    }
     ChannelMessageQueue? _recordsQueue;
     readonly string _origin = Guid.NewGuid().ToString("N");
     static readonly RedisChannel RecordsChannel = RedisChannel.Literal("ims:records");

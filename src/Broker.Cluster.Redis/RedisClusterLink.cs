@@ -172,6 +172,19 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     {
         ClusterLog.LinkRestored(_logger, e.EndPoint?.ToString() ?? "?", e.ConnectionType.ToString());
         _peer?.MayHaveMissedMessages();
+        _ = ResyncRetainedAsync();
+    }
+
+    async Task ResyncRetainedAsync()
+    {
+        try
+        {
+            _peer?.ResyncRetained(await _store.LoadRetainedAsync());
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            ClusterLog.RedisFailed(_logger, "retained resync", ex.Message);
+        }
     }
 
     /// <summary>A dead node's client had a will: published here.</summary>

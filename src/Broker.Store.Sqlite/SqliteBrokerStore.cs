@@ -203,6 +203,8 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
     /// <summary>Only this process writes the store: nothing changes elsewhere.</summary>
     public event Action<string, string, byte[]?>? ChangedElsewhere { add { } remove { } }
 
+    public event Action? Resync { add { } remove { } }
+
     public IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind)
     {
         using var command = _connection.CreateCommand();

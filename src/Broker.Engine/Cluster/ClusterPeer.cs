@@ -47,4 +47,25 @@ internal sealed class ClusterPeer(EngineContext engine) : IClusterPeer
             }
         }
     }
+
+    public void ResyncRetained(IReadOnlyList<BrokerMessage> all)
+    {
+        var kept = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var message in all)
+        {
+            kept.Add(message.Topic);
+            engine.Retained.Set(message);
+        }
+
+        // "#" never matches $-topics [MQTT-4.7.2-1]: the node's own $SYS values stay.
+        var local = new List<BrokerMessage>();
+        engine.Retained.CollectMatching("#", local);
+        foreach (var message in local)
+        {
+            if (!kept.Contains(message.Topic))
+            {
+                engine.Retained.Remove(message.Topic);
+            }
+        }
+    }
 }

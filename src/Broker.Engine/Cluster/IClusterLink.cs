@@ -112,6 +112,9 @@ public interface IClusterPeer
     /// </summary>
     void MayHaveMissedMessages();
 
+    /// <summary>Every retained message the cluster keeps (after the link was cut): this node's copy becomes exactly that.</summary>
+    void ResyncRetained(IReadOnlyList<BrokerMessage> all);
+
     /// <summary>The will of a client whose node died: published here, under the same rules as any will.</summary>
     void PublishWill(BrokerMessage will, ClientPrincipal sender, uint expirySeconds);
 }

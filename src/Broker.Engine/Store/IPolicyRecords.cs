@@ -16,4 +16,10 @@ public interface IPolicyRecords
     /// node's copy follows within a moment. Never raised by a store that only this process writes.
     /// </summary>
     event Action<string, string, byte[]?>? ChangedElsewhere;
+
+    /// <summary>
+    /// Changes made elsewhere may have been missed (the connection to a shared store was cut and is back):
+    /// load the records again. Never raised by a store that only this process writes.
+    /// </summary>
+    event Action? Resync;
 }

@@ -240,6 +240,8 @@ public sealed class InMemoryBrokerStore : IBrokerStore, IPolicyRecords, IClientI
     /// <summary>Only this process writes the store: nothing changes elsewhere.</summary>
     public event Action<string, string, byte[]?>? ChangedElsewhere { add { } remove { } }
 
+    public event Action? Resync { add { } remove { } }
+
     public IReadOnlyList<(string Key, byte[]? Value)> LoadRecords(string kind)
     {
         lock (_gate)

@@ -29,6 +29,7 @@ public sealed partial class BlockLists
     public BlockLists(IPolicyRecords store, ILogger<BlockLists>? logger = null, BrokerCounters? counters = null)
     {
         _store = store;
+        _store.Resync += Restore; // unblocks are records too (null values): a missed one applies as well
         _store.ChangedElsewhere += (kind, key, value) =>
         {
             // Another node's block or unblock (cluster): the read check here follows it.

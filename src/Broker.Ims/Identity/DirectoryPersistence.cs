@@ -25,6 +25,7 @@ public sealed class DirectoryPersistence
         this.users = users;
         this.groups = groups;
         store.ChangedElsewhere += Apply;
+        store.Resync += Restore; // tombstones included: a deletion missed meanwhile applies too
     }
 
     public void Restore()

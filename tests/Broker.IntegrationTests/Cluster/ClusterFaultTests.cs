@@ -257,11 +257,42 @@ public sealed class ClusterFaultTests
         };
         Assert.Equal([device], await store.AppendRowsAsync(missed, [new Broker.Engine.Store.StoredDelivery(device, missed.Id, MqttQualityOfServiceLevel.AtLeastOnce, false, null)], null));
 
+        // A retained message whose announcement never reached the nodes either.
+        await store.SetRetainedAsync(new Broker.Engine.Routing.BrokerMessage
+        {
+            Id = missed.Id + 1,
+            Topic = "IMS/alice/Card",
+            Payload = "set while cut"u8.ToArray(),
+            Qos = MqttQualityOfServiceLevel.AtLeastOnce,
+            Retain = true,
+            SenderClientId = "GID_IMS@@@alice-gap",
+            SenderUserId = "alice",
+        });
+
         // Cut every broker connection to Redis; the nodes reconnect by themselves.
         await redis.GetServers()[0].ExecuteAsync("CLIENT", "KILL", "SKIPME", "yes");
 
         await bob.ExpectOnlyAsync("IMS/bob/Inbox/Msg/alice", "missed");
         Assert.Equal(MqttClientDisconnectReason.UnspecifiedError, (await carol.Disconnected.WaitAsync(TestClient.Timeout)).Reason); // v5 0x80
+
+        // The node's retained copy follows Redis again (read back after the reconnect, in the background): a new
+        // subscriber there is given the message it missed. Polled by subscribing, at most a few seconds.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (true)
+        {
+            await using var reader = await TestClient.ConnectAsync(cluster[1].MqttPort, "GID_IMS@@@bob-gap-reader", "bob");
+            await reader.SubscribeOkAsync("IMS/alice/Card");
+            try
+            {
+                var card = await reader.NextAsync(TimeSpan.FromSeconds(1));
+                Assert.Equal(("IMS/alice/Card", "set while cut"), (card.ApplicationMessage.Topic, TestClient.Text(card)));
+                break;
+            }
+            catch (TimeoutException) when (DateTime.UtcNow < deadline)
+            {
+                // Not read back yet: the next subscription tries again.
+            }
+        }
     }
 
     static async Task WaitUntilReadyAsync(RunningBroker node)

@@ -51,6 +51,12 @@ public abstract class DelegatingStore : IBrokerStore, IPolicyRecords, IClientIdB
         remove => Inner.ChangedElsewhere -= value;
     }
 
+    public event Action? Resync
+    {
+        add => Inner.Resync += value;
+        remove => Inner.Resync -= value;
+    }
+
     public ValueTask<string?> GetClientOwnerAsync(string clientId) => Inner.GetClientOwnerAsync(clientId);
 
     public ValueTask<string> BindClientOwnerAsync(string clientId, string userId) => Inner.BindClientOwnerAsync(clientId, userId);
