@@ -28,4 +28,7 @@ internal static partial class ClusterLog
 
     [LoggerMessage(7008, LogLevel.Warning, "Connection to Redis {EndPoint} ({Kind}) restored: persistent sessions read their queues again, clean sessions with QoS 1/2 subscriptions are disconnected (messages may have been missed)")]
     public static partial void LinkRestored(ILogger logger, string endPoint, string kind);
+
+    [LoggerMessage(7009, LogLevel.Information, "{Count} session(s) expired whose node is gone")]
+    public static partial void OrphansExpired(ILogger logger, int count);
 }

@@ -41,6 +41,9 @@ public interface ISessionStore
     /// <summary>Every retained message of the cluster.</summary>
     Task<IReadOnlyList<BrokerMessage>> LoadRetainedAsync();
 
+    /// <summary>Deletes the due sessions that no node hosts (their node died); returns how many went.</summary>
+    Task<int> ExpireOrphansAsync(int max = 100);
+
     /// <summary>Clears the owner when it is still <paramref name="incarnation"/> (a session given up, not ended).</summary>
     Task ReleaseOwnershipAsync(string clientId, string incarnation);
 

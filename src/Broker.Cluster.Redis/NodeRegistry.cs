@@ -85,6 +85,12 @@ internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore s
                 await db.KeyExpireAsync(SweeperKey, lease);
             }
 
+            // Sessions of dead nodes whose expiry passed while nobody claimed them [MQTT-3.1.2-23].
+            if (await store.ExpireOrphansAsync() is var expired and > 0)
+            {
+                ClusterLog.OrphansExpired(logger, expired);
+            }
+
             foreach (var member in await db.SetMembersAsync(NodesKey))
             {
                 var node = (string)member!;

@@ -233,10 +233,46 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
 
     public ValueTask WaitForRoomAsync() => _writes.WaitForRoomAsync();
 
-    public void UpsertSession(SessionRecord session) =>
-        FencedWrite(session.ClientId, RedisScripts.Upsert, RowCodec.EncodeSession(session), session.ExpirySeconds);
+    /// <summary>
+    /// A disconnected session's expiry deadline is kept with it and in <see cref="RedisKeys.Expiries"/>, so a
+    /// survivor can expire it if its node died (<see cref="ExpireOrphansAsync"/>); its own node expires it otherwise.
+    /// </summary>
+    public void UpsertSession(SessionRecord session)
+    {
+        var deadline = session.DisconnectedAtUnixMs > 0 && session.ExpirySeconds != uint.MaxValue
+            ? session.DisconnectedAtUnixMs + session.ExpirySeconds * 1000L
+            : (long?)null;
+        FencedWrite(session.ClientId, RedisScripts.Upsert, RowCodec.EncodeSession(session), session.ExpirySeconds, deadline is { } d ? d : "");
+        _ = deadline is { } due
+            ? _db.SortedSetAddAsync(RedisKeys.Expiries, session.ClientId, due, CommandFlags.FireAndForget)
+            : _db.SortedSetRemoveAsync(RedisKeys.Expiries, session.ClientId, CommandFlags.FireAndForget);
+    }
 
-    public void DeleteSession(string clientId) => FencedWrite(clientId, RedisScripts.Delete);
+    public void DeleteSession(string clientId)
+    {
+        FencedWrite(clientId, RedisScripts.Delete);
+        _ = _db.SortedSetRemoveAsync(RedisKeys.Expiries, clientId, CommandFlags.FireAndForget);
+    }
+
+    /// <summary>Deletes the due sessions that no node hosts (their node died); returns how many went.</summary>
+    public async Task<int> ExpireOrphansAsync(int max = 100)
+    {
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        var expired = 0;
+        foreach (var member in await _db.SortedSetRangeByScoreAsync(RedisKeys.Expiries, double.NegativeInfinity, now, take: max))
+        {
+            var clientId = (string)member!;
+            if ((long)await Run(RedisScripts.ExpireOrphan, RedisKeys.Session(clientId), [now], track: false) == 1)
+            {
+                expired++;
+            }
+
+            // Gone, or hosted by a node that expires it itself (it writes a new deadline when it is disconnected again).
+            await _db.SortedSetRemoveAsync(RedisKeys.Expiries, clientId);
+        }
+
+        return expired;
+    }
 
     public async ValueTask AppendAsync(BrokerMessage message, IReadOnlyList<StoredDelivery> deliveries, InboundPacket? inbound = null)
     {

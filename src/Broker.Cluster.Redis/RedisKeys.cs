@@ -13,6 +13,9 @@ static class RedisKeys
     /// <summary>Retained messages: one hash for now (one slot; a per-route split is the cluster design's next step).</summary>
     public static readonly RedisKey Retained = "ret";
 
+    /// <summary>Disconnected persistent sessions by expiry deadline (Unix ms): the sweep expires those whose node died.</summary>
+    public static readonly RedisKey Expiries = "ims:expiry";
+
     /// <summary>The keys every session script receives, in this order (the scripts name them s, q, m, f, i2, mb, mbm).</summary>
     public static RedisKey[] Session(string clientId)
     {

@@ -190,11 +190,26 @@ static class RedisScripts
         return 1
         """;
 
-    /// <summary>ARGV: epoch, record, expiry seconds. Owner, epoch and seq stay.</summary>
+    /// <summary>ARGV: epoch, record, expiry seconds, expiry deadline in Unix ms ('' = connected or never). Owner, epoch and seq stay.</summary>
     public const string Upsert = Prelude + """
         if stale(ARGV[1]) then return {0} end
         redis.call('HSET', s, 'rec', ARGV[2], 'exp', ARGV[3])
+        if ARGV[4] == '' then redis.call('HDEL', s, 'dl') else redis.call('HSET', s, 'dl', ARGV[4]) end
         return {1}
+        """;
+
+    /// <summary>
+    /// ARGV: now → 1 when the session was deleted: it has no owner (its node died and was swept) and its expiry
+    /// deadline (<c>dl</c>, written while it is disconnected) has passed. A session with an owner is that node's to expire.
+    /// </summary>
+    public const string ExpireOrphan = Prelude + """
+        if redis.call('HGET', s, 'owner') then return 0 end
+        local deadline = redis.call('HGET', s, 'dl')
+        if not deadline or tonumber(deadline) > tonumber(ARGV[1]) then return 0 end
+        redis.call('HDEL', s, 'rec', 'exp', 'qb', 'dl', 'will')
+        redis.call('DEL', q, m, f, i2)
+        forget()
+        return 1
         """;
 
     /// <summary>
@@ -203,7 +218,7 @@ static class RedisScripts
     /// </summary>
     public const string Delete = Prelude + """
         if stale(ARGV[1]) then return {0} end
-        redis.call('HDEL', s, 'rec', 'exp', 'qb')
+        redis.call('HDEL', s, 'rec', 'exp', 'qb', 'dl')
         redis.call('DEL', q, m, f, i2)
         return {1}
         """;

@@ -295,6 +295,33 @@ public sealed class ClusterFaultTests
         }
     }
 
+    [Fact]
+    public async Task Kill9OfANode_ItsOfflineSessionsStillExpire()
+    {
+        // [MQTT-3.1.2-23]: a session ends when its expiry interval has passed after the connection closed, also
+        // when the node that hosted it died meanwhile: a survivor expires it.
+        await using var cluster = await BrokerCluster.StartAsync(2, ShortNodeTtl);
+        const string device = "GID_IMS@@@bob-expire";
+        await using (var bob = await TestClient.ConnectAsync(cluster[1].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 2))
+        {
+            await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+        }
+
+        await cluster.KillAsync(1);
+
+        // Watched in Redis (the state an operator would see): the session's record goes once it is due and its node is swept.
+        await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(cluster.Redis.Endpoint);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (await redis.GetDatabase().HashExistsAsync("s:{c/" + device + "}", "rec"))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the dead node's expired session is still in Redis after 20 s");
+            await Task.Delay(200);
+        }
+
+        await using var back = await TestClient.ConnectAsync(cluster[0].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 60);
+        Assert.False(back.ConnectResult.IsSessionPresent);
+    }
+
     static async Task WaitUntilReadyAsync(RunningBroker node)
     {
         using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{node.HttpPort}") };
