@@ -64,34 +64,36 @@ public sealed class ClusterRoutingTests(ThreeNodes nodes)
     [Fact]
     public async Task Group_ReachesMembersOnOtherNodes_AndOnlyTheNodesThatHostThem()
     {
-        // A group of this test's own (other tests leave persistent sessions of Group123's members on the nodes).
-        using (var admin = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{Cluster[0].HttpPort}") })
+        // Its own cluster: the counters count every message a node receives, and the shared cluster carries the
+        // persistent sessions (and late messages) of other tests. A group of its own too.
+        await using var cluster = await BrokerCluster.StartAsync(3);
+        using (var admin = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{cluster[0].HttpPort}") })
         {
             admin.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Basic", Convert.ToBase64String("admin:admin-pass"u8.ToArray()));
             var created = await admin.PutAsync("/api/groups/Ropes", new StringContent("""{"members":["alice","bob"]}""", System.Text.Encoding.UTF8, "application/json"));
             Assert.True(created.IsSuccessStatusCode, await created.Content.ReadAsStringAsync());
         }
 
-        await using var bob = await TestClient.ConnectAsync(Cluster[1].MqttPort, "GID_IMS@@@bob-group", "bob");
+        await using var bob = await TestClient.ConnectAsync(cluster[1].MqttPort, "GID_IMS@@@bob-group", "bob");
         await bob.SubscribeOkAsync("IMS/Ropes/#");
-        await using var alice = await TestClient.ConnectAsync(Cluster[0].MqttPort, "GID_IMS@@@alice-group", "alice");
-        var atN2 = await Cluster.EnvelopesReceivedAsync(1);
-        var atN3 = await Cluster.EnvelopesReceivedAsync(2);
+        await using var alice = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@alice-group", "alice");
+        var atN2 = await cluster.EnvelopesReceivedAsync(1);
+        var atN3 = await cluster.EnvelopesReceivedAsync(2);
 
         await alice.PublishAsync("IMS/Ropes/alice", "to the group");
 
         // One message to the node with the member, once.
         await bob.ExpectOnlyAsync("IMS/Ropes/alice", "to the group");
-        Assert.Equal(atN2 + 1, await Cluster.EnvelopesReceivedAsync(1));
+        Assert.Equal(atN2 + 1, await cluster.EnvelopesReceivedAsync(1));
 
         // n3 hosts no member: the publish never reached it. A second publish to a route n3 does read
         // (carol's own feed) is the marker that n3 has processed everything sent to it before.
-        await using var carol = await TestClient.ConnectAsync(Cluster[2].MqttPort, "GID_IMS@@@carol-group", "carol");
+        await using var carol = await TestClient.ConnectAsync(cluster[2].MqttPort, "GID_IMS@@@carol-group", "carol");
         await carol.SubscribeOkAsync("IMS/carol/#");
-        await using var carolSender = await TestClient.ConnectAsync(Cluster[0].MqttPort, "GID_IMS@@@carol-group-2", "carol");
+        await using var carolSender = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@carol-group-2", "carol");
         await carolSender.PublishAsync("IMS/carol/Note", "marker");
         await carol.ExpectOnlyAsync("IMS/carol/Note", "marker");
-        Assert.Equal(atN3 + 1, await Cluster.EnvelopesReceivedAsync(2));
+        Assert.Equal(atN3 + 1, await cluster.EnvelopesReceivedAsync(2));
     }
 
     [Fact]
