@@ -1,5 +1,6 @@
 using Broker.IntegrationTests.Infrastructure;
 using MQTTnet.Formatter;
+using MQTTnet.Packets;
 using MQTTnet.Protocol;
 
 namespace Broker.IntegrationTests.Cluster;
@@ -94,6 +95,22 @@ public sealed class ClusterRoutingTests(ThreeNodes nodes)
         await carolSender.PublishAsync("IMS/carol/Note", "marker");
         await carol.ExpectOnlyAsync("IMS/carol/Note", "marker");
         Assert.Equal(atN3 + 1, await cluster.EnvelopesReceivedAsync(2));
+    }
+
+    [Fact]
+    public async Task SenderStamp_SetOnThePublishersNode_ReachesTheReaderOnAnother_AndCannotBeForged()
+    {
+        // Contract §4: ims-sender / ims-client are the broker's, whichever node the reader is on.
+        await using var bob = await TestClient.ConnectAsync(Cluster[1].MqttPort, "GID_IMS@@@bob-stamp", "bob");
+        await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+        await using var alice = await TestClient.ConnectAsync(Cluster[0].MqttPort, "GID_IMS@@@alice-stamp", "alice");
+
+        await alice.PublishAsync("IMS/bob/Inbox/Msg/alice", "stamped", configure: m => m.WithUserProperty("ims-sender", "admin"));
+
+        var received = await bob.NextAsync();
+        Assert.Equal(
+            [("ims-sender", "alice"), ("ims-client", "GID_IMS@@@alice-stamp")],
+            received.ApplicationMessage.UserProperties.Where(p => p.Name != "ims-id").Select(p => (p.Name, p.ReadValueAsString())).ToArray());
     }
 
     [Fact]
