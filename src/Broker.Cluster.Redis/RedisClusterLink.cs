@@ -37,6 +37,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     IClusterPeer? _peer;
     ChannelMessageQueue? _nodeQueue;
     ChannelMessageQueue? _retainedQueue;
+    ChannelMessageQueue? _groupsQueue;
     Timer? _heartbeat;
     Task _settled = Task.CompletedTask;
     long _envelopesIn;
@@ -85,6 +86,8 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         _nodeQueue.OnMessage(OnNodeMessage);
         _retainedQueue = await _bus.SubscribeAsync(_retainedChannel);
         _retainedQueue.OnMessage(OnRetained);
+        _groupsQueue = await _bus.SubscribeAsync(SharedGroups.GroupsChannel);
+        _groupsQueue.OnMessage(m => _shared.GroupCreated((string)m.Message!));
         _heartbeat = new Timer(_ => _ = TickAsync(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
 
         // Pub/sub is at most once: a connection that was cut may have lost messages for this node's sessions.
@@ -172,6 +175,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     {
         ClusterLog.LinkRestored(_logger, e.EndPoint?.ToString() ?? "?", e.ConnectionType.ToString());
         _peer?.MayHaveMissedMessages();
+        _shared.Forget();
         _ = ResyncRetainedAsync();
     }
 

@@ -11,7 +11,8 @@ internal readonly record struct SharedPick(string ClientId, string ShareKey, boo
 /// <summary>
 /// <c>$share</c> groups across nodes: each message goes to one member in the whole cluster [MQTT-4.8.2].
 /// The members of a group are listed in Redis (<c>sh:{$share/name/filter}</c>: client id → its node, QoS,
-/// persistence), and the groups of a route in <c>shx:{route}</c>. The publishing node delivers to a member
+/// persistence), and the groups of a route in <c>shx:{route}</c>, which each node keeps a copy of per route
+/// (a new group is announced, so a route without groups costs a publish no Redis read). The publishing node delivers to a member
 /// of its own when it has one (the local index picks it), else it picks one member of the group by message id
 /// and sends the message to that member's node only. Route messages never reach a node's shared members.
 /// </summary>
@@ -48,13 +49,61 @@ internal sealed class SharedGroups(IConnectionMultiplexer redis, RouteKeys route
         if (added)
         {
             var member = $"{incarnation}|{(int)subscription.Qos}|{(session.IsPersistent ? 1 : 0)}|{subscription.Identifier}";
-            return Task.WhenAll(
-                db.HashSetAsync(MembersKey(key), session.ClientId, member),
-                db.HashSetAsync(GroupsKey(routes.OfFilter(subscription.Filter)), key, subscription.Filter));
+            return Task.WhenAll(db.HashSetAsync(MembersKey(key), session.ClientId, member), AddGroupAsync(routes.OfFilter(subscription.Filter), key, subscription.Filter));
         }
 
         // Ended or taken over: the member leaves this node's entry (a new owner registers its own).
         return db.ScriptEvaluateAsync(RemoveIfMine, [MembersKey(key)], [session.ClientId, incarnation + "|"]);
+    }
+
+    // The groups of each route, as this node last read them: most routes have none, and a publish to them then
+    // costs no Redis read. A new group is announced (GroupsChannel); every node drops its copy of that route.
+    readonly System.Collections.Concurrent.ConcurrentDictionary<string, HashEntry[]> _groups = new(StringComparer.Ordinal);
+
+    public static readonly RedisChannel GroupsChannel = RedisChannel.Literal("ims:shared");
+
+    async Task AddGroupAsync(string route, string key, string filter)
+    {
+        if (await redis.GetDatabase().HashSetAsync(GroupsKey(route), key, filter))
+        {
+            // A group that did not exist: every node (this one too) reads this route's groups again.
+            GroupCreated(route);
+            await redis.GetSubscriber().PublishAsync(GroupsChannel, route);
+        }
+    }
+
+    // Moves with every announcement: a read that an announcement overtook is used once, not kept.
+    long _generation;
+
+    /// <summary>Another node created a group on <paramref name="route"/>.</summary>
+    public void GroupCreated(string route)
+    {
+        Interlocked.Increment(ref _generation);
+        _groups.TryRemove(route, out _);
+    }
+
+    /// <summary>Announcements may have been missed (the link to Redis was cut): read every route's groups again.</summary>
+    public void Forget()
+    {
+        Interlocked.Increment(ref _generation);
+        _groups.Clear();
+    }
+
+    async Task<HashEntry[]> GroupsAsync(string route)
+    {
+        if (_groups.TryGetValue(route, out var known))
+        {
+            return known;
+        }
+
+        var generation = Interlocked.Read(ref _generation);
+        var read = await redis.GetDatabase().HashGetAllAsync(GroupsKey(route));
+        if (Interlocked.Read(ref _generation) == generation)
+        {
+            _groups.TryAdd(route, read);
+        }
+
+        return read;
     }
 
     bool HasLocalMember(string key)
@@ -68,11 +117,18 @@ internal sealed class SharedGroups(IConnectionMultiplexer redis, RouteKeys route
     /// <summary>The members that get this message on other nodes: one per group that matches and has no member here.</summary>
     public async Task<IReadOnlyList<SharedPick>> PickAsync(string route, BrokerMessage message)
     {
+        var own = GroupsAsync(route);
+        var wide = GroupsAsync(RouteKeys.Wide);
+        var groups = await own;
+        var wideGroups = await wide;
+        if (groups.Length == 0 && wideGroups.Length == 0)
+        {
+            return [];
+        }
+
         var db = redis.GetDatabase();
-        var own = db.HashGetAllAsync(GroupsKey(route));
-        var wide = db.HashGetAllAsync(GroupsKey(RouteKeys.Wide));
         List<SharedPick>? picks = null;
-        foreach (var group in (await own).Concat(await wide))
+        foreach (var group in groups.Concat(wideGroups))
         {
             var key = (string)group.Name!;
             if (HasLocalMember(key) || !MqttTopic.Matches((string)group.Value!, message.Topic))
