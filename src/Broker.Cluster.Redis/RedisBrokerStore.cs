@@ -262,12 +262,15 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         foreach (var member in await _db.SortedSetRangeByScoreAsync(RedisKeys.Expiries, double.NegativeInfinity, now, take: max))
         {
             var clientId = (string)member!;
-            if ((long)await Run(RedisScripts.ExpireOrphan, RedisKeys.Session(clientId), [now], track: false) == 1)
+            var result = (long)await Run(RedisScripts.ExpireOrphan, RedisKeys.Session(clientId), [now], track: false);
+            if (result == 2)
             {
-                expired++;
+                // Still owned: by a live node, which expires it itself, or by a dead one not swept yet (its deadline
+                // may pass before its death is noticed). Kept, so that it is asked again once it has no owner.
+                continue;
             }
 
-            // Gone, or hosted by a node that expires it itself (it writes a new deadline when it is disconnected again).
+            expired += (int)result;
             await _db.SortedSetRemoveAsync(RedisKeys.Expiries, clientId);
         }
 

@@ -200,10 +200,11 @@ static class RedisScripts
 
     /// <summary>
     /// ARGV: now → 1 when the session was deleted: it has no owner (its node died and was swept) and its expiry
-    /// deadline (<c>dl</c>, written while it is disconnected) has passed. A session with an owner is that node's to expire.
+    /// deadline (<c>dl</c>, written while it is disconnected) has passed; 2 while it still has an owner (a live node
+    /// expires it itself, a dead one is swept first: ask again later); 0 when there is nothing to expire.
     /// </summary>
     public const string ExpireOrphan = Prelude + """
-        if redis.call('HGET', s, 'owner') then return 0 end
+        if redis.call('HGET', s, 'owner') then return 2 end
         local deadline = redis.call('HGET', s, 'dl')
         if not deadline or tonumber(deadline) > tonumber(ARGV[1]) then return 0 end
         redis.call('HDEL', s, 'rec', 'exp', 'qb', 'dl', 'will')
