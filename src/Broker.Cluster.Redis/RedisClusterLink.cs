@@ -159,13 +159,14 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         }
     }
 
+    /// <summary>A write nobody awaits: its failure is logged, never thrown (SettledAsync waits on these too).</summary>
     async Task ObserveAsync(Task write, string what)
     {
         try
         {
             await write;
         }
-        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        catch (Exception ex)
         {
             ClusterLog.RedisFailed(_logger, what, ex.Message);
         }
@@ -369,19 +370,8 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
 
         lock (_gate)
         {
-            _settled = _settled.IsCompleted ? Observe(change) : Task.WhenAll(_settled, Observe(change));
-        }
-    }
-
-    async Task Observe(Task change)
-    {
-        try
-        {
-            await change;
-        }
-        catch (Exception ex)
-        {
-            ClusterLog.RedisFailed(_logger, "route interest", ex.Message);
+            var observed = ObserveAsync(change, "session or subscription change");
+            _settled = _settled.IsCompleted ? observed : Task.WhenAll(_settled, observed);
         }
     }
 

@@ -103,7 +103,7 @@ internal sealed partial class MqttConnection
         catch (Exception ex)
         {
             // The policy could not decide (e.g. the cluster's store is out of reach while it checks the client id's owner).
-            EngineLog.ClaimFailed(_engine.ConnectionLogger, clientId, ex.Message);
+            EngineLog.ConnectCheckFailed(_engine.ConnectionLogger, clientId, ex.Message);
             await RefuseAsync(MqttConnectReasonCode.ServerUnavailable, "the broker cannot check this login now", clientId, connect.Username);
             return false;
         }
@@ -171,7 +171,7 @@ internal sealed partial class MqttConnection
         }
         catch (Exception ex)
         {
-            EngineLog.ClaimFailed(_engine.ConnectionLogger, clientId, ex.Message);
+            EngineLog.ConnectCheckFailed(_engine.ConnectionLogger, clientId, ex.Message);
             await RefuseAsync(MqttConnectReasonCode.ServerUnavailable, "the cluster's shared state is out of reach", clientId, connect.Username);
             return false;
         }

@@ -80,5 +80,5 @@ internal static partial class EngineLog
     public static partial void RateDisconnected(ILogger logger, string clientId, string userId, double graceSeconds);
 
     [LoggerMessage(6001, LogLevel.Error, "Connect of {ClientId} refused (server unavailable): its login or session could not be checked: {Reason}")]
-    public static partial void ClaimFailed(ILogger logger, string clientId, string reason);
+    public static partial void ConnectCheckFailed(ILogger logger, string clientId, string reason);
 }

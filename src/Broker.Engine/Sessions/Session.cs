@@ -316,20 +316,7 @@ public sealed class Session
             var size = SizeOf(delivery);
             if (delivery.Stored)
             {
-                signal = pageMayStart;
-                _storedCount++;
-                _storedBytes += size;
-                if (_connection is null || _spilled || _paging || WindowFull(size))
-                {
-                    _spilled = true; // behind what waits in the store, in order
-                }
-                else
-                {
-                    Push(delivery, size);
-                    signal = _connection;
-                }
-
-                storeDrop = TrimStored(ref dropped);
+                signal = TakeRowLocked(delivery, mayJoinWindow: true, ref dropped, out storeDrop) ? _connection : pageMayStart;
             }
             else if (IsPersistent && WindowFull(size))
             {
@@ -347,14 +334,45 @@ public sealed class Session
             }
         }
 
-        Dropped(dropped, "queue full");
+        AfterQueued(dropped, "queue full", storeDrop, signal);
+        return true;
+    }
+
+    /// <summary>
+    /// Under the lock: a row the store has for this session joins the queue's counts, and the window when
+    /// <paramref name="mayJoinWindow"/>, the client is here, nothing waits in the store before it and there is
+    /// room; otherwise it waits in the store behind the rest, in order. Then the offline queue's limits apply.
+    /// True when it joined the window.
+    /// </summary>
+    bool TakeRowLocked(in Delivery delivery, bool mayJoinWindow, ref List<Delivery>? dropped, out Task<(int Count, long Bytes)>? storeDrop)
+    {
+        var size = SizeOf(delivery);
+        _storedCount++;
+        _storedBytes += size;
+        var joined = mayJoinWindow && _connection is not null && !_spilled && !_paging && !WindowFull(size);
+        if (joined)
+        {
+            Push(delivery, size);
+        }
+        else
+        {
+            _spilled = true; // behind what waits in the store, in order
+        }
+
+        storeDrop = TrimStored(ref dropped);
+        return joined;
+    }
+
+    /// <summary>Outside the lock, after a queue change: what it dropped is told, a trim of the store followed, the writer woken.</summary>
+    void AfterQueued(List<Delivery>? dropped, string reason, Task<(int Count, long Bytes)>? storeDrop, MqttConnection? signal)
+    {
+        Dropped(dropped, reason);
         if (storeDrop is not null)
         {
             _ = StoredDroppedAsync(storeDrop);
         }
 
         signal?.SignalWrite();
-        return true;
     }
 
     static long SizeOf(in Delivery d) => d.Message.Payload.Length;
@@ -403,30 +421,12 @@ public sealed class Session
                 return;
             }
 
-            var size = SizeOf(delivery);
-            _storedCount++;
-            _storedBytes += size;
-            if (_connection is not null && !_spilled && !_paging && _rowsOnTheirWay == 0 && !WindowFull(size))
-            {
-                Push(delivery, size);
-                signal = _connection;
-            }
-            else
-            {
-                _spilled = true;
-                signal = _queue.Count == 0 && !_paging && _rowsOnTheirWay == 0 ? _connection : null;
-            }
-
-            storeDrop = TrimStored(ref dropped);
+            // A local row on its way would be read by a page too: this one then waits in the store with it.
+            signal = TakeRowLocked(delivery, mayJoinWindow: _rowsOnTheirWay == 0, ref dropped, out storeDrop)
+                || (_queue.Count == 0 && !_paging && _rowsOnTheirWay == 0) ? _connection : null;
         }
 
-        Dropped(dropped, "offline queue limit");
-        if (storeDrop is not null)
-        {
-            _ = StoredDroppedAsync(storeDrop);
-        }
-
-        signal?.SignalWrite();
+        AfterQueued(dropped, "offline queue limit", storeDrop, signal);
     }
 
     /// <summary>

@@ -17,7 +17,8 @@ public sealed class ClusterAdminTests(ThreeNodes nodes)
 {
     BrokerCluster Cluster => nodes.Cluster;
 
-    static HttpClient Admin(RunningBroker node)
+    /// <summary>The admin API of one node, as the demo admin (HTTP Basic).</summary>
+    internal static HttpClient Admin(RunningBroker node)
     {
         var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{node.HttpPort}") };
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("admin:admin-pass")));

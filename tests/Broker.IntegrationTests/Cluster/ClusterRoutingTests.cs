@@ -68,10 +68,9 @@ public sealed class ClusterRoutingTests(ThreeNodes nodes)
         // Its own cluster: the counters count every message a node receives, and the shared cluster carries the
         // persistent sessions (and late messages) of other tests. A group of its own too.
         await using var cluster = await BrokerCluster.StartAsync(3);
-        using (var admin = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{cluster[0].HttpPort}") })
+        using (var admin = ClusterAdminTests.Admin(cluster[0]))
         {
-            admin.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Basic", Convert.ToBase64String("admin:admin-pass"u8.ToArray()));
-            var created = await admin.PutAsync("/api/groups/Ropes", new StringContent("""{"members":["alice","bob"]}""", System.Text.Encoding.UTF8, "application/json"));
+            var created = await System.Net.Http.Json.HttpClientJsonExtensions.PutAsJsonAsync(admin, "/api/groups/Ropes", new { members = new[] { "alice", "bob" } });
             Assert.True(created.IsSuccessStatusCode, await created.Content.ReadAsStringAsync());
         }
 
