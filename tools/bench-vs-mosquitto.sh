@@ -122,6 +122,7 @@ ROWS=(
   "p2p-q1-fixed|p2p --qos 1 --clients 50 --rate 5000"
   "fanin-q0-fixed|fanin --qos 0 --clients 50 --rate 20000"
   "fanin-q0-sat|fanin --qos 0 --clients 50"
+  "fanin-q1-sat|fanin --qos 1 --clients 4"
   "p2p-q1-sat|p2p --qos 1 --clients 50"
   "group-q0-sat|group --qos 0 --clients 100"
   "group-q1-sat|group --qos 1 --clients 100"

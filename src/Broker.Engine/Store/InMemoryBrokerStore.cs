@@ -170,16 +170,26 @@ public sealed class InMemoryBrokerStore : IBrokerStore, IPolicyRecords, IClientI
         {
             if (_rows.TryGetValue(clientId, out var rows))
             {
-                foreach (var row in rows.InOrder().Where(r => r.State == DeliveryState.Queued).ToList())
+                // Only the oldest rows are looked at (the queue may hold 100,000; this runs once per overflow).
+                var victims = new List<long>();
+                foreach (var row in rows.InOrder())
                 {
                     if (dropped.Count >= count && dropped.Bytes >= bytes)
                     {
                         break;
                     }
 
-                    dropped = (dropped.Count + 1, dropped.Bytes + _messages[row.MessageId].Message.Payload.Length);
-                    rows.Remove(row.MessageId);
-                    Release(row.MessageId);
+                    if (row.State == DeliveryState.Queued)
+                    {
+                        dropped = (dropped.Count + 1, dropped.Bytes + _messages[row.MessageId].Message.Payload.Length);
+                        victims.Add(row.MessageId);
+                    }
+                }
+
+                foreach (var id in victims)
+                {
+                    rows.Remove(id);
+                    Release(id);
                 }
             }
         }
