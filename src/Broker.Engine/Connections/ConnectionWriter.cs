@@ -69,11 +69,14 @@ internal sealed class ConnectionWriter
     /// <summary>Something is waiting for this client (in the control queue or the session): write it now, or make the writer go round again.</summary>
     public void Signal()
     {
-        if (Interlocked.Increment(ref _requests) == 1)
+        if (Interlocked.Increment(ref _requests) == 1 && !DeferredWrites.TryDefer(this))
         {
             Drain();
         }
     }
+
+    /// <summary>The end of a receive loop's stretch (<see cref="DeferredWrites"/>): this writer took its role in it and writes now.</summary>
+    public void DrainDeferred() => Drain();
 
     /// <summary>What the client said it accepts (v5 CONNECT): its Maximum Packet Size, and how many topic aliases we may give it.</summary>
     public void SetClientLimits(uint maxPacketSize, int topicAliasMaximum)

@@ -67,6 +67,8 @@ internal sealed partial class MqttConnection
     public async Task RunAsync()
     {
         _engine.Connections.TryAdd(this, 0);
+        var stretch = 0; // packets handled since the writers this loop woke last wrote (DeferredWrites)
+        var ownStretch = false;
         try
         {
             if (!await ConnectAsync())
@@ -83,7 +85,16 @@ internal sealed partial class MqttConnection
                 ReadResult result;
                 if (!_writer.IsClosing)
                 {
-                    result = await input.ReadAsync();
+                    var read = input.ReadAsync();
+                    if (read.IsCompleted && stretch is > 0 and < DeferredWrites.MaxPackets)
+                    {
+                        result = read.Result; // more was read already: the writers woken so far wait for it
+                    }
+                    else
+                    {
+                        EndStretch(ref stretch, ref ownStretch); // about to wait, or enough for one write: they write now
+                        result = await read;
+                    }
                 }
                 else if (!input.TryRead(out result))
                 {
@@ -101,7 +112,18 @@ internal sealed partial class MqttConnection
                 }
 
                 Volatile.Write(ref _lastActivityMs, Environment.TickCount64);
-                if (!await DispatchAsync(packet))
+                if (stretch++ == 0)
+                {
+                    ownStretch = DeferredWrites.Begin(); // false: one is open on this thread already, and its opener ends it
+                }
+
+                var dispatch = DispatchAsync(packet);
+                if (!dispatch.IsCompleted)
+                {
+                    EndStretch(ref stretch, ref ownStretch); // the handler waits: this thread goes to other work meanwhile
+                }
+
+                if (!await dispatch)
                 {
                     break;
                 }
@@ -132,9 +154,22 @@ internal sealed partial class MqttConnection
         }
         finally
         {
+            EndStretch(ref stretch, ref ownStretch);
             await CloseAsync();
             _engine.Connections.TryRemove(this, out _);
         }
+    }
+
+    /// <summary>Ends this loop's <see cref="DeferredWrites"/> stretch, if it opened one: the writers woken in it write now.</summary>
+    static void EndStretch(ref int stretch, ref bool own)
+    {
+        if (own)
+        {
+            DeferredWrites.End();
+            own = false;
+        }
+
+        stretch = 0;
     }
 
     internal string Name => _clientId.Length > 0 ? _clientId : _meta.ConnectionId;
