@@ -387,8 +387,8 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
                 _elision.Plan(batch);
                 Interlocked.Add(ref _operationsElided, _elision.Elided);
                 _releases.Clear();
+                // The statements are raw ones on this connection: they run inside this transaction.
                 using var transaction = _connection.BeginTransaction();
-                _sql.Use(transaction);
                 for (var i = 0; i < batch.Count; i++)
                 {
                     if (!_elision.Skips(i))

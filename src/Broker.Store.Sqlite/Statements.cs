@@ -1,89 +1,100 @@
 using Broker.Engine.Routing;
 using Broker.Engine.Store;
 using Microsoft.Data.Sqlite;
+using MQTTnet.Protocol;
 
 namespace Broker.Store.Sqlite;
 
-/// <summary>Every write statement, prepared once and reused by the writer (as mosquitto's persist-sqlite does).</summary>
+/// <summary>
+/// Every statement the writer runs, prepared once and reused (as mosquitto's persist-sqlite does), as
+/// <see cref="RawStatement"/>s on the store's connection: they take part in the transaction it has open.
+/// </summary>
 internal sealed class Statements : IDisposable
 {
-    readonly List<SqliteCommand> _all = [];
-    readonly SqliteCommand _addMessage;
-    readonly SqliteCommand _releaseMessage;
-    readonly SqliteCommand _deleteUnreferenced;
-    readonly SqliteCommand _insertDelivery;
-    readonly SqliteCommand _updateDelivery;
-    readonly SqliteCommand _deleteDelivery;
-    readonly SqliteCommand _deliveriesOf;
-    readonly SqliteCommand _upsertSession;
-    readonly SqliteCommand _deleteSession;
-    readonly SqliteCommand _addInbound;
-    readonly SqliteCommand _removeInbound;
-    readonly SqliteCommand _insertMailbox;
-    readonly SqliteCommand _deleteMailbox;
-    readonly SqliteCommand _setRetained;
-    readonly SqliteCommand _deleteRetained;
-    readonly SqliteCommand _bindOwner;
-    readonly SqliteCommand _releaseOwner;
-    readonly SqliteCommand _saveRecord;
-    readonly SqliteCommand _oldestQueued;
+    readonly List<RawStatement> _all = [];
+    readonly RawStatement _addMessage;
+    readonly RawStatement _releaseMessage;
+    readonly RawStatement _deleteReleased;
+    readonly RawStatement _insertDelivery;
+    readonly RawStatement _updateDelivery;
+    readonly RawStatement _deleteDelivery;
+    readonly RawStatement _deliveriesOf;
+    readonly RawStatement _upsertSession;
+    readonly RawStatement _deleteSession;
+    readonly RawStatement _deleteSessionInbound;
+    readonly RawStatement _addInbound;
+    readonly RawStatement _removeInbound;
+    readonly RawStatement _insertMailbox;
+    readonly RawStatement _deleteMailbox;
+    readonly RawStatement _setRetained;
+    readonly RawStatement _deleteRetained;
+    readonly RawStatement _bindOwner;
+    readonly RawStatement _releaseOwner;
+    readonly RawStatement _saveRecord;
+    readonly RawStatement _oldestQueued;
 
     public Statements(SqliteConnection connection)
     {
-        SqliteCommand Prepare(string sql, params string[] parameters)
-        {
-            var command = connection.CreateCommand();
-            command.CommandText = sql;
-            foreach (var p in parameters)
-            {
-                command.Parameters.Add(new SqliteParameter(p, null));
-            }
+        var db = connection.Handle ?? throw new InvalidOperationException("the connection is not open");
 
-            _all.Add(command);
-            return command;
+        // Bound by index: the names list each statement's parameters in that order (checked at prepare).
+        RawStatement Prepare(string sql, params string[] parameters)
+        {
+            var statement = new RawStatement(db, sql, parameters);
+            _all.Add(statement);
+            return statement;
         }
 
-        _addMessage = Prepare(
-            """
-            INSERT INTO messages (id, topic, payload, qos, retain, properties, expires_at, sender_client, sender_user, refs)
-            VALUES ($id, $topic, $payload, $qos, $retain, $props, $expires, $sc, $su, $refs)
-            ON CONFLICT (id) DO UPDATE SET refs = refs + excluded.refs
-            """,
-            "$id", "$topic", "$payload", "$qos", "$retain", "$props", "$expires", "$sc", "$su", "$refs");
-        _releaseMessage = Prepare("UPDATE messages SET refs = refs - $n WHERE id = $id", "$n", "$id");
-        _deleteUnreferenced = Prepare("DELETE FROM messages WHERE id = $id AND refs <= 0", "$id");
-        _insertDelivery = Prepare(
-            "INSERT OR REPLACE INTO deliveries (client_id, message_id, qos, retain, subscription_ids, packet_id, state) VALUES ($c, $m, $qos, $retain, $ids, $pid, $state)",
-            "$c", "$m", "$qos", "$retain", "$ids", "$pid", "$state");
-        _updateDelivery = Prepare("UPDATE deliveries SET packet_id = $pid, state = $state WHERE client_id = $c AND message_id = $m", "$pid", "$state", "$c", "$m");
-        _deleteDelivery = Prepare("DELETE FROM deliveries WHERE client_id = $c AND message_id = $m", "$c", "$m");
-        _deliveriesOf = Prepare("SELECT message_id FROM deliveries WHERE client_id = $c", "$c");
-        _upsertSession = Prepare(
-            "INSERT OR REPLACE INTO sessions (client_id, user_id, role, expiry, disconnected_at, subscriptions) VALUES ($c, $u, $r, $e, $d, $s)",
-            "$c", "$u", "$r", "$e", "$d", "$s");
-        _deleteSession = Prepare("DELETE FROM sessions WHERE client_id = $c; DELETE FROM inbound_qos2 WHERE client_id = $c", "$c");
-        _addInbound = Prepare("INSERT OR IGNORE INTO inbound_qos2 (client_id, packet_id) VALUES ($c, $p)", "$c", "$p");
-        _removeInbound = Prepare("DELETE FROM inbound_qos2 WHERE client_id = $c AND packet_id = $p", "$c", "$p");
-        _insertMailbox = Prepare("INSERT OR REPLACE INTO mailbox (client_id, message_id, expires_at) VALUES ($c, $m, $e)", "$c", "$m", "$e");
-        _deleteMailbox = Prepare("DELETE FROM mailbox WHERE client_id = $c AND message_id = $m", "$c", "$m");
-        _setRetained = Prepare(
-            "INSERT OR REPLACE INTO retained (topic, id, payload, qos, properties, expires_at, sender_client, sender_user) VALUES ($topic, $id, $payload, $qos, $props, $expires, $sc, $su)",
-            "$topic", "$id", "$payload", "$qos", "$props", "$expires", "$sc", "$su");
-        _deleteRetained = Prepare("DELETE FROM retained WHERE topic = $topic", "$topic");
-        _bindOwner = Prepare("INSERT OR IGNORE INTO client_owners (client_id, user_id) VALUES ($c, $u)", "$c", "$u");
-        _releaseOwner = Prepare("DELETE FROM client_owners WHERE client_id = $c", "$c");
-        _saveRecord = Prepare("INSERT OR REPLACE INTO records (kind, key, value) VALUES ($k, $key, $v)", "$k", "$key", "$v");
+        try
+        {
+            _addMessage = Prepare(
+                """
+                INSERT INTO messages (id, topic, payload, qos, retain, properties, expires_at, sender_client, sender_user, refs)
+                VALUES ($id, $topic, $payload, $qos, $retain, $props, $expires, $sc, $su, $refs)
+                ON CONFLICT (id) DO UPDATE SET refs = refs + excluded.refs
+                """,
+                "$id", "$topic", "$payload", "$qos", "$retain", "$props", "$expires", "$sc", "$su", "$refs");
+            _deleteReleased = Prepare("DELETE FROM messages WHERE id = $id AND refs <= $n", "$id", "$n");
+            _releaseMessage = Prepare("UPDATE messages SET refs = refs - $n WHERE id = $id", "$n", "$id");
+            _insertDelivery = Prepare(
+                "INSERT OR REPLACE INTO deliveries (client_id, message_id, qos, retain, subscription_ids, packet_id, state) VALUES ($c, $m, $qos, $retain, $ids, $pid, $state)",
+                "$c", "$m", "$qos", "$retain", "$ids", "$pid", "$state");
+            _updateDelivery = Prepare("UPDATE deliveries SET packet_id = $pid, state = $state WHERE client_id = $c AND message_id = $m", "$pid", "$state", "$c", "$m");
+            _deleteDelivery = Prepare("DELETE FROM deliveries WHERE client_id = $c AND message_id = $m", "$c", "$m");
+            _deliveriesOf = Prepare("SELECT message_id FROM deliveries WHERE client_id = $c", "$c");
+            _upsertSession = Prepare(
+                "INSERT OR REPLACE INTO sessions (client_id, user_id, role, expiry, disconnected_at, subscriptions) VALUES ($c, $u, $r, $e, $d, $s)",
+                "$c", "$u", "$r", "$e", "$d", "$s");
+            _deleteSession = Prepare("DELETE FROM sessions WHERE client_id = $c", "$c");
+            _deleteSessionInbound = Prepare("DELETE FROM inbound_qos2 WHERE client_id = $c", "$c");
+            _addInbound = Prepare("INSERT OR IGNORE INTO inbound_qos2 (client_id, packet_id) VALUES ($c, $p)", "$c", "$p");
+            _removeInbound = Prepare("DELETE FROM inbound_qos2 WHERE client_id = $c AND packet_id = $p", "$c", "$p");
+            _insertMailbox = Prepare("INSERT OR REPLACE INTO mailbox (client_id, message_id, expires_at) VALUES ($c, $m, $e)", "$c", "$m", "$e");
+            _deleteMailbox = Prepare("DELETE FROM mailbox WHERE client_id = $c AND message_id = $m", "$c", "$m");
+            _setRetained = Prepare(
+                "INSERT OR REPLACE INTO retained (topic, id, payload, qos, properties, expires_at, sender_client, sender_user) VALUES ($topic, $id, $payload, $qos, $props, $expires, $sc, $su)",
+                "$topic", "$id", "$payload", "$qos", "$props", "$expires", "$sc", "$su");
+            _deleteRetained = Prepare("DELETE FROM retained WHERE topic = $topic", "$topic");
+            _bindOwner = Prepare("INSERT OR IGNORE INTO client_owners (client_id, user_id) VALUES ($c, $u)", "$c", "$u");
+            _releaseOwner = Prepare("DELETE FROM client_owners WHERE client_id = $c", "$c");
+            _saveRecord = Prepare("INSERT OR REPLACE INTO records (kind, key, value) VALUES ($k, $key, $v)", "$k", "$key", "$v");
 
-        // The primary key (client_id, message_id) makes this a range scan of one session's rows, oldest first.
-        _oldestQueued = Prepare(
-            """
-            SELECT d.message_id, d.qos, d.retain, d.subscription_ids,
-                   m.topic, m.payload, m.qos, m.retain, m.properties, m.expires_at, m.sender_client, m.sender_user
-            FROM deliveries d JOIN messages m ON m.id = d.message_id
-            WHERE d.client_id = $c AND d.state = 0
-            ORDER BY d.message_id LIMIT $n
-            """,
-            "$c", "$n");
+            // The primary key (client_id, message_id) makes this a range scan of one session's rows, oldest first.
+            _oldestQueued = Prepare(
+                """
+                SELECT d.message_id, d.qos, d.retain, d.subscription_ids,
+                       m.topic, m.payload, m.qos, m.retain, m.properties, m.expires_at, m.sender_client, m.sender_user
+                FROM deliveries d JOIN messages m ON m.id = d.message_id
+                WHERE d.client_id = $c AND d.state = 0
+                ORDER BY d.message_id LIMIT $n
+                """,
+                "$c", "$n");
+        }
+        catch
+        {
+            Dispose(); // those prepared so far: the connection is closed by the caller
+            throw;
+        }
     }
 
     /// <summary>
@@ -92,98 +103,113 @@ internal sealed class Statements : IDisposable
     /// </summary>
     public void ReadOldestQueued(string clientId, int max, Func<StoredDelivery, BrokerMessage, bool> keep)
     {
-        _oldestQueued.Parameters[0].Value = clientId;
-        _oldestQueued.Parameters[1].Value = max;
-        using var r = _oldestQueued.ExecuteReader();
-        while (r.Read())
+        var r = _oldestQueued.Bind(1, clientId).Bind(2, max);
+        try
         {
-            var id = r.GetInt64(0);
-            var row = new StoredDelivery(clientId, id, (MQTTnet.Protocol.MqttQualityOfServiceLevel)r.GetInt32(1), r.GetBoolean(2), MessageCodec.DecodeIds(r.IsDBNull(3) ? null : (byte[])r[3]));
-            var message = MessageCodec.Decode(id, r.GetString(4), (byte[])r[5], r.GetInt32(6), r.GetBoolean(7),
-                r.IsDBNull(8) ? null : (byte[])r[8], r.GetInt64(9), r.IsDBNull(10) ? null : r.GetString(10), r.IsDBNull(11) ? null : r.GetString(11));
-            if (!keep(row, message))
+            while (r.Step())
             {
-                return;
+                var id = r.Int64(0);
+                var row = new StoredDelivery(clientId, id, (MqttQualityOfServiceLevel)r.Int32(1), r.Boolean(2), MessageCodec.DecodeIds(r.Blob(3)));
+                var message = MessageCodec.Decode(id, r.Text(4)!, r.Blob(5) ?? [], r.Int32(6), r.Boolean(7),
+                    r.Blob(8), r.Int64(9), r.Text(10), r.Text(11));
+                if (!keep(row, message))
+                {
+                    return;
+                }
             }
         }
-    }
-
-    public void Use(SqliteTransaction transaction)
-    {
-        foreach (var command in _all)
+        finally
         {
-            command.Transaction = transaction;
+            r.Reset();
         }
     }
 
-    public void AddMessage(BrokerMessage m, int references) => Run(_addMessage,
-        m.Id, m.Topic, m.Payload.ToArray(), (int)m.Qos, m.Retain, MessageCodec.EncodeProperties(m), m.ExpiresAtUnixMs, m.SenderClientId, m.SenderUserId, references);
+    public void AddMessage(BrokerMessage m, int references) => _addMessage
+        .Bind(1, m.Id).Bind(2, m.Topic).Bind(3, m.Payload.Span).Bind(4, (int)m.Qos).Bind(5, m.Retain).Bind(6, MessageCodec.EncodeProperties(m))
+        .Bind(7, m.ExpiresAtUnixMs).Bind(8, m.SenderClientId).Bind(9, m.SenderUserId).Bind(10, references)
+        .Execute();
 
-    /// <summary>Drops <paramref name="count"/> references; the message goes when none is left.</summary>
+    /// <summary>
+    /// Drops <paramref name="count"/> references; the message goes when none is left. Most often the
+    /// last ones go (one recipient), so the row is deleted first and only updated if it stays.
+    /// </summary>
     public void ReleaseMessage(long id, int count)
     {
-        Run(_releaseMessage, count, id);
-        Run(_deleteUnreferenced, id);
+        if (_deleteReleased.Bind(1, id).Bind(2, count).Execute() == 0)
+        {
+            _releaseMessage.Bind(1, count).Bind(2, id).Execute();
+        }
     }
 
-    public void InsertDelivery(StoredDelivery d) => Run(_insertDelivery,
-        d.ClientId, d.MessageId, (int)d.Qos, d.Retain, MessageCodec.EncodeIds(d.SubscriptionIds), (int)d.PacketId, (int)d.State);
+    public void InsertDelivery(StoredDelivery d) => _insertDelivery
+        .Bind(1, d.ClientId).Bind(2, d.MessageId).Bind(3, (int)d.Qos).Bind(4, d.Retain).Bind(5, MessageCodec.EncodeIds(d.SubscriptionIds))
+        .Bind(6, (int)d.PacketId).Bind(7, (int)d.State)
+        .Execute();
 
     public void UpdateDelivery(string clientId, long messageId, ushort packetId, DeliveryState state) =>
-        Run(_updateDelivery, (int)packetId, (int)state, clientId, messageId);
+        _updateDelivery.Bind(1, (int)packetId).Bind(2, (int)state).Bind(3, clientId).Bind(4, messageId).Execute();
 
-    public bool DeleteDelivery(string clientId, long messageId) => Run(_deleteDelivery, clientId, messageId) > 0;
+    public bool DeleteDelivery(string clientId, long messageId) => _deleteDelivery.Bind(1, clientId).Bind(2, messageId).Execute() > 0;
 
     public List<long> DeliveriesOf(string clientId)
     {
-        _deliveriesOf.Parameters[0].Value = clientId;
+        var r = _deliveriesOf.Bind(1, clientId);
         var ids = new List<long>();
-        using var reader = _deliveriesOf.ExecuteReader();
-        while (reader.Read())
+        try
         {
-            ids.Add(reader.GetInt64(0));
+            while (r.Step())
+            {
+                ids.Add(r.Int64(0));
+            }
+        }
+        finally
+        {
+            r.Reset();
         }
 
         return ids;
     }
 
-    public void UpsertSession(SessionRecord s) => Run(_upsertSession,
-        s.ClientId, s.UserId, s.Role, (long)s.ExpirySeconds, s.DisconnectedAtUnixMs, MessageCodec.EncodeSubscriptions(s.Subscriptions));
+    public void UpsertSession(SessionRecord s) => _upsertSession
+        .Bind(1, s.ClientId).Bind(2, s.UserId).Bind(3, s.Role).Bind(4, (long)s.ExpirySeconds).Bind(5, s.DisconnectedAtUnixMs)
+        .Bind(6, MessageCodec.EncodeSubscriptions(s.Subscriptions))
+        .Execute();
 
-    public void DeleteSession(string clientId) => Run(_deleteSession, clientId);
-
-    public void SetInboundQos2(string clientId, ushort packetId, bool pending) => Run(pending ? _addInbound : _removeInbound, clientId, (int)packetId);
-
-    public void InsertMailbox(string clientId, long messageId, long expiresAt) => Run(_insertMailbox, clientId, messageId, expiresAt);
-
-    public bool DeleteMailbox(string clientId, long messageId) => Run(_deleteMailbox, clientId, messageId) > 0;
-
-    public void SetRetained(BrokerMessage m) => Run(_setRetained,
-        m.Topic, m.Id, m.Payload.ToArray(), (int)m.Qos, MessageCodec.EncodeProperties(m), m.ExpiresAtUnixMs, m.SenderClientId, m.SenderUserId);
-
-    public void DeleteRetained(string topic) => Run(_deleteRetained, topic);
-
-    public void BindOwner(string clientId, string userId) => Run(_bindOwner, clientId, userId);
-
-    public void ReleaseOwner(string clientId) => Run(_releaseOwner, clientId);
-
-    public void SaveRecord(string kind, string key, byte[]? value) => Run(_saveRecord, kind, key, value);
-
-    public void Dispose()
+    public void DeleteSession(string clientId)
     {
-        foreach (var command in _all)
-        {
-            command.Dispose();
-        }
+        _deleteSession.Bind(1, clientId).Execute();
+        _deleteSessionInbound.Bind(1, clientId).Execute();
     }
 
-    static int Run(SqliteCommand command, params object?[] values)
+    public void SetInboundQos2(string clientId, ushort packetId, bool pending) =>
+        (pending ? _addInbound : _removeInbound).Bind(1, clientId).Bind(2, (int)packetId).Execute();
+
+    public void InsertMailbox(string clientId, long messageId, long expiresAt) =>
+        _insertMailbox.Bind(1, clientId).Bind(2, messageId).Bind(3, expiresAt).Execute();
+
+    public bool DeleteMailbox(string clientId, long messageId) => _deleteMailbox.Bind(1, clientId).Bind(2, messageId).Execute() > 0;
+
+    public void SetRetained(BrokerMessage m) => _setRetained
+        .Bind(1, m.Topic).Bind(2, m.Id).Bind(3, m.Payload.Span).Bind(4, (int)m.Qos).Bind(5, MessageCodec.EncodeProperties(m))
+        .Bind(6, m.ExpiresAtUnixMs).Bind(7, m.SenderClientId).Bind(8, m.SenderUserId)
+        .Execute();
+
+    public void DeleteRetained(string topic) => _deleteRetained.Bind(1, topic).Execute();
+
+    public void BindOwner(string clientId, string userId) => _bindOwner.Bind(1, clientId).Bind(2, userId).Execute();
+
+    public void ReleaseOwner(string clientId) => _releaseOwner.Bind(1, clientId).Execute();
+
+    public void SaveRecord(string kind, string key, byte[]? value) => _saveRecord.Bind(1, kind).Bind(2, key).Bind(3, value).Execute();
+
+    /// <summary>Before the connection closes.</summary>
+    public void Dispose()
     {
-        for (var i = 0; i < values.Length; i++)
+        foreach (var statement in _all)
         {
-            command.Parameters[i].Value = values[i] ?? DBNull.Value;
+            statement.Dispose();
         }
 
-        return command.ExecuteNonQuery();
+        _all.Clear();
     }
 }
