@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using Broker.Engine.Routing;
 using MQTTnet.Packets;
 
 namespace Broker.Engine.Connections;
@@ -30,7 +31,7 @@ internal sealed class ConnectionWriter
     // nothing is written after the end.
 
     const int WriteBatch = 64;
-    [ThreadStatic] static List<MqttPacket>? t_batch;
+    [ThreadStatic] static List<Outbound>? t_batch;
 
     readonly MqttConnection _connection;
     readonly EngineContext _engine;
@@ -263,15 +264,20 @@ internal sealed class ConnectionWriter
             }
 
             // One list per thread; taken while in use, in case a write on this thread leads to another.
-            var batch = t_batch ?? new List<MqttPacket>(WriteBatch);
+            var batch = t_batch ?? new List<Outbound>(WriteBatch);
             t_batch = null;
             batch.Clear();
-            var more = session.TakeOutbound(_connection, batch, WriteBatch, _connection.IsV5, _engine.NowUnixMs);
-            foreach (var packet in batch)
+            var now = _engine.NowUnixMs;
+            var more = session.TakeOutbound(_connection, batch, WriteBatch, now);
+            foreach (var item in batch)
             {
-                if (WritePacket(output, packet) && packet is MqttPublishPacket publish)
+                if (item.Control is { } control)
                 {
-                    _engine.Counters.MessageSent(publish.QualityOfServiceLevel);
+                    WritePacket(output, control);
+                }
+                else if (WritePublish(output, item, now))
+                {
+                    _engine.Counters.MessageSent(item.Delivery.Qos);
                 }
             }
 
@@ -285,78 +291,71 @@ internal sealed class ConnectionWriter
         }
     }
 
-    bool WritePacket(PipeWriter output, MqttPacket packet)
+    /// <summary>A PUBLISH from the session, encoded from its message's bytes (<see cref="PublishEncoder"/>); false when the client's size limit refused it.</summary>
+    bool WritePublish(PipeWriter output, in Outbound item, long nowUnixMs)
     {
-        var newAlias = _outboundAliasMaximum > 0 && packet is MqttPublishPacket aliased && AssignOutboundAlias(aliased);
-        var buffer = PacketFormatters.For(_connection.Version).Encode(packet);
-        if ((uint)buffer.Length > _clientMaxPacketSize)
+        var topic = item.Delivery.Message.Topic;
+        var (alias, known, isNew) = _outboundAliasMaximum > 0 ? OutboundAlias(topic) : ((ushort)0, false, false);
+        if (PublishEncoder.Write(output, item.Delivery, item.PacketId, item.Dup, _connection.IsV5, nowUnixMs, alias, sendTopic: !known, _clientMaxPacketSize))
         {
-            if (newAlias)
-            {
-                ForgetOutboundAlias((MqttPublishPacket)packet); // the client never saw the mapping
-            }
-
-            // The client said it cannot take it: discard, as if delivered [MQTT-3.1.2-25].
-            if (packet is MqttPublishPacket { PacketIdentifier: > 0 } publish)
-            {
-                _connection.Session?.DiscardInflight(publish.PacketIdentifier);
-            }
-
-            _engine.Counters.MessageDropped();
-            return false;
+            return true;
         }
 
+        if (isNew)
+        {
+            _outboundAliases!.Remove(topic); // the client never saw the mapping
+        }
+
+        // The client said it cannot take it: discard, as if delivered [MQTT-3.1.2-25].
+        if (item.PacketId > 0)
+        {
+            _connection.Session?.DiscardInflight(item.PacketId);
+        }
+
+        _engine.Counters.MessageDropped();
+        return false;
+    }
+
+    /// <summary>A control packet (acks, CONNACK, PINGRESP, DISCONNECT, PUBREL), encoded with the thread's MQTTnet formatter.</summary>
+    void WritePacket(PipeWriter output, MqttPacket packet)
+    {
+        var buffer = PacketFormatters.For(_connection.Version).Encode(packet);
         output.Write(buffer.Packet.AsSpan());
         foreach (var segment in buffer.Payload)
         {
             output.Write(segment.Span);
         }
-
-        return true;
     }
 
     // ---- outbound topic aliases [MQTT-3.3.2-7 .. -12] ---------------------------------------------------
     //
     // Towards a v5 client that announced a Topic Alias Maximum, the first PUBLISH of a topic carries the topic and
-    // a new alias, later ones the alias and an empty topic. Only the writer touches the map (one writer at a time),
-    // and every PUBLISH it writes is its own object (Session.BuildPublish makes one per recipient and send), so
-    // setting its Topic and TopicAlias here changes nothing another recipient sees. The map belongs to this
-    // connection and goes with it: a new connection starts with none [MQTT-3.3.2-7], and what it re-sends
-    // (DUP) is built afresh. Policy: aliases 1, 2, ... are handed out in the order topics first go out, until
-    // the maximum; after that new topics go with their full name and no alias (no replacement, so an alias
-    // never changes meaning while a PUBLISH using it may still be in the client's buffer).
+    // a new alias, later ones the alias and an empty topic. Only the writer touches the map (one writer at a time);
+    // the alias is the writer's choice per send, not part of the message, which all recipients share. The map
+    // belongs to this connection and goes with it: a new connection starts with none [MQTT-3.3.2-7]. Policy:
+    // aliases 1, 2, ... are handed out in the order topics first go out, until the maximum; after that new topics
+    // go with their full name and no alias (no replacement, so an alias never changes meaning while a PUBLISH
+    // using it may still be in the client's buffer).
 
     int _outboundAliasMaximum;
     Dictionary<string, ushort>? _outboundAliases;
 
-    /// <summary>Puts an alias on <paramref name="publish"/> (and empties its topic when the client knows the alias). True when the alias is new.</summary>
-    bool AssignOutboundAlias(MqttPublishPacket publish)
+    /// <summary>The alias for <paramref name="topic"/> (0: none), whether the client knows it already (the topic may be left empty), and whether it is new.</summary>
+    (ushort Alias, bool Known, bool IsNew) OutboundAlias(string topic)
     {
-        var topic = publish.Topic;
-        if (string.IsNullOrEmpty(topic))
-        {
-            return false;
-        }
-
         var aliases = _outboundAliases ??= new Dictionary<string, ushort>(StringComparer.Ordinal);
         if (aliases.TryGetValue(topic, out var alias))
         {
-            publish.TopicAlias = alias;
-            publish.Topic = ""; // the alias alone stands for the topic (v5 3.3.2.3.4)
-            return false;
+            return (alias, true, false); // the alias alone stands for the topic (v5 3.3.2.3.4)
         }
 
         if (aliases.Count >= _outboundAliasMaximum)
         {
-            return false; // all used: the full topic, no alias
+            return (0, false, false); // all used: the full topic, no alias
         }
 
         alias = (ushort)(aliases.Count + 1); // 1 .. the client's Topic Alias Maximum [MQTT-3.3.2-8, -11]
         aliases.Add(topic, alias);
-        publish.TopicAlias = alias;
-        return true;
+        return (alias, false, true);
     }
-
-    /// <summary>Undoes the alias just assigned to a PUBLISH that was not sent.</summary>
-    void ForgetOutboundAlias(MqttPublishPacket publish) => _outboundAliases!.Remove(publish.Topic);
 }

@@ -45,6 +45,9 @@ public sealed class BrokerMessage
     /// </summary>
     internal int AckInterest;
 
+    /// <summary>Its PUBLISH bytes that are the same for every recipient, encoded on first send (not copied by <see cref="With"/>).</summary>
+    internal Connections.EncodedPublish? Encoded;
+
     public bool IsExpired(long nowUnixMs) => ExpiresAtUnixMs != 0 && nowUnixMs >= ExpiresAtUnixMs;
 
     /// <summary>Seconds left, for the Message Expiry Interval sent on to the receiver [MQTT-3.3.2-6].</summary>
@@ -75,3 +78,14 @@ public sealed class BrokerMessage
 /// read back from the store.
 /// </summary>
 public readonly record struct Delivery(BrokerMessage Message, MqttQualityOfServiceLevel Qos, bool Retain, List<uint>? SubscriptionIds, bool Stored = false);
+
+/// <summary>
+/// One packet a session hands its connection's writer: a control packet (PUBREL), or a PUBLISH of a delivery
+/// under a packet identifier, which the writer encodes from the message's bytes (Connections.PublishEncoder).
+/// </summary>
+internal readonly record struct Outbound(MqttPacket? Control, Delivery Delivery, ushort PacketId, bool Dup)
+{
+    public static Outbound Publish(in Delivery delivery, ushort packetId, bool dup) => new(null, delivery, packetId, dup);
+
+    public static Outbound Of(MqttPacket control) => new(control, default, 0, false);
+}

@@ -708,7 +708,7 @@ public sealed class Session
     /// after a reconnect (PUBLISH with DUP, or PUBREL), then queued messages while the send quota
     /// (the client's Receive Maximum [MQTT-4.9.0-2]) allows. Returns true when more is waiting.
     /// </summary>
-    internal bool TakeOutbound(MqttConnection caller, List<MqttPacket> batch, int max, bool v5, long nowUnixMs)
+    internal bool TakeOutbound(MqttConnection caller, List<Outbound> batch, int max, long nowUnixMs)
     {
         List<Delivery>? expired = null;
         List<Delivery>? withheld = null;
@@ -734,7 +734,7 @@ public sealed class Session
                 _heldIdsDurable = null;
                 if (!_resendInflight)
                 {
-                    SendHeld(batch, v5, nowUnixMs);
+                    SendHeld(batch);
                 }
             }
 
@@ -746,8 +746,8 @@ public sealed class Session
                     var entry = node.Value;
                     node.Value = entry with { Held = false };
                     batch.Add(entry.State == DeliveryState.AwaitingComp
-                        ? new MqttPubRelPacket { PacketIdentifier = entry.PacketId }
-                        : BuildPublish(entry.Delivery, entry.PacketId, dup: true, v5, nowUnixMs));
+                        ? Outbound.Of(new MqttPubRelPacket { PacketIdentifier = entry.PacketId })
+                        : Outbound.Publish(entry.Delivery, entry.PacketId, dup: true));
                 }
             }
 
@@ -773,7 +773,7 @@ public sealed class Session
                 if (next.Qos == MqttQualityOfServiceLevel.AtMostOnce)
                 {
                     Pop();
-                    batch.Add(BuildPublish(next, 0, dup: false, v5, nowUnixMs));
+                    batch.Add(Outbound.Publish(next, 0, dup: false));
                     continue;
                 }
 
@@ -802,7 +802,7 @@ public sealed class Session
                 }
                 else
                 {
-                    batch.Add(BuildPublish(next, id, dup: false, v5, nowUnixMs));
+                    batch.Add(Outbound.Publish(next, id, dup: false));
                 }
             }
 
@@ -840,14 +840,14 @@ public sealed class Session
     }
 
     /// <summary>The QoS 2 PUBLISHes whose packet ids are durable now (a failed commit was logged by the store; they go all the same).</summary>
-    void SendHeld(List<MqttPacket> batch, bool v5, long nowUnixMs)
+    void SendHeld(List<Outbound> batch)
     {
         for (var node = _inflight.First; node is not null; node = node.Next)
         {
             if (node.Value.Held)
             {
                 node.Value = node.Value with { Held = false };
-                batch.Add(BuildPublish(node.Value.Delivery, node.Value.PacketId, dup: false, v5, nowUnixMs));
+                batch.Add(Outbound.Publish(node.Value.Delivery, node.Value.PacketId, dup: false));
             }
         }
     }
@@ -1063,33 +1063,6 @@ public sealed class Session
         while (_inflightById.ContainsKey(_lastPacketId));
 
         return _lastPacketId;
-    }
-
-    static MqttPublishPacket BuildPublish(in Delivery d, ushort packetId, bool dup, bool v5, long nowUnixMs)
-    {
-        var m = d.Message;
-        var packet = new MqttPublishPacket
-        {
-            Topic = m.Topic,
-            Payload = new System.Buffers.ReadOnlySequence<byte>(m.Payload),
-            QualityOfServiceLevel = d.Qos,
-            Retain = d.Retain,
-            Dup = dup,
-            PacketIdentifier = packetId,
-        };
-        if (v5)
-        {
-            // Properties pass through unchanged [MQTT-3.3.2-15..20]; expiry counts down [MQTT-3.3.2-6].
-            packet.ContentType = m.ContentType;
-            packet.ResponseTopic = m.ResponseTopic;
-            packet.CorrelationData = m.CorrelationData;
-            packet.PayloadFormatIndicator = m.PayloadFormat;
-            packet.UserProperties = m.UserProperties;
-            packet.SubscriptionIdentifiers = d.SubscriptionIds;
-            packet.MessageExpiryInterval = m.RemainingExpirySeconds(nowUnixMs);
-        }
-
-        return packet;
     }
 
     void Dropped(List<Delivery>? dropped, string reason)
