@@ -27,7 +27,8 @@ PORT="$(free_port)"
 HASH="$(printf 'bench-pass\n' | dotnet "$BROKER_DLL" hash-password | tail -1)"
 ENV=(ASPNETCORE_ENVIRONMENT=Production DOTNET_ENVIRONMENT=Production Broker__Mqtt__Host=127.0.0.1 Broker__Mqtt__Port="$PORT"
      Broker__Http__Port="$(free_port)" Broker__DataPath="$OUT/data" Broker__Store__Type=memory
-     Broker__Limits__Roles__user__PublishRate=0 Broker__Limits__Roles__user__PublishBytesRate=0 Broker__Limits__Roles__user__MaxDevices=0) # many devices per user: not contract §13's limits
+     Broker__Limits__Roles__user__PublishRate=0 Broker__Limits__Roles__user__PublishBytesRate=0 Broker__Limits__Roles__user__MaxDevices=0 # many devices per user: not contract §13's limits
+     Broker__Limits__ConnectRatePerSource=0) # every connection comes from 127.0.0.1
 for i in $(seq 0 9); do ENV+=("Broker__Users__${i}__Name=bench$i" "Broker__Users__${i}__PasswordHash=$HASH" "Broker__Users__${i}__Role=user"); done
 
 PIDS=()

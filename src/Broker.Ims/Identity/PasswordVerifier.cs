@@ -18,6 +18,7 @@ public sealed class PasswordVerifier(PasswordCheckGate? gate = null)
     static readonly PasswordHasher<string> Hasher = new();
     readonly byte[] _cacheKey = RandomNumberGenerator.GetBytes(32);
     readonly ConcurrentDictionary<string, (string Hash, byte[] Mac)> _verified = new(StringComparer.Ordinal);
+    readonly ConcurrentDictionary<(string User, string Hash, string Mac), Task<PasswordCheck>> _checking = new();
 
     public static string Hash(string password) => Hasher.HashPassword("", password);
 
@@ -52,7 +53,36 @@ public sealed class PasswordVerifier(PasswordCheckGate? gate = null)
             return CheckHash(user, password.Span, mac) ? PasswordCheck.Valid : PasswordCheck.Invalid;
         }
 
-        using var lease = await gate.EnterAsync(cancellationToken).ConfigureAwait(false);
+        // One hash per user and password at a time: the other devices of a user that connect meanwhile (a reconnect
+        // storm after a restart, a network change) wait for its answer instead of queueing hashes of their own.
+        var key = (user.Name, user.PasswordHash, Convert.ToBase64String(mac));
+        var mine = new TaskCompletionSource<PasswordCheck>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var running = _checking.GetOrAdd(key, mine.Task);
+        if (running != mine.Task)
+        {
+            return await running.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        try
+        {
+            var result = await GatedCheckAsync(user, password, mac, cancellationToken).ConfigureAwait(false);
+            mine.SetResult(result);
+            return result;
+        }
+        catch (Exception ex)
+        {
+            mine.SetException(ex); // a cancelled wait of the first caller: the others see it too, and try again
+            throw;
+        }
+        finally
+        {
+            _checking.TryRemove(KeyValuePair.Create(key, mine.Task));
+        }
+    }
+
+    async ValueTask<PasswordCheck> GatedCheckAsync(UserAccount user, ReadOnlyMemory<byte> password, byte[] mac, CancellationToken cancellationToken)
+    {
+        using var lease = await gate!.EnterAsync(cancellationToken).ConfigureAwait(false);
         if (!lease.IsAcquired)
         {
             return PasswordCheck.Busy;

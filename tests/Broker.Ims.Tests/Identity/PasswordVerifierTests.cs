@@ -1,3 +1,4 @@
+using Broker.Engine.Admission;
 using Broker.Ims.Identity;
 
 namespace Broker.Ims.Tests.Identity;
@@ -35,4 +36,47 @@ public sealed class PasswordVerifierTests
     [InlineData("")]
     [InlineData("AAAA")]
     public void IsHash_RefusesPlainText(string value) => Assert.False(PasswordVerifier.IsHash(value));
+}
+
+public sealed class PasswordVerifierGateTests
+{
+    static PasswordCheckGate Gate(int permits, int queue) => new(
+        Microsoft.Extensions.Options.Options.Create(new Broker.Engine.Options.EngineOptions { Limits = { MaxConcurrentPasswordChecks = permits, MaxQueuedPasswordChecks = queue } }),
+        new Broker.Engine.Diagnostics.BrokerCounters(),
+        Microsoft.Extensions.Logging.Abstractions.NullLogger<PasswordCheckGate>.Instance);
+
+    [Fact]
+    public async Task ManyDevicesOfOneUser_AtOnce_ShareOneHash_NoneAnsweredBusy()
+    {
+        // One place at the gate, one in its queue, and the place held by the test: the first check queues. Before checks
+        // of the same user and password were shared, the other nine found the queue full and were answered "busy".
+        using var gate = Gate(permits: 1, queue: 1);
+        var verifier = new PasswordVerifier(gate);
+        var user = new UserAccount("alice", PasswordVerifier.Hash("s3cret"), "user");
+        var held = await gate.EnterAsync();
+        Assert.True(held.IsAcquired);
+
+        var checks = Enumerable.Range(0, 10).Select(_ => verifier.VerifyAsync(user, "s3cret"u8.ToArray(), CancellationToken.None).AsTask()).ToList();
+        Assert.All(checks, c => Assert.False(c.IsCompleted)); // all wait for the one hash, none was refused
+        held.Dispose();
+
+        Assert.All(await Task.WhenAll(checks), r => Assert.Equal(PasswordCheck.Valid, r));
+    }
+
+    [Fact]
+    public async Task ADifferentPassword_IsNotAnsweredByAnotherOnesCheck()
+    {
+        using var gate = Gate(permits: 1, queue: 1);
+        var verifier = new PasswordVerifier(gate);
+        var user = new UserAccount("alice", PasswordVerifier.Hash("s3cret"), "user");
+        var held = await gate.EnterAsync();
+
+        var right = verifier.VerifyAsync(user, "s3cret"u8.ToArray(), CancellationToken.None).AsTask();
+        var wrong = verifier.VerifyAsync(user, "guess"u8.ToArray(), CancellationToken.None).AsTask();
+        Assert.Equal(PasswordCheck.Busy, await wrong); // its own check, and the queue is taken by the right one
+        held.Dispose();
+
+        Assert.Equal(PasswordCheck.Valid, await right);
+        Assert.Equal(PasswordCheck.Invalid, await verifier.VerifyAsync(user, "guess"u8.ToArray(), CancellationToken.None));
+    }
 }
