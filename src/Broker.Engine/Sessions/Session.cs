@@ -36,7 +36,7 @@ public sealed class Session
     long _queueBytes;
     int _storedCount;
     long _storedBytes;
-    bool _spilled; // rows wait in the store that are not in _queue: read back (paged in) when _queue runs dry
+    bool _spilled; // rows wait in the store that are not in _queue: read back (paged in) when _queue runs low
     bool _paging; // a page is being read: what arrives meanwhile waits in the store behind it
     bool _dropping; // the store is dropping the oldest rows (a limit was passed)
     int _droppedSinceConnected; // told in the next v5 CONNACK (ims-dropped)
@@ -496,6 +496,13 @@ public sealed class Session
         return _rowsOnTheirWay == 0 && _spilled && _queue.Count == 0 ? _connection : null;
     }
 
+    /// <summary>Half the window or less is left: time to read the next page (<see cref="TakeOutbound"/>).</summary>
+    bool WindowLow() =>
+        _queue.Count <= _engine.Options.MaxQueuedMessages / 2 && _queueBytes <= _engine.Options.MaxQueuedBytes / 2;
+
+    /// <summary>A page read under way: the ids that were in the window when it was asked for (it reads them too), and its limits.</summary>
+    sealed record PageRead(HashSet<long>? InWindow, int MaxMessages, long MaxBytes);
+
     bool WindowFull(long size) =>
         _queue.Count > 0 && (_queue.Count >= _engine.Options.MaxQueuedMessages || _queueBytes + size > _engine.Options.MaxQueuedBytes);
 
@@ -593,10 +600,10 @@ public sealed class Session
     }
 
     /// <summary>
-    /// The window ran dry and more waits in the store: read the next page of it. What arrives meanwhile
-    /// goes to the store behind it, so order is kept and nothing is read twice.
+    /// The window ran low and more waits in the store: the next page of it joins the window behind what is
+    /// left there. What arrives meanwhile goes to the store behind it, so order is kept and nothing is read twice.
     /// </summary>
-    async Task PagedInAsync(Task<IReadOnlyList<QueuedMessage>> read)
+    async Task PagedInAsync(Task<IReadOnlyList<QueuedMessage>> read, PageRead asked)
     {
         IReadOnlyList<QueuedMessage> page;
         try
@@ -633,7 +640,7 @@ public sealed class Session
                 pageBytes += message.Payload.Length;
             }
 
-            if (page.Count >= _engine.Options.MaxQueuedMessages || pageBytes >= _engine.Options.MaxQueuedBytes)
+            if (page.Count >= asked.MaxMessages || pageBytes >= asked.MaxBytes)
             {
                 _spilled = true; // a full page: more may wait
             }
@@ -653,6 +660,11 @@ public sealed class Session
             var now = _engine.NowUnixMs;
             foreach (var (row, message) in page)
             {
+                if (asked.InWindow?.Contains(row.MessageId) == true)
+                {
+                    continue; // in the window when the page was asked for (sent meanwhile, or still there)
+                }
+
                 // Read back from the store, each row passes the read check again, with the session's owner
                 // now: a rule may have changed, and a row written for an ended session of the same client id
                 // (it raced with the end) must never reach another user [engine invariant 4].
@@ -717,6 +729,7 @@ public sealed class Session
         var rules = _engine.Policy.ReadRulesVersion;
         Task? heldIdsDurable = null;
         Task<IReadOnlyList<QueuedMessage>>? pageIn = null;
+        PageRead? page = null;
         lock (_gate)
         {
             if (!ReferenceEquals(_connection, caller))
@@ -817,20 +830,24 @@ public sealed class Session
                 _readRulesSeen = rules; // all checked (what pages in from the store is checked as it comes)
             }
 
-            // The window ran dry and more waits in the store. Read after the in-flight marks above, so
-            // what was just taken is not read again, and handed to the store under the lock, so it is
-            // ordered with the queue's trims.
-            if (_queue.Count == 0 && _spilled && !_paging && _rowsOnTheirWay == 0)
+            // The window runs low and more waits in the store: read the next page now, so that it is here before
+            // the window is empty and a subscriber that is behind never waits for the store's queue. Read after the
+            // in-flight marks above, so what was just taken is not read again, and handed to the store under the
+            // lock, so it is ordered with the queue's trims. The window's own rows are still queued in the store:
+            // the read asks for that many more, and they are left out when it comes back.
+            if (_spilled && !_paging && _rowsOnTheirWay == 0 && WindowLow())
             {
                 _spilled = false;
                 _paging = true;
-                pageIn = _engine.Store.ReadQueueAsync(ClientId, _engine.Options.MaxQueuedMessages, _engine.Options.MaxQueuedBytes).AsTask();
+                page = new PageRead(_queue.Count == 0 ? null : [.. _queue.Select(d => d.Message.Id)],
+                    _engine.Options.MaxQueuedMessages + _queue.Count, _engine.Options.MaxQueuedBytes + _queueBytes);
+                pageIn = _engine.Store.ReadQueueAsync(ClientId, page.MaxMessages, page.MaxBytes).AsTask();
             }
         }
 
         if (pageIn is not null)
         {
-            _ = PagedInAsync(pageIn);
+            _ = PagedInAsync(pageIn, page!);
         }
 
         heldIdsDurable?.ContinueWith(static (_, state) => ((Session)state!).Connection?.SignalWrite(), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
