@@ -423,7 +423,7 @@ public sealed class Session
 
             // A local row on its way would be read by a page too: this one then waits in the store with it.
             signal = TakeRowLocked(delivery, mayJoinWindow: _rowsOnTheirWay == 0, ref dropped, out storeDrop)
-                || (_queue.Count == 0 && !_paging && _rowsOnTheirWay == 0) ? _connection : null;
+                || PageDue() ? _connection : null;
         }
 
         AfterQueued(dropped, "offline queue limit", storeDrop, signal);
@@ -444,7 +444,7 @@ public sealed class Session
             }
 
             _spilled = true;
-            signal = _queue.Count == 0 && !_paging && _rowsOnTheirWay == 0 ? _connection : null;
+            signal = PageDue() ? _connection : null;
         }
 
         signal?.SignalWrite();
@@ -493,12 +493,17 @@ public sealed class Session
     MqttConnection? RowArrived()
     {
         _rowsOnTheirWay = Math.Max(0, _rowsOnTheirWay - 1);
-        return _rowsOnTheirWay == 0 && _spilled && _queue.Count == 0 ? _connection : null;
+        return PageDue() ? _connection : null;
     }
 
-    /// <summary>Half the window or less is left: time to read the next page (<see cref="TakeOutbound"/>).</summary>
-    bool WindowLow() =>
-        _queue.Count <= _engine.Options.MaxQueuedMessages / 2 && _queueBytes <= _engine.Options.MaxQueuedBytes / 2;
+    /// <summary>
+    /// Under the lock: rows wait in the store, no page read is under way or could read a row still on its way, and
+    /// half the window or less is left, so the writer's next <see cref="TakeOutbound"/> reads the next page. The one
+    /// test for "page now": whoever changes one of these wakes the writer when it holds.
+    /// </summary>
+    bool PageDue() =>
+        _spilled && !_paging && _rowsOnTheirWay == 0
+        && _queue.Count <= _engine.Options.MaxQueuedMessages / 2 && _queueBytes <= _engine.Options.MaxQueuedBytes / 2;
 
     /// <summary>A page read under way: the ids that were in the window when it was asked for (it reads them too), and its limits.</summary>
     sealed record PageRead(HashSet<long>? InWindow, int MaxMessages, long MaxBytes);
@@ -835,7 +840,7 @@ public sealed class Session
             // in-flight marks above, so what was just taken is not read again, and handed to the store under the
             // lock, so it is ordered with the queue's trims. The window's own rows are still queued in the store:
             // the read asks for that many more, and they are left out when it comes back.
-            if (_spilled && !_paging && _rowsOnTheirWay == 0 && WindowLow())
+            if (PageDue())
             {
                 _spilled = false;
                 _paging = true;
