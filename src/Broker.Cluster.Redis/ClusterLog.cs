@@ -31,4 +31,7 @@ internal static partial class ClusterLog
 
     [LoggerMessage(7009, LogLevel.Information, "{Count} session(s) expired whose node is gone")]
     public static partial void OrphansExpired(ILogger logger, int count);
+
+    [LoggerMessage(7010, LogLevel.Error, "Message id index {NodeIndex} is held by another node now (this node was taken for dead): message ids may repeat until this node restarts")]
+    public static partial void IndexLost(ILogger logger, int nodeIndex);
 }

@@ -72,6 +72,7 @@ public static class ClusterServices
             return link;
         });
         services.AddSingleton<IClusterLink>(provider => provider.GetRequiredService<RedisClusterLink>());
+        services.AddSingleton<IDeviceDirectory>(provider => provider.GetRequiredService<RedisClusterLink>().Devices);
     }
 
     /// <summary>Connects, retrying for half a minute: nodes and Redis often start together.</summary>

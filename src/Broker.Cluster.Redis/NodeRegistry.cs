@@ -6,24 +6,54 @@ namespace Broker.Cluster.Redis;
 /// <summary>
 /// Node liveness in Redis: each node incarnation's key <c>node:{inc}</c> (renewed every second, expiring
 /// after <c>NodeTtl</c>), the set of incarnations that joined (<c>ims:nodes</c>), the client ids each one
-/// owns (<c>nsess:{inc}</c>), and the sweep of dead incarnations, done by one node at a time (a lease).
+/// owns (<c>nsess:{inc}</c>; its devices are in <see cref="RedisDevices"/>), and the sweep of dead incarnations, done by one node at a time (a lease).
 /// </summary>
-internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore store, ClusterOptions options, string incarnation, string nodeId, ILogger logger)
+internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore store, RedisDevices devices, ClusterOptions options, string incarnation, string nodeId, ILogger logger)
 {
     static readonly RedisKey NodesKey = "ims:nodes";
     static readonly RedisKey SweeperKey = "ims:sweeper";
 
-    /// <summary>0..255, from a counter in Redis: the low bits of the message ids this node gives.</summary>
+    /// <summary>0..255, held by this incarnation alone while it lives: the low bits of the message ids this node gives.</summary>
     public int NodeIndex { get; private set; }
 
     static RedisKey NodeKey(string incarnation) => "node:{" + incarnation + "}";
 
     static RedisKey NodeSessionsKey(string incarnation) => "nsess:{" + incarnation + "}";
 
+    /// <summary>KEYS: the index key; ARGV: incarnation, ttl ms → 0 when another incarnation holds it now (this one was taken for dead).</summary>
+    const string RenewIndexScript = """
+        local v = redis.call('GET', KEYS[1])
+        if v and v ~= ARGV[1] then return 0 end
+        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+        return 1
+        """;
+
+    static RedisKey IndexKey(int index) => "ims:node-index:" + index;
+
+    /// <summary>
+    /// Joins, with a message id index no live node holds: each index is a key owned by one incarnation and
+    /// renewed with its liveness, so two live nodes never give the same ids (a counter alone would repeat after
+    /// 256 joins). At most 256 nodes live at once.
+    /// </summary>
     public async Task RegisterAsync()
     {
         var db = redis.GetDatabase();
-        NodeIndex = (int)((long)await db.StringIncrementAsync("ims:node-index") & 0xFF);
+        var start = (int)((long)await db.StringIncrementAsync("ims:node-index") & 0xFF);
+        NodeIndex = -1;
+        for (var i = 0; i < 256 && NodeIndex < 0; i++)
+        {
+            var index = (start + i) & 0xFF;
+            if (await db.StringSetAsync(IndexKey(index), incarnation, options.NodeTtl, When.NotExists))
+            {
+                NodeIndex = index;
+            }
+        }
+
+        if (NodeIndex < 0)
+        {
+            throw new InvalidOperationException("Broker:Cluster: 256 nodes are live already; every message id index is taken.");
+        }
+
         await db.SetAddAsync(NodesKey, incarnation);
         await RenewAsync();
     }
@@ -32,7 +62,13 @@ internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore s
     {
         try
         {
-            await redis.GetDatabase().StringSetAsync(NodeKey(incarnation), nodeId, options.NodeTtl);
+            var db = redis.GetDatabase();
+            var index = db.ScriptEvaluateAsync(RenewIndexScript, [IndexKey(NodeIndex)], [incarnation, (long)options.NodeTtl.TotalMilliseconds]);
+            await db.StringSetAsync(NodeKey(incarnation), nodeId, options.NodeTtl);
+            if ((long)await index == 0)
+            {
+                ClusterLog.IndexLost(logger, NodeIndex);
+            }
         }
         catch (Exception ex) when (ex is RedisException or TimeoutException)
         {
@@ -45,7 +81,8 @@ internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore s
     {
         try
         {
-            await redis.GetDatabase().KeyDeleteAsync(NodeKey(incarnation));
+            var db = redis.GetDatabase();
+            await Task.WhenAll(db.KeyDeleteAsync(NodeKey(incarnation)), db.KeyDeleteAsync(IndexKey(NodeIndex)));
         }
         catch (Exception ex) when (ex is RedisException or TimeoutException)
         {
@@ -110,6 +147,7 @@ internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore s
                     }
                 }
 
+                await devices.SweepAsync(node); // its users' presence is published again, here
                 await db.KeyDeleteAsync(NodeSessionsKey(node));
                 await db.SetRemoveAsync(NodesKey, node);
                 ClusterLog.NodeGone(logger, node, wills);

@@ -57,7 +57,8 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         Incarnation = NodeId + "/" + Guid.NewGuid().ToString("N")[..8];
         _shared = new SharedGroups(redis, _routes, Incarnation);
         _listener = new RouteListener(_bus, OnRouteMessage);
-        _nodes = new NodeRegistry(redis, store, options, Incarnation, NodeId, logger);
+        Devices = new RedisDevices(redis, Incarnation, logger);
+        _nodes = new NodeRegistry(redis, store, Devices, options, Incarnation, NodeId, logger);
         _store.Fenced += OnFenced;
     }
 
@@ -67,6 +68,9 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     public string Incarnation { get; }
 
     public int NodeIndex => _nodes.NodeIndex;
+
+    /// <summary>The users' connected devices on every node (quota and presence); a dead node's are swept with its sessions.</summary>
+    internal RedisDevices Devices { get; }
 
     /// <summary>Messages received from other nodes (envelopes delivered here).</summary>
     public long EnvelopesIn => Interlocked.Read(ref _envelopesIn);

@@ -23,11 +23,15 @@ internal sealed partial class BrokerVoice(ILogger logger)
     public void Attach(IBrokerPublisher broker) => _broker = broker;
 
     /// <summary>Routes now; false when the broker has not started (or has stopped).</summary>
-    public bool Publish(string topic, ReadOnlyMemory<byte> payload, MQTTnet.Protocol.MqttQualityOfServiceLevel qos, bool retain)
+    public bool Publish(string topic, ReadOnlyMemory<byte> payload, MQTTnet.Protocol.MqttQualityOfServiceLevel qos, bool retain) =>
+        PublishDurableAsync(topic, payload, qos, retain) is not null;
+
+    /// <summary>Routes now; the task completes when the message is durable (a failure is logged, not thrown). Null when the broker has not started (or has stopped).</summary>
+    public Task? PublishDurableAsync(string topic, ReadOnlyMemory<byte> payload, MQTTnet.Protocol.MqttQualityOfServiceLevel qos, bool retain)
     {
         if (_broker is not { } broker)
         {
-            return false;
+            return null;
         }
 
         ValueTask write;
@@ -38,20 +42,22 @@ internal sealed partial class BrokerVoice(ILogger logger)
         catch (Exception ex)
         {
             LogPublishFailed(logger, topic, ex);
-            return false;
+            return null;
         }
 
-        if (!write.IsCompletedSuccessfully)
+        if (write.IsCompletedSuccessfully)
         {
-            var task = ObserveAsync(write, topic);
-            if (!task.IsCompleted)
-            {
-                _pending.TryAdd(task, 0);
-                task.ContinueWith(static (t, state) => ((ConcurrentDictionary<Task, byte>)state!).TryRemove(t, out _), _pending, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-            }
+            return Task.CompletedTask;
         }
 
-        return true;
+        var task = ObserveAsync(write, topic);
+        if (!task.IsCompleted)
+        {
+            _pending.TryAdd(task, 0);
+            task.ContinueWith(static (t, state) => ((ConcurrentDictionary<Task, byte>)state!).TryRemove(t, out _), _pending, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+
+        return task;
     }
 
     async Task ObserveAsync(ValueTask write, string topic)
@@ -79,6 +85,12 @@ internal sealed partial class BrokerVoice(ILogger logger)
     }
 
     public void Detach() => _broker = null;
+
+    /// <summary>Presence could not read a user's devices (a cluster's shared store out of reach): published again on the user's next change.</summary>
+    public void LogPresenceFailed(string user, Exception exception) => LogPresenceReadFailed(logger, user, exception.Message);
+
+    [LoggerMessage(3021, LogLevel.Warning, "Presence of {User} not updated: {Reason}")]
+    static partial void LogPresenceReadFailed(ILogger logger, string user, string reason);
 
     [LoggerMessage(3020, LogLevel.Error, "The broker's own publish on {Topic} failed (presence or delivery receipt)")]
     static partial void LogPublishFailed(ILogger logger, string topic, Exception exception);

@@ -39,6 +39,7 @@ public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObs
     readonly bool _sysOpen;
     readonly BrokerVoice _voice;
     readonly PresenceTracker? _presence;
+    readonly Action<string>? _deviceGone;
     readonly DeliveryReceipts? _receipts;
     readonly BlockLists _blocks;
     readonly UserLimits _limits;
@@ -70,8 +71,9 @@ public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObs
         var clock = time ?? TimeProvider.System;
         _voice = new BrokerVoice((loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Broker.Ims"));
         _presence = options.Presence.IsEnabled(_conventions) && options.ParentTopics.Count > 0
-            ? new PresenceTracker(options.ParentTopics[0], _voice, clock)
+            ? new PresenceTracker(options.ParentTopics[0], _voice, _limits.Devices, clock)
             : null;
+        _deviceGone = _presence is null ? null : _presence.Changed;
         _receipts = _conventions ? new DeliveryReceipts(_voice, clock) : null;
     }
 
@@ -299,7 +301,8 @@ public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObs
         return true;
     }
 
-    public ClientLimits? OpenLimits(ClientPrincipal principal, out bool quotaExceeded) => _limits.Open(principal, out quotaExceeded);
+    /// <summary>§13 limits, and the device in the user's device list (quota and presence; every node of a cluster).</summary>
+    public ValueTask<OpenedLimits> OpenLimitsAsync(ClientPrincipal principal) => _limits.OpenAsync(principal, listDevice: _presence is not null, _deviceGone);
 
     /// <summary><c>$SYS/...</c> is read-only, and readable by the roles of <c>Broker:Sys:Roles</c>.</summary>
     bool MayReadSys(ClientPrincipal principal) => _sysOpen || Array.IndexOf(_sysRoles, principal.Role) >= 0;
@@ -320,13 +323,20 @@ public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObs
         return _voice.DrainAsync(cancellationToken); // corrected (and durable) before the first client connects
     }
 
-    public void ClientConnected(ClientPrincipal client, long connection) => _presence?.Connected(client, connection);
+    public void ClientConnected(ClientPrincipal client, long connection) => _presence?.Changed(client.UserId);
 
-    public void ClientDisconnected(ClientPrincipal client, long connection, bool takenOver) => _presence?.Disconnected(client, connection, takenOver);
+    /// <summary>Presence hears a close when the device leaves the user's device list (<see cref="OpenLimitsAsync"/>); a takeover leaves it there.</summary>
+    public void ClientDisconnected(ClientPrincipal client, long connection, bool takenOver)
+    {
+    }
 
     public async Task BrokerStoppingAsync(CancellationToken cancellationToken)
     {
-        _presence?.Stop();
+        if (_presence is not null)
+        {
+            await _presence.StopAsync().ConfigureAwait(false);
+        }
+
         using var bound = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         bound.CancelAfter(TimeSpan.FromSeconds(10));
         await _voice.DrainAsync(bound.Token).ConfigureAwait(false);

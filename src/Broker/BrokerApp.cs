@@ -62,7 +62,7 @@ public static class BrokerApp
         }
 
         var (engineOptions, imsOptions, listener, store, sqlite) = BrokerConfiguration.Load(builder.Configuration);
-        var cluster = BrokerConfiguration.LoadCluster(builder.Configuration, imsOptions);
+        var cluster = BrokerConfiguration.LoadCluster(builder.Configuration);
         var tls = TlsSettings.Load(builder.Configuration);
 
         // ReadFrom.Services: sinks registered as services (ILogEventSink) are added too; tests capture lines that way.
@@ -84,6 +84,7 @@ public static class BrokerApp
                 ? new InMemoryBrokerStore()
                 : SqliteBrokerStore.Open(sqlite.DataPath, sqlite.FullSync, services.GetRequiredService<ILogger<SqliteBrokerStore>>(), sqlite.CommitDelay, store.MaxPendingWrites));
             builder.Services.AddSingleton<IClusterLink>(SingleNode.Instance);
+            builder.Services.AddSingleton<IDeviceDirectory, LocalDevices>();
         }
 
         // The store's other rooms: the policy's records and the client-id bindings.

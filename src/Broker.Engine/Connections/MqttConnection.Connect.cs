@@ -122,8 +122,21 @@ internal sealed partial class MqttConnection
         }
 
         // The policy's limits for this principal (devices at once, publish rate, quotas); held until the connection closes.
-        _limits = _engine.Policy.OpenLimits(principal, out var quotaExceeded);
-        if (quotaExceeded)
+        OpenedLimits opened;
+        try
+        {
+            opened = await _engine.Policy.OpenLimitsAsync(principal);
+        }
+        catch (Exception ex)
+        {
+            // In a cluster the user's devices are counted in the shared store, which may be out of reach.
+            EngineLog.ConnectCheckFailed(_engine.ConnectionLogger, clientId, ex.Message);
+            await RefuseAsync(MqttConnectReasonCode.ServerUnavailable, "the broker cannot count this user's devices now", clientId, connect.Username);
+            return false;
+        }
+
+        _limits = opened.Limits;
+        if (opened.QuotaExceeded)
         {
             await RefuseAsync(MqttConnectReasonCode.QuotaExceeded, "the user has as many devices connected as its quota allows (MaxDevices)", clientId, connect.Username);
             return false;

@@ -34,3 +34,6 @@ public sealed class ClientLimits(RateLimiter? publishes, RateLimiter? publishByt
     /// <summary>The connection ended: what it held (a device slot) goes back. Once.</summary>
     public void Close() => Interlocked.Exchange(ref _onClose, null)?.Invoke();
 }
+
+/// <summary>What <see cref="IBrokerPolicy.OpenLimitsAsync"/> decided for a connection.</summary>
+public readonly record struct OpenedLimits(ClientLimits? Limits, bool QuotaExceeded);

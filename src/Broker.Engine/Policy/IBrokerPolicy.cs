@@ -54,15 +54,12 @@ public interface IBrokerPolicy
 
     /// <summary>
     /// The limits of one connection of <paramref name="principal"/> (publish rate, quotas), asked once after
-    /// authentication; buckets may be shared by all connections of a user. Null: no limits.
-    /// <paramref name="quotaExceeded"/>: refused (CONNACK v5 0x97, v3.1.1 0x03). The engine calls
-    /// <see cref="ClientLimits.Close"/> when the connection ends.
+    /// authentication; buckets may be shared by all connections of a user. <see cref="OpenedLimits.Limits"/>
+    /// null: no limits. <see cref="OpenedLimits.QuotaExceeded"/>: refused (CONNACK v5 0x97, v3.1.1 0x03).
+    /// The engine calls <see cref="ClientLimits.Close"/> when the connection ends. May ask a cluster's
+    /// shared store (the user's devices on every node), so it may throw when that is out of reach.
     /// </summary>
-    ClientLimits? OpenLimits(ClientPrincipal principal, out bool quotaExceeded)
-    {
-        quotaExceeded = false;
-        return null;
-    }
+    ValueTask<OpenedLimits> OpenLimitsAsync(ClientPrincipal principal) => ValueTask.FromResult(default(OpenedLimits));
 
     /// <summary>A client id the topic is addressed to directly (point to point), or null to route by subscriptions.</summary>
     string? ResolveDirectRoute(string topic);

@@ -1,4 +1,5 @@
 using System.Threading.RateLimiting;
+using Broker.Engine.Cluster;
 using Broker.Engine.Policy;
 using Broker.Ims.Options;
 
@@ -6,18 +7,21 @@ namespace Broker.Ims.Limits;
 
 /// <summary>
 /// Contract §13: limits per user, over all of its devices, by role (<c>Broker:Limits:Roles:&lt;role&gt;</c>).
-/// While a user has connections it has one state here: the client ids connected (MaxDevices) and two token
-/// buckets (publishes, payload bytes) that every connection of the user draws from. The state goes when
-/// the last connection does (a user coming back starts with full buckets).
+/// The device quota is counted in the <see cref="IDeviceDirectory"/> (every node of a cluster); the two token
+/// buckets (publishes, payload bytes) that every connection of a user on this node draws from live here while
+/// the user has a connection (a user coming back starts with full buckets). Rates are per node, as EMQX's
+/// limiters are: a user's devices on two nodes draw from two buckets.
 /// </summary>
 public sealed class UserLimits
 {
     readonly Dictionary<string, RoleLimits> _roles = new(StringComparer.Ordinal);
-    readonly Dictionary<string, UserState> _users = new(StringComparer.Ordinal); // under _gate
+    readonly Dictionary<string, UserBuckets> _users = new(StringComparer.Ordinal); // under _gate
     readonly Lock _gate = new();
+    readonly IDeviceDirectory _devices;
 
-    public UserLimits(ImsOptions options)
+    public UserLimits(ImsOptions options, IDeviceDirectory? devices = null)
     {
+        _devices = devices ?? new LocalDevices();
         foreach (var role in new[] { Roles.User, Roles.Service, Roles.Admin })
         {
             options.Limits.Roles.TryGetValue(role, out var configured);
@@ -30,82 +34,103 @@ public sealed class UserLimits
         }
     }
 
+    /// <summary>Where the user's connected devices are kept (presence reads them too).</summary>
+    public IDeviceDirectory Devices => _devices;
+
     /// <summary>The resolved limits of a role, or null when it has none.</summary>
     public RoleLimits? For(string role) => _roles.GetValueOrDefault(role);
 
-    /// <summary>Devices of a user connected now (tests, operators).</summary>
-    public int DevicesOf(string userId)
+    /// <summary>
+    /// See <see cref="IBrokerPolicy.OpenLimitsAsync"/>. <paramref name="listDevice"/>: put the device in the
+    /// directory even when its role has no device quota (presence lists every device);
+    /// <paramref name="deviceGone"/> hears the user whose device set changed when the connection closes.
+    /// </summary>
+    public async ValueTask<OpenedLimits> OpenAsync(ClientPrincipal principal, bool listDevice = false, Action<string>? deviceGone = null)
     {
-        lock (_gate)
-        {
-            return _users.TryGetValue(userId, out var state) ? state.Devices.Count : 0;
-        }
-    }
-
-    /// <summary>See <see cref="IBrokerPolicy.OpenLimits"/>.</summary>
-    public ClientLimits? Open(ClientPrincipal principal, out bool quotaExceeded)
-    {
-        quotaExceeded = false;
-        if (!_roles.TryGetValue(principal.Role, out var limits))
-        {
-            return null;
-        }
-
+        _roles.TryGetValue(principal.Role, out var limits);
         var user = principal.UserId;
         var clientId = principal.ClientId;
-        UserState? state;
-        lock (_gate)
+        string? token = null;
+        if (listDevice || limits is { MaxDevices: > 0 })
         {
-            if (!_users.TryGetValue(user, out state))
-            {
-                if (limits.MaxDevices == 0 && !limits.LimitsRate)
-                {
-                    // Nothing shared to keep: only the per-session and retained quotas.
-                    return new ClientLimits(null, null, 0, limits.RateGrace, limits.MaxSubscriptions, limits.MaxRetained);
-                }
-
-                _users[user] = state = new UserState(limits);
-            }
-
             // The same client id again (a takeover in progress) is the same device.
-            if (limits.MaxDevices > 0 && !state.Devices.ContainsKey(clientId) && state.Devices.Count >= limits.MaxDevices)
+            token = await _devices.AddAsync(user, clientId, limits?.MaxDevices ?? 0).ConfigureAwait(false);
+            if (token is null)
             {
-                quotaExceeded = true;
-                return null;
+                return new OpenedLimits(null, QuotaExceeded: true);
             }
-
-            state.Devices[clientId] = state.Devices.GetValueOrDefault(clientId) + 1;
         }
 
-        return new ClientLimits(state.Publishes, state.Bytes, (int)Math.Min(int.MaxValue, limits.PublishBytesRate), limits.RateGrace, limits.MaxSubscriptions, limits.MaxRetained,
-            () => Release(user, clientId, state));
+        if (limits is null)
+        {
+            return token is null ? default : new OpenedLimits(new ClientLimits(null, null, 0, TimeSpan.Zero, 0, 0, () => Release(user, clientId, token, null, deviceGone)), false);
+        }
+
+        UserBuckets? buckets = null;
+        if (limits.LimitsRate)
+        {
+            lock (_gate)
+            {
+                if (!_users.TryGetValue(user, out buckets))
+                {
+                    _users[user] = buckets = new UserBuckets(limits);
+                }
+
+                buckets.Connections++;
+            }
+        }
+
+        return new OpenedLimits(new ClientLimits(buckets?.Publishes, buckets?.Bytes, (int)Math.Min(int.MaxValue, limits.PublishBytesRate), limits.RateGrace, limits.MaxSubscriptions, limits.MaxRetained,
+            buckets is null && token is null ? null : () => Release(user, clientId, token, buckets, deviceGone)), false);
     }
 
-    void Release(string user, string clientId, UserState state)
+    void Release(string user, string clientId, string? token, UserBuckets? buckets, Action<string>? deviceGone)
     {
+        if (token is not null)
+        {
+            var removed = _devices.RemoveAsync(user, clientId, token);
+            if (removed.IsCompletedSuccessfully)
+            {
+                if (removed.Result)
+                {
+                    deviceGone?.Invoke(user);
+                }
+            }
+            else
+            {
+                _ = TellWhenRemovedAsync(removed, user, deviceGone);
+            }
+        }
+
+        if (buckets is null)
+        {
+            return;
+        }
+
         lock (_gate)
         {
-            if (state.Devices.TryGetValue(clientId, out var n) && n > 1)
-            {
-                state.Devices[clientId] = n - 1;
-                return;
-            }
-
-            state.Devices.Remove(clientId);
-            if (state.Devices.Count > 0 || !_users.Remove(user))
+            if (--buckets.Connections > 0 || !_users.Remove(user))
             {
                 return;
             }
         }
 
         // No connection of the user is left, so nobody waits on its buckets.
-        state.Publishes?.Dispose();
-        state.Bytes?.Dispose();
+        buckets.Publishes?.Dispose();
+        buckets.Bytes?.Dispose();
     }
 
-    sealed class UserState(RoleLimits limits)
+    static async Task TellWhenRemovedAsync(ValueTask<bool> removed, string user, Action<string>? deviceGone)
     {
-        public readonly Dictionary<string, int> Devices = new(StringComparer.Ordinal);
+        if (await removed.ConfigureAwait(false))
+        {
+            deviceGone?.Invoke(user);
+        }
+    }
+
+    sealed class UserBuckets(RoleLimits limits)
+    {
+        public int Connections; // under UserLimits._gate
         public readonly TokenBucketRateLimiter? Publishes = Bucket(limits.PublishRate, limits.PublishBurst);
         public readonly TokenBucketRateLimiter? Bytes = Bucket(limits.PublishBytesRate, (int)Math.Min(int.MaxValue, limits.PublishBytesRate));
 

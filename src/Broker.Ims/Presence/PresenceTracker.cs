@@ -1,6 +1,6 @@
 using System.Buffers;
-using System.Collections.Concurrent;
 using System.Text.Json;
+using Broker.Engine.Cluster;
 using Broker.Engine.Policy;
 using MQTTnet.Protocol;
 
@@ -9,155 +9,162 @@ namespace Broker.Ims.Presence;
 /// <summary>
 /// Contract §10: the broker keeps <c>P/u/Presence</c> retained, QoS 1, durable, for every user:
 /// <c>{"user":"bob","online":true,"devices":["GID_IMS@@@bob-phone"],"lastSeen":1764633600000}</c>.
-/// Follows the engine's connection events (<see cref="IConnectionObserver"/>): a connect or a close costs a
-/// lookup of its user and one publish when the device set changed, never a walk over users. State is kept
-/// for online users only; a user coming back reads its last <c>lastSeen</c> from the retained message.
-/// Each user's updates are routed under that user's lock, so they are retained and stored in order.
+/// The devices are the <see cref="IDeviceDirectory"/>'s (every node of a cluster). When a user's devices may
+/// have changed (a connect here, a close here, a dead node's devices removed) the tracker reads the directory
+/// and publishes if the list differs from the retained one. One user is published by one task at a time
+/// (changes meanwhile are coalesced into one more read), and after each publish is durable the directory is
+/// read again: a publish of another node that raced with this one and landed first is corrected this way.
 /// </summary>
-internal sealed class PresenceTracker(string parentTopic, BrokerVoice voice, TimeProvider time)
+internal sealed class PresenceTracker
 {
     public const string Level = "Presence";
 
-    readonly ConcurrentDictionary<string, UserPresence> _users = new(StringComparer.Ordinal);
+    readonly string _parentTopic;
+    readonly BrokerVoice _voice;
+    readonly IDeviceDirectory _devices;
+    readonly TimeProvider _time;
+    readonly Dictionary<string, bool> _publishing = new(StringComparer.Ordinal); // user → changed again meanwhile; under _gate
+    readonly Lock _gate = new();
     volatile bool _stopped;
+
+    public PresenceTracker(string parentTopic, BrokerVoice voice, IDeviceDirectory devices, TimeProvider time)
+    {
+        _parentTopic = parentTopic;
+        _voice = voice;
+        _devices = devices;
+        _time = time;
+        devices.ChangedElsewhere += Changed;
+    }
 
     public static string TopicOf(string parentTopic, string userId) => $"{parentTopic}/{userId}/{Level}";
 
     /// <summary>
     /// After a crash the store still shows users online who are not: every retained presence that says
-    /// online (no client is connected yet) is republished offline, with <c>lastSeen</c> = this start.
+    /// online (no client is connected yet) is republished offline, with <c>lastSeen</c> = this start. Not in a
+    /// cluster, whose directory outlives this node: there the dead node's devices are removed by a survivor.
     /// </summary>
     public void CorrectAfterRestart(IEnumerable<string> parentTopics)
     {
-        var now = time.GetUtcNow().ToUnixTimeMilliseconds();
+        if (_devices.OutlivesProcess)
+        {
+            return;
+        }
+
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
         foreach (var parent in parentTopics)
         {
-            foreach (var retained in voice.Broker?.GetRetained($"{parent}/+/{Level}") ?? [])
+            foreach (var retained in _voice.Broker?.GetRetained($"{parent}/+/{Level}") ?? [])
             {
-                if (TryRead(retained.Payload.Span, out var user, out var online, out _) && online
+                if (TryRead(retained.Payload.Span, out var user, out var online, out _, out _) && online
                     && retained.Topic == TopicOf(parent, user))
                 {
-                    voice.Publish(retained.Topic, Encode(user, [], now), MqttQualityOfServiceLevel.AtLeastOnce, retain: true);
+                    _voice.Publish(retained.Topic, Encode(user, [], now), MqttQualityOfServiceLevel.AtLeastOnce, retain: true);
                 }
             }
         }
     }
 
-    public void Connected(ClientPrincipal client, long connection)
+    /// <summary>
+    /// The user's device set may have changed: publish what the directory says, unless that is what the
+    /// retained message says already (a takeover by the same device changes nothing: no offline flap).
+    /// </summary>
+    public void Changed(string user)
     {
         if (_stopped)
         {
             return;
         }
 
+        lock (_gate)
+        {
+            if (_publishing.ContainsKey(user))
+            {
+                _publishing[user] = true; // the running task reads once more
+                return;
+            }
+
+            _publishing[user] = false;
+        }
+
+        _ = PublishAsync(user);
+    }
+
+    async Task PublishAsync(string user)
+    {
+        string[]? published = null;
         while (true)
         {
-            var state = _users.GetOrAdd(client.UserId, static _ => new UserPresence());
-            lock (state)
+            try
             {
-                if (state.Removed)
+                var devices = await _devices.DevicesAsync(user).ConfigureAwait(false);
+                if (!_stopped && Publish(user, devices, published) is { } durable)
                 {
-                    continue; // went offline meanwhile: start afresh
+                    published = devices;
+                    await durable.ConfigureAwait(false);
+                    continue; // read again: another node may have published older news after ours
                 }
+            }
+            catch (Exception ex)
+            {
+                _voice.LogPresenceFailed(user, ex);
+            }
 
-                if (!state.Loaded)
+            lock (_gate)
+            {
+                if (!_publishing[user])
                 {
-                    state.LastSeen = ReadLastSeen(client.UserId);
-                    state.Loaded = true;
-                }
-
-                var at = state.IndexOf(client.ClientId);
-                if (at >= 0)
-                {
-                    // The same device again (a takeover, or a reconnect racing with its old close): no change to tell.
-                    state.Devices[at] = (client.ClientId, connection);
+                    _publishing.Remove(user);
                     return;
                 }
 
-                state.Devices.Add((client.ClientId, connection));
-                PublishLocked(client.UserId, state);
-                return;
+                _publishing[user] = false;
             }
         }
     }
 
-    public void Disconnected(ClientPrincipal client, long connection, bool takenOver)
+    /// <summary>Publishes <paramref name="devices"/> unless they are the list published last (<paramref name="published"/>, else the retained one); null when nothing was published.</summary>
+    Task? Publish(string user, string[] devices, string[]? published)
     {
-        // A takeover: the device reconnects at this moment and stays in the set (no offline → online flap).
-        if (takenOver || _stopped || !_users.TryGetValue(client.UserId, out var state))
+        var topic = TopicOf(_parentTopic, user);
+        long? lastSeen = null;
+        string[] shown = [];
+        foreach (var retained in _voice.Broker?.GetRetained(topic) ?? [])
         {
-            return;
+            if (TryRead(retained.Payload.Span, out _, out _, out lastSeen, out var listed))
+            {
+                shown = listed;
+            }
         }
 
-        lock (state)
+        if (devices.AsSpan().SequenceEqual(published ?? shown))
         {
-            var at = state.IndexOf(client.ClientId);
-            if (state.Removed || at < 0 || state.Devices[at].Connection != connection)
-            {
-                return; // an older connection of a device that is connected again
-            }
-
-            state.Devices.RemoveAt(at);
-            if (state.Devices.Count == 0)
-            {
-                state.LastSeen = time.GetUtcNow().ToUnixTimeMilliseconds();
-            }
-
-            PublishLocked(client.UserId, state);
-            if (state.Devices.Count == 0)
-            {
-                state.Removed = true;
-                _users.TryRemove(new KeyValuePair<string, UserPresence>(client.UserId, state));
-            }
+            return null;
         }
+
+        // lastSeen: when the last device went away; kept while online.
+        return _voice.PublishDurableAsync(topic, Encode(user, devices, devices.Length == 0 ? _time.GetUtcNow().ToUnixTimeMilliseconds() : lastSeen),
+            MqttQualityOfServiceLevel.AtLeastOnce, retain: true);
     }
 
-    /// <summary>Shutdown: whoever is still shown online goes offline now (lastSeen = now); later events are ignored.</summary>
-    public void Stop()
+    /// <summary>Shutdown: this node's devices leave the directory and their users are published now (offline, or still online on other nodes); later changes are ignored.</summary>
+    public async Task StopAsync()
     {
         _stopped = true;
-        var now = time.GetUtcNow().ToUnixTimeMilliseconds();
-        foreach (var (user, state) in _users)
+        var users = await _devices.RemoveThisNodeAsync().ConfigureAwait(false);
+        await Task.WhenAll(users.Select(async user =>
         {
-            lock (state)
+            try
             {
-                if (state.Removed)
+                if (Publish(user, await _devices.DevicesAsync(user).ConfigureAwait(false), null) is { } durable)
                 {
-                    continue;
+                    await durable.ConfigureAwait(false);
                 }
-
-                state.Devices.Clear();
-                state.LastSeen = now;
-                state.Removed = true;
-                PublishLocked(user, state);
             }
-        }
-
-        _users.Clear();
-    }
-
-    void PublishLocked(string user, UserPresence state)
-    {
-        var devices = new string[state.Devices.Count];
-        for (var i = 0; i < devices.Length; i++)
-        {
-            devices[i] = state.Devices[i].ClientId;
-        }
-
-        voice.Publish(TopicOf(parentTopic, user), Encode(user, devices, state.LastSeen), MqttQualityOfServiceLevel.AtLeastOnce, retain: true);
-    }
-
-    long? ReadLastSeen(string user)
-    {
-        foreach (var retained in voice.Broker?.GetRetained(TopicOf(parentTopic, user)) ?? [])
-        {
-            if (TryRead(retained.Payload.Span, out _, out _, out var lastSeen))
+            catch (Exception ex)
             {
-                return lastSeen;
+                _voice.LogPresenceFailed(user, ex);
             }
-        }
-
-        return null;
+        })).ConfigureAwait(false);
     }
 
     /// <summary>The payload, fields in the contract's order; <c>lastSeen</c> is null until the user was first seen going offline.</summary>
@@ -191,11 +198,12 @@ internal sealed class PresenceTracker(string parentTopic, BrokerVoice voice, Tim
         return buffer.WrittenSpan.ToArray();
     }
 
-    public static bool TryRead(ReadOnlySpan<byte> payload, out string user, out bool online, out long? lastSeen)
+    public static bool TryRead(ReadOnlySpan<byte> payload, out string user, out bool online, out long? lastSeen, out string[] devices)
     {
         user = "";
         online = false;
         lastSeen = null;
+        devices = [];
         try
         {
             var reader = new Utf8JsonReader(payload);
@@ -219,6 +227,15 @@ internal sealed class PresenceTracker(string parentTopic, BrokerVoice voice, Tim
                     case "lastSeen" when reader.TokenType == JsonTokenType.Number:
                         lastSeen = reader.GetInt64();
                         break;
+                    case "devices" when reader.TokenType == JsonTokenType.StartArray:
+                        var list = new List<string>(2);
+                        while (reader.Read() && reader.TokenType == JsonTokenType.String)
+                        {
+                            list.Add(reader.GetString()!);
+                        }
+
+                        devices = [.. list];
+                        break;
                     default:
                         reader.Skip();
                         break;
@@ -230,28 +247,6 @@ internal sealed class PresenceTracker(string parentTopic, BrokerVoice voice, Tim
         catch (JsonException)
         {
             return false;
-        }
-    }
-
-    sealed class UserPresence
-    {
-        /// <summary>Connected devices in the order they came, with the connection that holds each.</summary>
-        public readonly List<(string ClientId, long Connection)> Devices = new(2);
-        public long? LastSeen;
-        public bool Loaded;
-        public bool Removed;
-
-        public int IndexOf(string clientId)
-        {
-            for (var i = 0; i < Devices.Count; i++)
-            {
-                if (Devices[i].ClientId == clientId)
-                {
-                    return i;
-                }
-            }
-
-            return -1;
         }
     }
 }

@@ -65,24 +65,11 @@ public static class BrokerConfiguration
         return new BrokerSettings(engine, ims, listener, store, sqlite);
     }
 
-    /// <summary>
-    /// Broker:Cluster, checked like the rest; in cluster mode presence is off (it is per node: a cluster would
-    /// announce offline a user still connected to another node), and asking for it is an error naming the key.
-    /// </summary>
-    public static Broker.Cluster.Redis.ClusterOptions LoadCluster(IConfiguration configuration, ImsOptions ims)
+    /// <summary>Broker:Cluster, checked like the rest (errors name their key).</summary>
+    public static Broker.Cluster.Redis.ClusterOptions LoadCluster(IConfiguration configuration)
     {
         var errors = new List<string>();
         var cluster = Broker.Cluster.Redis.ClusterServices.Load(configuration, errors);
-        if (cluster.IsEnabled)
-        {
-            if (ims.Presence.Enabled == true)
-            {
-                errors.Add("Broker:Presence:Enabled cannot be true with Broker:Cluster:Redis: presence is not cluster-wide yet (docs/cluster.md).");
-            }
-
-            ims.Presence.Enabled = false;
-        }
-
         if (errors.Count > 0)
         {
             throw new BrokerConfigurationException(errors);

@@ -122,22 +122,24 @@ public sealed class BlockRulesTests
     }
 
     [Fact]
-    public void Limits_DevicesPerUser_ReleasedOnClose_SameClientIdIsOneDevice()
+    public async Task Limits_DevicesPerUser_ReleasedOnClose_SameClientIdIsOneDevice()
     {
         var ims = new ImsOptions();
         ims.Limits.Roles["user"] = new RoleLimitsOptions { MaxDevices = 1 };
         var limits = new UserLimits(ims);
 
-        var phone = limits.Open(new ClientPrincipal("GID_IMS@@@a-phone", "a", Roles.User), out var over1);
-        var again = limits.Open(new ClientPrincipal("GID_IMS@@@a-phone", "a", Roles.User), out var over2);
-        Assert.Null(limits.Open(new ClientPrincipal("GID_IMS@@@a-laptop", "a", Roles.User), out var over3));
-        Assert.Equal((false, false, true), (over1, over2, over3));
+        var phone = await limits.OpenAsync(new ClientPrincipal("GID_IMS@@@a-phone", "a", Roles.User));
+        var again = await limits.OpenAsync(new ClientPrincipal("GID_IMS@@@a-phone", "a", Roles.User)); // a takeover: the same device
+        var laptop = await limits.OpenAsync(new ClientPrincipal("GID_IMS@@@a-laptop", "a", Roles.User));
+        Assert.Equal((false, false, true), (phone.QuotaExceeded, again.QuotaExceeded, laptop.QuotaExceeded));
+        Assert.Null(laptop.Limits);
 
-        phone!.Close();
-        again!.Close();
-        again.Close(); // once only
-        Assert.Equal(0, limits.DevicesOf("a"));
-        Assert.NotNull(limits.Open(new ClientPrincipal("GID_IMS@@@a-laptop", "a", Roles.User), out _));
+        phone.Limits!.Close(); // the older connection: the device stays, held by the newer one
+        Assert.Equal(["GID_IMS@@@a-phone"], await limits.Devices.DevicesAsync("a"));
+        again.Limits!.Close();
+        again.Limits.Close(); // once only
+        Assert.Empty(await limits.Devices.DevicesAsync("a"));
+        Assert.False((await limits.OpenAsync(new ClientPrincipal("GID_IMS@@@a-laptop", "a", Roles.User))).QuotaExceeded);
     }
 
     [Fact]

@@ -333,4 +333,23 @@ public sealed class ClusterFaultTests
             await Task.Delay(100);
         }
     }
+
+    [Fact]
+    public async Task MessageIdIndex_NeverSharedByTwoLiveNodes_EvenWhenTheJoinCounterComesRound()
+    {
+        // ims-id (contract §11) is unique across the nodes because each live node gives ids with its own index.
+        await using var cluster = await BrokerCluster.StartAsync(1);
+        await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(cluster.Redis.Endpoint);
+        var server = redis.GetServer(redis.GetEndPoints()[0]);
+        var held = server.Keys(pattern: "ims:node-index:*").Select(k => (string)k!).Single();
+        var index = int.Parse(held["ims:node-index:".Length..], System.Globalization.CultureInfo.InvariantCulture);
+
+        // 255 joins (restarts) later the join counter hands out n1's index again.
+        await redis.GetDatabase().StringSetAsync("ims:node-index", index + 255);
+        await cluster.AddNodeAsync();
+
+        var indexes = server.Keys(pattern: "ims:node-index:*").Select(k => (string)k!).ToList();
+        Assert.Equal(2, indexes.Count);
+        Assert.Equal(2, (await Task.WhenAll(indexes.Select(k => redis.GetDatabase().StringGetAsync(k)))).Distinct().Count());
+    }
 }

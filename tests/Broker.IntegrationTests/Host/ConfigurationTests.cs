@@ -64,15 +64,13 @@ public sealed class ConfigurationTests
     [InlineData("Broker:Cluster:NodeTtl", "00:00:01", "Broker:Cluster:NodeTtl must be between")]
     [InlineData("Broker:Cluster:ClaimWait", "later", "Broker:Cluster:ClaimWait")]
     [InlineData("Broker:Cluster:Redis", "127.0.0.1:6379,nosuchoption=1", "Broker:Cluster:Redis is not a valid Redis configuration string")]
-    [InlineData("Broker:Presence:Enabled", "true", "Broker:Presence:Enabled cannot be true with Broker:Cluster:Redis")]
     public void BadClusterValue_FailsWithItsKey(string key, string value, string expected)
     {
         var settings = new Dictionary<string, string?> { ["Broker:Cluster:Redis"] = "127.0.0.1:6379", [key] = value };
         TestBroker.AddDemoUsers(settings);
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
-        var ims = BrokerConfiguration.Load(configuration).Ims;
 
-        var ex = Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.LoadCluster(configuration, ims));
+        var ex = Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.LoadCluster(configuration));
 
         Assert.Contains(ex.Errors, e => e.Contains(expected, StringComparison.Ordinal));
     }

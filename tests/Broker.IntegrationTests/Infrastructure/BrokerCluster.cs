@@ -64,6 +64,9 @@ public sealed class BrokerCluster : IAsyncDisposable
         return await RunningBroker.StartAsync(dir, settings);
     }
 
+    /// <summary>One more node (n{N+1}) joins.</summary>
+    public async Task AddNodeAsync() => Nodes.Add(await StartNodeAsync(Nodes.Count));
+
     /// <summary>kill -9 of one node.</summary>
     public async Task KillAsync(int index)
     {
