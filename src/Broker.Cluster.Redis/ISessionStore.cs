@@ -30,10 +30,17 @@ public interface ISessionStore
     Task<IReadOnlyList<(BrokerMessage Message, long ExpiresAtUnixMs)>> ReadMailboxAsync(string clientId);
 
     /// <summary>Keeps (or with null drops) the will of the client id's connection on this node, for a survivor to publish if this node dies.</summary>
-    Task SetWillAsync(string clientId, string incarnation, byte[]? will);
+    Task SetWillAsync(string clientId, string incarnation, byte[]? will, uint delaySeconds);
 
-    /// <summary>A dead node's session: clears its ownership and hands over its will (Owned false: another node owns it now).</summary>
-    Task<(bool Owned, byte[]? Will)> TakeOrphanAsync(string clientId, string deadIncarnation);
+    /// <summary>
+    /// A dead node's session: clears its ownership (Owned false: another node owns it now) and hands over its
+    /// will to publish now, or, for a persistent session's delayed will, when it is due (Unix ms; the will
+    /// stays with the session until <see cref="TakeDueWillAsync"/>).
+    /// </summary>
+    Task<(bool Owned, byte[]? Will, long DueAtUnixMs)> TakeOrphanAsync(string clientId, string deadIncarnation);
+
+    /// <summary>A delayed will of a dead node's session whose delay passed; null when the session was resumed meanwhile [MQTT-3.1.3-9].</summary>
+    Task<byte[]?> TakeDueWillAsync(string clientId);
 
     /// <summary>Every persistent session in the store (a scan of every primary: for operators, not hot paths).</summary>
     Task<IReadOnlyList<(SessionRecord Record, string? Owner, int Queued, int Inflight)>> ListSessionsAsync(CancellationToken cancellationToken);

@@ -13,6 +13,9 @@ internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore s
     static readonly RedisKey NodesKey = "ims:nodes";
     static readonly RedisKey SweeperKey = "ims:sweeper";
 
+    /// <summary>Delayed wills of dead nodes' sessions, by when they are due (Unix ms); the will itself stays with its session.</summary>
+    static readonly RedisKey WillsKey = "ims:wills";
+
     /// <summary>0..255, held by this incarnation alone while it lives: the low bits of the message ids this node gives.</summary>
     public int NodeIndex { get; private set; }
 
@@ -122,6 +125,18 @@ internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore s
                 await db.KeyExpireAsync(SweeperKey, lease);
             }
 
+            // Delayed wills of dead nodes' sessions whose delay passed, unless the session was resumed [MQTT-3.1.3-9].
+            foreach (var member in await db.SortedSetRangeByScoreAsync(WillsKey, double.NegativeInfinity, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), take: 100))
+            {
+                var clientId = (string)member!;
+                if (await store.TakeDueWillAsync(clientId) is { } due)
+                {
+                    publishWill(clientId, due);
+                }
+
+                await db.SortedSetRemoveAsync(WillsKey, member);
+            }
+
             // Sessions of dead nodes whose expiry passed while nobody claimed them [MQTT-3.1.2-23].
             if (await store.ExpireOrphansAsync() is var expired and > 0)
             {
@@ -139,11 +154,15 @@ internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore s
                 var wills = 0;
                 foreach (var clientId in await db.SetMembersAsync(NodeSessionsKey(node)))
                 {
-                    var (owned, will) = await store.TakeOrphanAsync((string)clientId!, node);
+                    var (owned, will, dueAt) = await store.TakeOrphanAsync((string)clientId!, node);
                     if (owned && will is not null)
                     {
                         publishWill((string)clientId!, will);
                         wills++;
+                    }
+                    else if (owned && dueAt > 0)
+                    {
+                        await db.SortedSetAddAsync(WillsKey, clientId, dueAt); // its delay runs from the death being noticed
                     }
                 }
 

@@ -119,19 +119,26 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         return mailbox;
     }
 
-    public Task SetWillAsync(string clientId, string incarnation, byte[]? will) =>
-        Run(RedisScripts.Will, RedisKeys.Session(clientId), [incarnation, will ?? []]);
+    public Task SetWillAsync(string clientId, string incarnation, byte[]? will, uint delaySeconds) =>
+        Run(RedisScripts.Will, RedisKeys.Session(clientId), [incarnation, will ?? [], delaySeconds]);
 
-    public async Task<(bool Owned, byte[]? Will)> TakeOrphanAsync(string clientId, string deadIncarnation)
+    public async Task<(bool Owned, byte[]? Will, long DueAtUnixMs)> TakeOrphanAsync(string clientId, string deadIncarnation)
     {
-        var result = await Run(RedisScripts.Orphan, RedisKeys.Session(clientId), [deadIncarnation]);
+        var result = await Run(RedisScripts.Orphan, RedisKeys.Session(clientId), [deadIncarnation, Now()]);
         if (result.IsNull)
         {
-            return (false, null);
+            return (false, null, 0);
         }
 
-        var will = (byte[])result!;
-        return (true, will.Length == 0 ? null : will);
+        var parts = (RedisResult[])result!;
+        var will = (byte[])parts[0]!;
+        return (true, will.Length == 0 ? null : will, (long)parts[1]);
+    }
+
+    public async Task<byte[]?> TakeDueWillAsync(string clientId)
+    {
+        var will = (byte[])(await Run(RedisScripts.DueWill, RedisKeys.Session(clientId), []))!;
+        return will.Length == 0 ? null : will;
     }
 
     public async Task<IReadOnlyList<(SessionRecord Record, string? Owner, int Queued, int Inflight)>> ListSessionsAsync(CancellationToken cancellationToken)

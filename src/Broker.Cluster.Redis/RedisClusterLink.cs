@@ -151,9 +151,9 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     }
 
     public void WillArmed(ClientPrincipal sender, BrokerMessage will, uint delaySeconds, uint expirySeconds) =>
-        Observe(_store.SetWillAsync(sender.ClientId, Incarnation, WillCodec.Encode(sender, will, expirySeconds)), "will");
+        Observe(_store.SetWillAsync(sender.ClientId, Incarnation, WillCodec.Encode(sender, will, expirySeconds), delaySeconds), "will");
 
-    public void WillDisarmed(string clientId) => Observe(_store.SetWillAsync(clientId, Incarnation, null), "will");
+    public void WillDisarmed(string clientId) => Observe(_store.SetWillAsync(clientId, Incarnation, null, 0), "will");
 
     void Observe(Task write, string what)
     {

@@ -72,7 +72,7 @@ static class RedisScripts
         redis.call('HSET', s, 'owner', ARGV[1])
         redis.call('PERSIST', s)
         -- A new connection cancels the will of the one before (a delayed will of a resumed session is not sent [MQTT-3.1.3-9]).
-        redis.call('HDEL', s, 'will')
+        redis.call('HDEL', s, 'will', 'wd')
         if ARGV[2] == '1' then
           redis.call('HDEL', s, 'rec', 'exp', 'qb')
           redis.call('DEL', q, m, f, i2)
@@ -80,21 +80,36 @@ static class RedisScripts
         return {epoch, previous or '', existed}
         """;
 
-    /// <summary>ARGV: incarnation, will blob ('' = none) → 1 when set (still the owner).</summary>
+    /// <summary>ARGV: incarnation, will blob ('' = none), its delay in seconds → 1 when set (still the owner).</summary>
     public const string Will = Prelude + """
         if redis.call('HGET', s, 'owner') ~= ARGV[1] then return 0 end
-        if ARGV[2] == '' then redis.call('HDEL', s, 'will') else redis.call('HSET', s, 'will', ARGV[2]) end
+        if ARGV[2] == '' then redis.call('HDEL', s, 'will', 'wd') else redis.call('HSET', s, 'will', ARGV[2], 'wd', ARGV[3]) end
         return 1
         """;
 
     /// <summary>
-    /// ARGV: a dead node's incarnation → its will blob, or '' (no will), or false (another node owns it now).
+    /// ARGV: a dead node's incarnation, now → {will blob or '', 0} to publish now, {'', due} for a will whose
+    /// delay runs from now (it stays here until <see cref="DueWill"/>), or false (another node owns it now).
     /// The dead node no longer owns the session: a clean session's client id gets the mailbox again.
     /// </summary>
     public const string Orphan = Prelude + """
         if redis.call('HGET', s, 'owner') ~= ARGV[1] then return false end
         local will = redis.call('HGET', s, 'will') or ''
-        redis.call('HDEL', s, 'owner', 'will')
+        local delay = tonumber(redis.call('HGET', s, 'wd') or '0')
+        redis.call('HDEL', s, 'owner')
+        if will ~= '' and delay > 0 and redis.call('HEXISTS', s, 'rec') == 1 then
+          return {'', tonumber(ARGV[2]) + delay * 1000}
+        end
+        redis.call('HDEL', s, 'will', 'wd')
+        forget()
+        return {will, 0}
+        """;
+
+    /// <summary>A dead node's delayed will whose delay passed → its blob, or '' when the session was resumed (or ended) meanwhile [MQTT-3.1.3-9].</summary>
+    public const string DueWill = Prelude + """
+        if redis.call('HGET', s, 'owner') then return '' end
+        local will = redis.call('HGET', s, 'will') or ''
+        redis.call('HDEL', s, 'will', 'wd')
         forget()
         return will
         """;
@@ -207,7 +222,7 @@ static class RedisScripts
         if redis.call('HGET', s, 'owner') then return 2 end
         local deadline = redis.call('HGET', s, 'dl')
         if not deadline or tonumber(deadline) > tonumber(ARGV[1]) then return 0 end
-        redis.call('HDEL', s, 'rec', 'exp', 'qb', 'dl', 'will')
+        redis.call('HDEL', s, 'rec', 'exp', 'qb', 'dl', 'will', 'wd')
         redis.call('DEL', q, m, f, i2)
         forget()
         return 1

@@ -73,7 +73,10 @@ public interface IClusterLink
     /// <summary>The persistent sessions the cluster keeps that are not hosted on this node (admin API); empty for one node alone.</summary>
     Task<IReadOnlyList<RemoteSession>> RemoteSessionsAsync(CancellationToken cancellationToken);
 
-    /// <summary>A client connected here with a will: kept where a surviving node publishes it if this node dies.</summary>
+    /// <summary>
+    /// A client connected here with a will: kept where a surviving node publishes it if this node dies, after
+    /// <paramref name="delaySeconds"/> (the will delay, at most the session's expiry) unless the session is resumed first.
+    /// </summary>
     void WillArmed(ClientPrincipal sender, BrokerMessage will, uint delaySeconds, uint expirySeconds);
 
     /// <summary>That will was published, discarded (normal DISCONNECT) or cancelled by this node.</summary>

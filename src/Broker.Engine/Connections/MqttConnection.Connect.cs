@@ -237,7 +237,8 @@ internal sealed partial class MqttConnection
 
         if (_will is not null)
         {
-            _engine.Cluster.WillArmed(principal, _will, _willDelaySeconds, _willExpirySeconds);
+            // Published when the delay passes or the session ends, whichever comes first [MQTT-3.1.3-9].
+            _engine.Cluster.WillArmed(principal, _will, Math.Min(_willDelaySeconds, expiry), _willExpirySeconds);
             _willArmed = true;
         }
 

@@ -34,6 +34,33 @@ public sealed class ClusterFaultTests
     }
 
     [Fact]
+    public async Task Kill9OfANode_ADelayedWillWaitsItsDelay_AndIsNotSentWhenItsSessionIsResumedFirst()
+    {
+        await using var cluster = await BrokerCluster.StartAsync(2, ShortNodeTtl);
+        await using var carol = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@carol-delayed-will", "carol");
+        await carol.SubscribeOkAsync("IMS/bob/#");
+        static Action<MqttClientOptionsBuilder> Will(string device, uint delay) => o => o
+            .WithWillTopic("IMS/bob/Status/" + device).WithWillPayload(device + " is gone").WithWillQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithWillDelayInterval(delay);
+        var phone = await TestClient.ConnectAsync(cluster[1].MqttPort, "GID_IMS@@@bob-phone-delayed", "bob", cleanStart: false, sessionExpiry: 3600, configure: Will("phone", 3));
+        var laptop = await TestClient.ConnectAsync(cluster[1].MqttPort, "GID_IMS@@@bob-laptop-delayed", "bob", cleanStart: false, sessionExpiry: 3600, configure: Will("laptop", 6));
+
+        var killed = System.Diagnostics.Stopwatch.StartNew();
+        await cluster.KillAsync(1);
+
+        // The phone comes back on n1 within its will delay: its will is never sent [MQTT-3.1.3-9].
+        await using var phoneAgain = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@bob-phone-delayed", "bob", cleanStart: false, sessionExpiry: 3600);
+
+        // The laptop does not: its will goes out, published by the survivor, and not before its delay (6 s) has passed
+        // since the death; nothing came before it (the phone's delay, 3 s, ended long before).
+        var will = await carol.NextAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(("IMS/bob/Status/laptop", "laptop is gone"), (will.ApplicationMessage.Topic, TestClient.Text(will)));
+        Assert.True(killed.Elapsed >= TimeSpan.FromSeconds(6), $"the will came {killed.Elapsed.TotalSeconds:0.0} s after the node died, before its 6 s delay");
+        await phone.DisposeAsync();
+        await laptop.DisposeAsync();
+    }
+
+    [Fact]
     public async Task Sigterm_DrainsTheNode_ClientsGet0x8B_AndLoseNothingOnAnotherNode()
     {
         await using var cluster = await BrokerCluster.StartAsync(2);
