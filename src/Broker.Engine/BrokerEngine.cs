@@ -107,7 +107,7 @@ public sealed class BrokerEngine : IBrokerPublisher, IAsyncDisposable
     /// </summary>
     public ValueTask PublishAsync(ClientPrincipal sender, string topic, ReadOnlyMemory<byte> payload, MqttQualityOfServiceLevel qos, bool retain)
     {
-        var id = _engine.NextMessageId();
+        var id = _engine.Ids.Next();
         var message = new BrokerMessage
         {
             Topic = topic,

@@ -8,16 +8,20 @@ using Microsoft.Extensions.Logging;
 
 namespace Broker.Engine;
 
-/// <summary>The engine's parts, wired once; every component reaches the others through it.</summary>
+/// <summary>
+/// The engine's shared parts, wired once, as Kestrel's <c>ServiceContext</c>: the options, the seams to the
+/// other rooms (policy, store, cluster), the logs and counters, and the engine's own tables (sessions,
+/// subscriptions, retained, mailbox, router). Per-client objects (connections, sessions) keep one reference
+/// to it rather than one per part they use: at 19,000 connections each field counts. It holds no logic of its
+/// own beyond small helpers; message ids are <see cref="MessageIds"/>, routing is <see cref="Router"/>.
+/// </summary>
 internal sealed class EngineContext
 {
-    long _lastMessageId;
-
     public EngineContext(EngineOptions options, IBrokerPolicy policy, IBrokerStore store, ILoggerFactory loggerFactory, BrokerCounters counters, TimeProvider time, Cluster.IClusterLink? cluster = null)
     {
         Options = options;
         Cluster = cluster ?? Broker.Engine.Cluster.SingleNode.Instance;
-        _nodeBits = (long)(Cluster.NodeIndex & NodeIndexMask) << SequenceBits;
+        Ids = new MessageIds(Cluster.NodeIndex, time);
         Policy = policy;
         ConnectionObserver = policy as IConnectionObserver;
         DeliveryObserver = policy as IDeliveryObserver;
@@ -116,6 +120,9 @@ internal sealed class EngineContext
 
     public long NowUnixMs => Time.GetUtcNow().ToUnixTimeMilliseconds();
 
+    /// <summary>The ids this node gives its messages.</summary>
+    public MessageIds Ids { get; }
+
     /// <summary>A store write nobody waits on: its failure still gets a log line.</summary>
     public void Observe(ValueTask write, string topic)
     {
@@ -136,57 +143,4 @@ internal sealed class EngineContext
             EngineLog.StoreFailed(Logger, topic, ex);
         }
     }
-
-    /// <summary>
-    /// Message ids never repeat, across restarts and across the nodes of a cluster, and tell when the
-    /// message was made: the clock in milliseconds × 2^20, then the node's index (8 bits), then a
-    /// sequence (12 bits). Past 4,096 in one millisecond, or with a clock that went back, the next id
-    /// borrows the following millisecond. A new run starts past every id an earlier one gave, so an id
-    /// the store no longer shows (a message whose rows were all deleted) is never reused either.
-    /// </summary>
-    public long NextMessageId()
-    {
-        var now = (NowUnixMs << MessageIdTimeShift) | _nodeBits;
-        while (true)
-        {
-            var last = Volatile.Read(ref _lastMessageId);
-            var next = last + 1;
-            if ((next & ~SequenceMask) != ((last & ~SequenceMask)))
-            {
-                // The sequence ran out (or the last id was another node's, from a restore): the next millisecond.
-                next = (((last >> MessageIdTimeShift) + 1) << MessageIdTimeShift) | _nodeBits;
-            }
-
-            next = Math.Max(next, now);
-            if (Interlocked.CompareExchange(ref _lastMessageId, next, last) == last)
-            {
-                return next;
-            }
-        }
-    }
-
-    const int SequenceBits = 12;
-    const long SequenceMask = (1L << SequenceBits) - 1;
-    const int NodeIndexMask = 0xFF;
-    readonly long _nodeBits;
-
-    const int MessageIdTimeShift = 20;
-
-    // Ids from before they carried the time (a store written by an older broker) have no age.
-    const long FirstTimedMessageId = 1_577_836_800_000L << MessageIdTimeShift; // 2020-01-01
-
-    /// <summary>When the message was made (Unix ms), read from its id; 0 when the id does not say.</summary>
-    public static long MessageTimeUnixMs(long id) => id < FirstTimedMessageId ? 0 : id >> MessageIdTimeShift;
-
-    public void RestoreMessageId(long id)
-    {
-        // Into this node's own id space: the next id is past this one whoever gave it.
-        var own = (id & ~((1L << MessageIdTimeShift) - 1)) | _nodeBits | SequenceMask;
-        own = own >= id ? own : own + (1L << MessageIdTimeShift);
-        if (own > _lastMessageId)
-        {
-            _lastMessageId = own;
-        }
-    }
-
 }

@@ -2,6 +2,7 @@ using Broker.Engine;
 using Broker.Engine.Diagnostics;
 using Broker.Engine.Options;
 using Broker.Engine.Policy;
+using Broker.Engine.Routing;
 using Broker.Engine.Store;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -24,15 +25,15 @@ public sealed class MessageIdTests : IDisposable
     public void AfterARestart_NewIdsAreAboveEveryIdOnDisk_OrphansIncluded()
     {
         var before = NewEngine();
-        var given = Enumerable.Range(0, 1000).Select(_ => before.NextMessageId()).ToList();
+        var given = Enumerable.Range(0, 1000).Select(_ => before.Ids.Next()).ToList();
         Assert.Equal(given.Count, given.Distinct().Count());
         Assert.Equal(given.Order(), given); // increasing
 
         // The restarted engine learns the highest id on disk, e.g. an orphan message no row refers to.
         var after = NewEngine();
         var orphan = given[^1] + 5_000_000;
-        after.RestoreMessageId(orphan);
-        Assert.True(after.NextMessageId() > orphan);
+        after.Ids.Restore(orphan);
+        Assert.True(after.Ids.Next() > orphan);
     }
 
     [Fact]
@@ -40,8 +41,8 @@ public sealed class MessageIdTests : IDisposable
     {
         var engine = NewEngine();
         var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-        var madeAt = EngineContext.MessageTimeUnixMs(engine.NextMessageId());
+        var madeAt = MessageIds.MadeAtUnixMs(engine.Ids.Next());
         Assert.InRange(madeAt, now - 1000, now + 1000);
-        Assert.Equal(0, EngineContext.MessageTimeUnixMs(42)); // an id from before ids carried their time: no age
+        Assert.Equal(0, MessageIds.MadeAtUnixMs(42)); // an id from before ids carried their time: no age
     }
 }

@@ -290,7 +290,7 @@ internal sealed partial class MqttConnection
             CorrelationData = connect.WillCorrelationData,
             PayloadFormat = connect.WillPayloadFormatIndicator,
             // The will's id for the policy is given now, once; it is routed under a fresh engine id when it goes out.
-            UserProperties = _engine.Policy.TransformUserProperties(principal, connect.WillUserProperties, _engine.NextMessageId()),
+            UserProperties = _engine.Policy.TransformUserProperties(principal, connect.WillUserProperties, _engine.Ids.Next()),
             SenderClientId = principal.ClientId,
             SenderUserId = principal.UserId,
         };

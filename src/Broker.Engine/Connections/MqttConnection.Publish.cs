@@ -371,7 +371,7 @@ internal sealed partial class MqttConnection
     BrokerMessage BuildMessage(MqttPublishPacket packet, string topic)
     {
         var payload = packet.Payload;
-        var id = _engine.NextMessageId();
+        var id = _engine.Ids.Next();
         return new BrokerMessage
         {
             Topic = topic,

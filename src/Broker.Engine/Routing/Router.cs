@@ -135,7 +135,7 @@ internal sealed class Router(EngineContext engine)
             }
 
             // A fresh id: the retained message and this queued copy live and die separately in the store.
-            var message = retained.With(id: engine.NextMessageId());
+            var message = retained.With(id: engine.Ids.Next());
             var qos = Min(message.Qos, subscription.Qos);
             var delivery = new Delivery(message, qos, Retain: true, Ids(subscription), Stored: session.IsPersistent && qos != MqttQualityOfServiceLevel.AtMostOnce);
             if (delivery.Stored)
@@ -154,7 +154,7 @@ internal sealed class Router(EngineContext engine)
     {
         try
         {
-            await RouteAsync(will.With(id: engine.NextMessageId()));
+            await RouteAsync(will.With(id: engine.Ids.Next()));
         }
         catch (Exception ex)
         {

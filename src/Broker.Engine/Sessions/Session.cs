@@ -705,7 +705,7 @@ public sealed class Session
             return true;
         }
 
-        var madeAt = EngineContext.MessageTimeUnixMs(d.Message.Id);
+        var madeAt = MessageIds.MadeAtUnixMs(d.Message.Id);
         return madeAt > 0 && d.Stored && nowUnixMs - madeAt > (long)_engine.Options.OfflineQueue.Ttl.TotalMilliseconds;
     }
 

@@ -138,7 +138,7 @@ internal sealed class SessionManager(EngineContext engine)
 
         foreach (var (message, expires) in claimed.Mailbox)
         {
-            engine.RestoreMessageId(message.Id);
+            engine.Ids.Restore(message.Id);
             engine.Mailbox.Restore(clientId, message, expires);
         }
     }

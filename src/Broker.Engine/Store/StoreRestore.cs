@@ -14,11 +14,11 @@ internal static class StoreRestore
     public static async Task<(int Sessions, int Messages, int Retained)> RestoreAsync(EngineContext engine, CancellationToken cancellationToken)
     {
         var snapshot = await engine.Store.LoadAsync(cancellationToken);
-        engine.RestoreMessageId(snapshot.MaxMessageId); // orphans too: a new message must never take an id still on disk
+        engine.Ids.Restore(snapshot.MaxMessageId); // orphans too: a new message must never take an id still on disk
         foreach (var retained in snapshot.Retained)
         {
             engine.Retained.Set(retained);
-            engine.RestoreMessageId(retained.Id);
+            engine.Ids.Restore(retained.Id);
         }
 
         var now = engine.NowUnixMs;
@@ -35,7 +35,7 @@ internal static class StoreRestore
                 continue;
             }
 
-            engine.RestoreMessageId(message.Id);
+            engine.Ids.Restore(message.Id);
             var ids = row.SubscriptionIds is null ? null : new List<uint>(row.SubscriptionIds);
             session.RestoreDelivery(new Delivery(message, row.Qos, row.Retain, ids, Stored: true), row.PacketId, row.State);
             messages++;
@@ -49,7 +49,7 @@ internal static class StoreRestore
 
         foreach (var (clientId, message, expires) in snapshot.Mailbox)
         {
-            engine.RestoreMessageId(message.Id);
+            engine.Ids.Restore(message.Id);
             engine.Mailbox.Restore(clientId, message, expires);
         }
 
@@ -67,7 +67,7 @@ internal static class StoreRestore
         var session = Build(engine, record, engine.NowUnixMs);
         foreach (var (row, message) in claimed.Inflight)
         {
-            engine.RestoreMessageId(message.Id);
+            engine.Ids.Restore(message.Id);
             session.RestoreDelivery(new Delivery(message, row.Qos, row.Retain, row.SubscriptionIds is null ? null : [.. row.SubscriptionIds], Stored: true), row.PacketId, row.State);
         }
 
