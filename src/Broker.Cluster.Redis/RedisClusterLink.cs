@@ -491,41 +491,26 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
             return [];
         }
 
-        // One row per session: the highest QoS and every identifier of its matching subscriptions [MQTT-3.3.4-2, -3].
-        var rows = new Dictionary<string, StoredDelivery>(StringComparer.Ordinal);
+        // One row per session, as the router gives one delivery per local session (DeliveryGrant).
+        var grants = new Dictionary<string, DeliveryGrant>(StringComparer.Ordinal);
         foreach (var (clientId, sub) in readers)
         {
-            if (_peer!.Hosts(clientId) || (sub.NoLocal && clientId == message.SenderClientId) || !MqttTopic.Matches(sub.Filter, message.Topic))
+            if (_peer!.Hosts(clientId) || !MqttTopic.Matches(sub.Filter, message.Topic)
+                || DeliveryGrant.Of(message, clientId, sub.Qos, sub.NoLocal, sub.RetainAsPublished, sub.SubscriptionId) is not { } grant)
             {
                 continue;
             }
 
-            var qos = message.Qos < sub.Qos ? message.Qos : sub.Qos;
-            var retain = sub.RetainAsPublished && message.Retain;
-            List<uint>? ids = sub.SubscriptionId != 0 ? [sub.SubscriptionId] : null;
-            if (rows.TryGetValue(clientId, out var row))
-            {
-                if (row.SubscriptionIds is { } earlier)
-                {
-                    ids = ids is null ? [.. earlier] : [.. earlier, .. ids];
-                }
-
-                row = row with { Qos = row.Qos > qos ? row.Qos : qos, Retain = row.Retain || retain, SubscriptionIds = ids };
-            }
-            else
-            {
-                row = new StoredDelivery(clientId, message.Id, qos, retain, ids);
-            }
-
-            rows[clientId] = row;
+            grants[clientId] = grants.TryGetValue(clientId, out var earlier) ? earlier.Merge(grant) : grant;
         }
 
-        if (rows.Count == 0)
+        if (grants.Count == 0)
         {
             return [];
         }
 
-        var stored = await _store.AppendRowsAsync(message, [.. rows.Values], null);
+        var rows = grants.Select(g => new StoredDelivery(g.Key, message.Id, g.Value.Qos, g.Value.Retain, g.Value.SubscriptionIds)).ToList();
+        var stored = await _store.AppendRowsAsync(message, rows, null);
         return stored.Count == 0 ? [] : new HashSet<string>(stored, StringComparer.Ordinal);
     }
 

@@ -214,32 +214,24 @@ internal sealed class Router(EngineContext engine)
 
     void CollectSubscribers(BrokerMessage message, Scratch scratch)
     {
-        // Overlapping subscriptions of one session give one delivery with the highest QoS and all
-        // their identifiers [MQTT-3.3.4-2, -3]. No Local skips the publisher's own subscriptions [MQTT-3.8.3-3].
+        // Overlapping subscriptions of one session give one delivery (DeliveryGrant).
         foreach (var sub in scratch.Matches)
         {
-            if (sub.NoLocal && sub.Session.ClientId == message.SenderClientId)
+            if (DeliveryGrant.Of(message, sub.Session.ClientId, sub.Qos, sub.NoLocal, sub.RetainAsPublished, sub.Identifier) is not { } grant)
             {
                 continue;
             }
 
-            var qos = Min(message.Qos, sub.Qos);
-            var retain = sub.RetainAsPublished && message.Retain; // live messages carry retain 0 unless RAP [MQTT-3.3.1-9, -12]
             if (!scratch.IndexBySession.TryGetValue(sub.Session, out var at))
             {
                 scratch.IndexBySession[sub.Session] = scratch.Recipients.Count;
-                scratch.Recipients.Add(new Recipient(sub.Session, qos, retain, sub.Identifier != 0 ? [sub.Identifier] : null));
+                scratch.Recipients.Add(new Recipient(sub.Session, grant.Qos, grant.Retain, grant.SubscriptionIds));
                 continue;
             }
 
             var r = scratch.Recipients[at];
-            var ids = r.SubscriptionIds;
-            if (sub.Identifier != 0)
-            {
-                (ids ??= []).Add(sub.Identifier);
-            }
-
-            scratch.Recipients[at] = new Recipient(r.Session, Max(r.Qos, qos), r.Retain || retain, ids);
+            var merged = new DeliveryGrant(r.Qos, r.Retain, r.SubscriptionIds).Merge(grant);
+            scratch.Recipients[at] = new Recipient(r.Session, merged.Qos, merged.Retain, merged.SubscriptionIds);
         }
 
         foreach (var sub in scratch.SharedPicks)
