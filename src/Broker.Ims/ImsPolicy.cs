@@ -171,11 +171,7 @@ public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObs
             }
         }
 
-        // Resolved once per connection, used for every message it publishes.
-        return AuthenticationResult.Success(new ClientPrincipal(request.ClientId, userId, role)
-        {
-            PolicyState = _conventions ? SenderStamp.For(userId, request.ClientId) : null,
-        });
+        return AuthenticationResult.Success(new ClientPrincipal(request.ClientId, userId, role));
     }
 
     public PolicyDecision AuthorizePublish(ClientPrincipal sender, string topic)
@@ -309,10 +305,22 @@ public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObs
 
     public string? ResolveDirectRoute(string topic) => _conventions ? _topics.DirectTarget(topic) : null;
 
-    public List<MqttUserProperty>? TransformUserProperties(ClientPrincipal sender, List<MqttUserProperty>? userProperties, long messageId) =>
-        !_conventions ? userProperties
-        : sender.PolicyState is ValueTuple<MqttUserProperty, MqttUserProperty> stamp ? SenderStamp.Apply(stamp, userProperties, messageId)
-        : SenderStamp.Apply(sender.UserId, sender.ClientId, userProperties, messageId);
+    public List<MqttUserProperty>? TransformUserProperties(ClientPrincipal sender, List<MqttUserProperty>? userProperties, long messageId)
+    {
+        if (!_conventions)
+        {
+            return userProperties;
+        }
+
+        // The stamp is made at the connection's first publish and kept for the others: an idle connection does not carry one.
+        if (sender.PolicyState is not ValueTuple<MqttUserProperty, MqttUserProperty> stamp)
+        {
+            stamp = SenderStamp.For(sender.UserId, sender.ClientId);
+            sender.PolicyState = stamp;
+        }
+
+        return SenderStamp.Apply(stamp, userProperties, messageId);
+    }
 
     // ---- §10 presence: the engine's connection events -----------------------------------------------
 

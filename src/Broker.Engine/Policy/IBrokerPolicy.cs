@@ -104,8 +104,8 @@ public sealed class ClientPrincipal(string clientId, string userId, string role)
 
     public string Role { get; } = role;
 
-    /// <summary>Whatever the policy resolved at connect to answer later questions quickly.</summary>
-    public object? PolicyState { get; init; }
+    /// <summary>Whatever the policy keeps about this connection to answer later questions quickly (set by the policy, at connect or later).</summary>
+    public object? PolicyState { get; set; }
 
     public override string ToString() => $"{UserId} ({ClientId})";
 }

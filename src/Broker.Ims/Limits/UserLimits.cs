@@ -63,7 +63,7 @@ public sealed class UserLimits
 
         if (limits is null)
         {
-            return token is null ? default : new OpenedLimits(new ClientLimits(null, null, 0, TimeSpan.Zero, 0, 0, () => Release(user, clientId, token, null, deviceGone)), false);
+            return token is null ? default : new OpenedLimits(new UserConnection(this, null, user, clientId, token, null, deviceGone), false);
         }
 
         UserBuckets? buckets = null;
@@ -80,8 +80,14 @@ public sealed class UserLimits
             }
         }
 
-        return new OpenedLimits(new ClientLimits(buckets?.Publishes, buckets?.Bytes, (int)Math.Min(int.MaxValue, limits.PublishBytesRate), limits.RateGrace, limits.MaxSubscriptions, limits.MaxRetained,
-            buckets is null && token is null ? null : () => Release(user, clientId, token, buckets, deviceGone)), false);
+        return new OpenedLimits(new UserConnection(this, limits, user, clientId, token, buckets, deviceGone), false);
+    }
+
+    /// <summary>One connection's limits; closing it gives back its device and its share of the user's buckets.</summary>
+    sealed class UserConnection(UserLimits owner, RoleLimits? limits, string user, string clientId, string? token, UserBuckets? buckets, Action<string>? deviceGone)
+        : ClientLimits(buckets?.Publishes, buckets?.Bytes, (int)Math.Min(int.MaxValue, limits?.PublishBytesRate ?? 0), limits?.RateGrace ?? TimeSpan.Zero, limits?.MaxSubscriptions ?? 0, limits?.MaxRetained ?? 0)
+    {
+        protected override void OnClose() => owner.Release(user, clientId, token, buckets, deviceGone);
     }
 
     void Release(string user, string clientId, string? token, UserBuckets? buckets, Action<string>? deviceGone)
