@@ -36,7 +36,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
     // instead of one per removed delivery (a group message to 100 members loses 100 at once).
     readonly Dictionary<long, int> _releases = [];
     readonly ILogger _logger;
-    readonly Task _writer;
+    Task _writer = Task.CompletedTask; // set by Start
     readonly TimeSpan _commitDelay;
     readonly int _maxPendingWrites;
     readonly object _roomGate = new();
@@ -55,6 +55,11 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
         _connection = connection;
         _logger = logger;
         _sql = new Statements(connection);
+    }
+
+    /// <summary>After the file is read: nothing runs in the background until the open has succeeded.</summary>
+    void Start()
+    {
         // A thread of its own that blocks while idle: waking it is one futex, not a thread-pool hop plus a timer.
         _writer = Task.Factory.StartNew(WriteLoop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         _ = MaintainLoopAsync();
@@ -85,6 +90,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
         ArgumentOutOfRangeException.ThrowIfLessThan(maxPendingWrites, 1);
         var path = Path.GetFullPath(Path.Combine(dataPath, FileName));
         SqliteConnection? connection = null;
+        SqliteBrokerStore? store = null;
         try
         {
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
@@ -94,13 +100,15 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
             Execute(connection, $"PRAGMA journal_mode = WAL; PRAGMA synchronous = {(fullSync ? "FULL" : "NORMAL")}; PRAGMA busy_timeout = 5000;");
             Execute(connection, Schema.Create);
             CheckVersion(connection);
-            var store = new SqliteBrokerStore(path, connection, logger, commitDelay, maxPendingWrites);
+            store = new SqliteBrokerStore(path, connection, logger, commitDelay, maxPendingWrites);
             store.LoadOwners();
+            store.Start();
             LogOpened(logger, path, fullSync ? "full" : "normal");
             return store;
         }
         catch (Exception ex) when (ex is SqliteException or IOException or UnauthorizedAccessException or InvalidDataException)
         {
+            store?._sql.Dispose();
             connection?.Dispose();
             throw new StoreUnavailableException(path, ex);
         }
