@@ -34,6 +34,8 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     readonly ILogger<RedisBrokerStore> _logger;
     readonly TimeProvider _time;
     readonly WriteTracker _writes;
+    readonly DeliveryMarks _marks;
+    readonly Timer _markTicks;
     readonly bool _ownsConnection;
     readonly ConcurrentDictionary<string, Fence> _fences = new(StringComparer.Ordinal);
 
@@ -51,8 +53,13 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         _time = time ?? TimeProvider.System;
         _ownsConnection = ownsConnection;
         _writes = new WriteTracker(maxPendingWrites, ex => LogWriteFailed(_logger, ex.Message));
+        _marks = new DeliveryMarks(WriteMark);
+        _markTicks = new Timer(static state => ((DeliveryMarks)state!).Tick(), _marks, MarkTick, MarkTick);
         _redis.ConnectionRestored += OnConnectionRestored;
     }
+
+    /// <summary>A held "sent, waiting for the ack" mark is written after one to two of these (<see cref="DeliveryMarks"/>).</summary>
+    static readonly TimeSpan MarkTick = TimeSpan.FromMilliseconds(50);
 
     /// <summary>Connects to <paramref name="configuration"/> (StackExchange.Redis syntax); the store owns that connection.</summary>
     public static async Task<RedisBrokerStore> ConnectAsync(string configuration, ILogger<RedisBrokerStore> logger, int maxPendingWrites = 10_000, TimeProvider? time = null)
@@ -236,7 +243,12 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     public async Task<IReadOnlyList<BrokerMessage>> LoadRetainedAsync() =>
         [.. (await _db.HashGetAllAsync(RedisKeys.Retained)).Select(entry => MessageCodec.DecodeMessage(entry.Value!))];
 
-    public ValueTask FlushAsync() => _writes.FlushAsync();
+    /// <summary>Held delivery marks first (a held QoS 2 PUBLISH waits for its mark), then everything issued before.</summary>
+    public ValueTask FlushAsync()
+    {
+        _marks.WriteNow();
+        return _writes.FlushAsync();
+    }
 
     public ValueTask WaitForRoomAsync() => _writes.WaitForRoomAsync();
 
@@ -290,10 +302,40 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         await WriteInboundAsync(inbound);
     }
 
-    public void UpdateDelivery(string clientId, long messageId, ushort packetId, DeliveryState state) =>
-        FencedWrite(clientId, RedisScripts.Update, messageId, $"{packetId}:{(int)state}");
+    public void UpdateDelivery(string clientId, long messageId, ushort packetId, DeliveryState state)
+    {
+        if (state == DeliveryState.AwaitingAck)
+        {
+            // Held back: most are acknowledged before the mark would be written (DeliveryMarks).
+            if (TryEpoch(clientId, out var fence, out var epoch))
+            {
+                _marks.Hold(new DeliveryMarks.Mark(clientId, messageId, packetId, fence, fence?.Epoch ?? -1));
+            }
 
-    public void RemoveDelivery(string clientId, long messageId) => FencedWrite(clientId, RedisScripts.Remove, messageId);
+            return;
+        }
+
+        _marks.Drop(clientId, messageId); // PUBREL: this state replaces the mark
+        FencedWrite(clientId, RedisScripts.Update, messageId, $"{packetId}:{(int)state}");
+    }
+
+    public void RemoveDelivery(string clientId, long messageId)
+    {
+        _marks.Drop(clientId, messageId);
+        FencedWrite(clientId, RedisScripts.Remove, messageId);
+    }
+
+    /// <summary>Writes a held mark, unless the session was claimed again since (its new owner read its state from Redis).</summary>
+    void WriteMark(DeliveryMarks.Mark mark)
+    {
+        _fences.TryGetValue(mark.ClientId, out var fence);
+        if (!ReferenceEquals(fence, mark.Fence) || (fence?.Epoch ?? -1) != mark.Epoch)
+        {
+            return;
+        }
+
+        FencedWrite(mark.ClientId, RedisScripts.Update, mark.MessageId, $"{mark.PacketId}:{(int)DeliveryState.AwaitingAck}");
+    }
 
     public async ValueTask<IReadOnlyList<QueuedMessage>> ReadQueueAsync(string clientId, int maxMessages, long maxBytes)
     {
@@ -301,6 +343,8 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         {
             return [];
         }
+
+        _marks.WriteNow(clientId); // ahead of the read: what is in flight is not read back as queued
 
         var blobs = (RedisResult[])(await Run(RedisScripts.Read, RedisKeys.Session(clientId), [maxMessages, maxBytes]))!;
         return [.. blobs.Select(b => RowCodec.DecodeRow(clientId, (byte[])b!))];
@@ -459,6 +503,8 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
             return;
         }
 
+        await _markTicks.DisposeAsync();
+        _marks.WriteNow();
         await _writes.FlushAsync();
         _writes.ReleaseRoom();
         if (_ownsConnection)
