@@ -106,31 +106,40 @@ internal sealed class RedisDevices(IConnectionMultiplexer redis, string incarnat
         return long.TryParse(value.AsSpan(0, Math.Max(0, value.IndexOf('|', StringComparison.Ordinal))), NumberStyles.None, CultureInfo.InvariantCulture, out var at) ? at : 0;
     }
 
-    public async ValueTask<IReadOnlyCollection<string>> RemoveThisNodeAsync() => await RemoveNodeAsync(incarnation).ConfigureAwait(false);
-
-    /// <summary>A dead node's devices go; presence hears of each user whose devices changed.</summary>
-    public async Task SweepAsync(string deadIncarnation)
+    /// <summary>The node's user list stays for the sweep after it leaves (<see cref="SweepAsync"/>).</summary>
+    public async ValueTask<IReadOnlyCollection<string>> RemoveThisNodeAsync()
     {
-        foreach (var user in await RemoveNodeAsync(deadIncarnation).ConfigureAwait(false))
+        var (_, changed) = await RemoveNodeAsync(incarnation).ConfigureAwait(false);
+        return changed;
+    }
+
+    /// <summary>
+    /// A node that died or left: its devices go, and presence hears of every user it had a device for, changed
+    /// now or not, so a publish the node did not get to make before it went is made here.
+    /// </summary>
+    public async Task SweepAsync(string goneIncarnation)
+    {
+        var (users, _) = await RemoveNodeAsync(goneIncarnation).ConfigureAwait(false);
+        await _db.KeyDeleteAsync(NodeKey(goneIncarnation)).ConfigureAwait(false);
+        foreach (var user in users)
         {
             ChangedElsewhere?.Invoke(user);
         }
     }
 
-    async Task<List<string>> RemoveNodeAsync(string node)
+    async Task<(string[] Users, List<string> Changed)> RemoveNodeAsync(string node)
     {
         var changed = new List<string>();
-        var users = await _db.SetMembersAsync(NodeKey(node)).ConfigureAwait(false);
-        var removals = Array.ConvertAll(users, user => _db.ScriptEvaluateAsync(RemoveNodeScript, [UserKey((string)user!)], [node]));
+        var users = Array.ConvertAll(await _db.SetMembersAsync(NodeKey(node)).ConfigureAwait(false), u => (string)u!);
+        var removals = Array.ConvertAll(users, user => _db.ScriptEvaluateAsync(RemoveNodeScript, [UserKey(user)], [node]));
         for (var i = 0; i < users.Length; i++)
         {
             if ((long)await removals[i].ConfigureAwait(false) > 0)
             {
-                changed.Add((string)users[i]!);
+                changed.Add(users[i]);
             }
         }
 
-        await _db.KeyDeleteAsync(NodeKey(node)).ConfigureAwait(false);
-        return changed;
+        return (users, changed);
     }
 }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using System.Text.Json;
 using Broker.Engine.Cluster;
 using Broker.Engine.Policy;
@@ -25,6 +26,7 @@ internal sealed class PresenceTracker
     readonly TimeProvider _time;
     readonly Dictionary<string, bool> _publishing = new(StringComparer.Ordinal); // user → changed again meanwhile; under _gate
     readonly Lock _gate = new();
+    readonly ConcurrentDictionary<Task, byte> _loops = new(); // the running publish loops, for shutdown
     volatile bool _stopped;
 
     public PresenceTracker(string parentTopic, BrokerVoice voice, IDeviceDirectory devices, TimeProvider time)
@@ -86,7 +88,12 @@ internal sealed class PresenceTracker
             _publishing[user] = false;
         }
 
-        _ = PublishAsync(user);
+        var loop = PublishAsync(user);
+        if (!loop.IsCompleted)
+        {
+            _loops.TryAdd(loop, 0);
+            loop.ContinueWith(static (t, state) => ((ConcurrentDictionary<Task, byte>)state!).TryRemove(t, out _), _loops, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
     }
 
     async Task PublishAsync(string user)
@@ -97,7 +104,7 @@ internal sealed class PresenceTracker
             try
             {
                 var devices = await _devices.DevicesAsync(user).ConfigureAwait(false);
-                if (!_stopped && Publish(user, devices, published) is { } durable)
+                if (Publish(user, devices, published) is { } durable)
                 {
                     published = devices;
                     await durable.ConfigureAwait(false);
@@ -146,25 +153,20 @@ internal sealed class PresenceTracker
             MqttQualityOfServiceLevel.AtLeastOnce, retain: true);
     }
 
-    /// <summary>Shutdown: this node's devices leave the directory and their users are published now (offline, or still online on other nodes); later changes are ignored.</summary>
+    /// <summary>
+    /// Shutdown, once connections were told to close: this node's devices leave the directory and their users
+    /// are published (offline, or still online on other nodes), through the same per-user loops as the closes
+    /// that got there first; returns when those loops are done. Later changes are ignored.
+    /// </summary>
     public async Task StopAsync()
     {
-        _stopped = true;
-        var users = await _devices.RemoveThisNodeAsync().ConfigureAwait(false);
-        await Task.WhenAll(users.Select(async user =>
+        foreach (var user in await _devices.RemoveThisNodeAsync().ConfigureAwait(false))
         {
-            try
-            {
-                if (Publish(user, await _devices.DevicesAsync(user).ConfigureAwait(false), null) is { } durable)
-                {
-                    await durable.ConfigureAwait(false);
-                }
-            }
-            catch (Exception ex)
-            {
-                _voice.LogPresenceFailed(user, ex);
-            }
-        })).ConfigureAwait(false);
+            Changed(user);
+        }
+
+        await Task.WhenAll(_loops.Keys).ConfigureAwait(false);
+        _stopped = true;
     }
 
     /// <summary>The payload, fields in the contract's order; <c>lastSeen</c> is null until the user was first seen going offline.</summary>
