@@ -32,7 +32,11 @@ public interface ISessionStore
     /// <summary>Keeps (or with null drops) the will of the client id's connection on this node, for a survivor to publish if this node dies.</summary>
     Task SetWillAsync(string clientId, string incarnation, byte[]? will);
 
-    /// <summary>A dead node's session: clears its ownership and hands over its will (Owned false: another node owns it now).</summary>
+    /// <summary>
+    /// A dead node's session: clears its ownership and hands over its will (Owned false: another node owns it now).
+    /// A persistent session's expiry deadline goes to the expiry index; one that was connected when its node died
+    /// gets it now, its expiry interval counted from now (<see cref="ExpireOrphansAsync"/> deletes it when due).
+    /// </summary>
     Task<(bool Owned, byte[]? Will)> TakeOrphanAsync(string clientId, string deadIncarnation);
 
     /// <summary>Every persistent session in the store (a scan of every primary: for operators, not hot paths).</summary>

@@ -124,13 +124,20 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
 
     public async Task<(bool Owned, byte[]? Will)> TakeOrphanAsync(string clientId, string deadIncarnation)
     {
-        var result = await Run(RedisScripts.Orphan, RedisKeys.Session(clientId), [deadIncarnation]);
-        if (result.IsNull)
+        var r = (RedisResult[])(await Run(RedisScripts.Orphan, RedisKeys.Session(clientId), [deadIncarnation, Now()]))!;
+        if (!r[2].IsNull && (string?)r[2] is { Length: > 0 } deadline)
+        {
+            // Its deadline, for ExpireOrphansAsync: also when its node died before it wrote it (connected then),
+            // or between the session's write and this one.
+            await _db.SortedSetAddAsync(RedisKeys.Expiries, clientId, long.Parse(deadline, CultureInfo.InvariantCulture));
+        }
+
+        if ((long)r[0] == 0)
         {
             return (false, null);
         }
 
-        var will = (byte[])result!;
+        var will = (byte[])r[1]!;
         return (true, will.Length == 0 ? null : will);
     }
 

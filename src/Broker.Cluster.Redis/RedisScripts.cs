@@ -88,15 +88,30 @@ static class RedisScripts
         """;
 
     /// <summary>
-    /// ARGV: a dead node's incarnation → its will blob, or '' (no will), or false (another node owns it now).
-    /// The dead node no longer owns the session: a clean session's client id gets the mailbox again.
+    /// ARGV: a dead node's incarnation, now (Unix ms) → {owned 1/0, will blob or '' (no will), expiry deadline or ''}.
+    /// Owned 1: the dead node no longer owns the session, and its will is handed over (a clean session's client
+    /// id gets the mailbox again). A persistent session that was connected when its node died has no deadline
+    /// yet (<c>dl</c> is written when its node sees the disconnect): its connection closed with the node, so its
+    /// expiry interval runs from now [MQTT-3.1.2-23]. The deadline is returned while no node owns the session,
+    /// also to a sweep that repeats one cut short, for <see cref="RedisKeys.Expiries"/> (another slot).
     /// </summary>
     public const string Orphan = Prelude + """
-        if redis.call('HGET', s, 'owner') ~= ARGV[1] then return false end
-        local will = redis.call('HGET', s, 'will') or ''
-        redis.call('HDEL', s, 'owner', 'will')
-        forget()
-        return will
+        local owner = redis.call('HGET', s, 'owner')
+        if owner and owner ~= ARGV[1] then return {0, '', ''} end
+        local will = ''
+        if owner then
+          will = redis.call('HGET', s, 'will') or ''
+          redis.call('HDEL', s, 'owner', 'will')
+          local exp = redis.call('HGET', s, 'exp')
+          if redis.call('HEXISTS', s, 'rec') == 1 and redis.call('HEXISTS', s, 'dl') == 0
+              and exp and tonumber(exp) ~= 4294967295 then
+            redis.call('HSET', s, 'dl', string.format('%.0f', tonumber(ARGV[2]) + tonumber(exp) * 1000))
+          end
+          forget()
+        end
+        local deadline = ''
+        if redis.call('HEXISTS', s, 'rec') == 1 then deadline = redis.call('HGET', s, 'dl') or '' end
+        return {owner and 1 or 0, will, deadline}
         """;
 
     /// <summary>ARGV: incarnation → 1 when it was the owner and is no longer.</summary>

@@ -308,19 +308,54 @@ public sealed class ClusterFaultTests
             await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
         }
 
-        await cluster.KillAsync(1);
-
-        // Watched in Redis (the state an operator would see): the session's record goes once it is due and its node is swept.
+        // Killed once its node has recorded the disconnect (the deadline, in the session and in ims:expiry): the
+        // client's DISCONNECT returns before the node has read it, and a kill before that is the next test's case.
         await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(cluster.Redis.Endpoint);
+        var db = redis.GetDatabase();
+        var recorded = DateTime.UtcNow + TestClient.Timeout;
+        while (!await db.HashExistsAsync(SessionKey(device), "dl") || await db.SortedSetScoreAsync("ims:expiry", device) is null)
+        {
+            Assert.True(DateTime.UtcNow < recorded, "n2 did not record bob's disconnect in Redis");
+            await Task.Delay(20);
+        }
+
+        await cluster.KillAsync(1);
+        await AssertExpiresAsync(db, device);
+
+        await using var back = await TestClient.ConnectAsync(cluster[0].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 60);
+        Assert.False(back.ConnectResult.IsSessionPresent);
+    }
+
+    [Fact]
+    public async Task Kill9OfANode_ItsConnectedSessionsExpireAsIfDisconnectedWhenItDied()
+    {
+        // [MQTT-3.1.2-23]: the connection closed with the node, which never wrote an expiry deadline for the session:
+        // its expiry interval runs from when the death is noticed, and a survivor expires it.
+        await using var cluster = await BrokerCluster.StartAsync(2, ShortNodeTtl);
+        const string device = "GID_IMS@@@bob-expire-live";
+        await using var bob = await TestClient.ConnectAsync(cluster[1].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 1);
+        await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+
+        await cluster.KillAsync(1); // bob still connected: no DISCONNECT reaches the node
+
+        await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(cluster.Redis.Endpoint);
+        await AssertExpiresAsync(redis.GetDatabase(), device);
+
+        await using var back = await TestClient.ConnectAsync(cluster[0].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 60);
+        Assert.False(back.ConnectResult.IsSessionPresent);
+    }
+
+    static string SessionKey(string clientId) => "s:{c/" + clientId + "}";
+
+    /// <summary>Watched in Redis (the state an operator would see): the session's record goes once it is due and its node is swept.</summary>
+    static async Task AssertExpiresAsync(StackExchange.Redis.IDatabase db, string clientId)
+    {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-        while (await redis.GetDatabase().HashExistsAsync("s:{c/" + device + "}", "rec"))
+        while (await db.HashExistsAsync(SessionKey(clientId), "rec"))
         {
             Assert.True(DateTime.UtcNow < deadline, "the dead node's expired session is still in Redis after 20 s");
             await Task.Delay(200);
         }
-
-        await using var back = await TestClient.ConnectAsync(cluster[0].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 60);
-        Assert.False(back.ConnectResult.IsSessionPresent);
     }
 
     static async Task WaitUntilReadyAsync(RunningBroker node)
