@@ -31,4 +31,7 @@ internal static partial class ClusterLog
 
     [LoggerMessage(7009, LogLevel.Information, "{Count} session(s) expired whose node is gone")]
     public static partial void OrphansExpired(ILogger logger, int count);
+
+    [LoggerMessage(7010, LogLevel.Warning, "This node ({Incarnation}) was taken for dead (its liveness key expired) and joins again: {Lost} session(s) it hosted were freed meanwhile and leave it")]
+    public static partial void Rejoined(ILogger logger, string incarnation, int lost);
 }

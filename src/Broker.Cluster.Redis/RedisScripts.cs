@@ -94,6 +94,7 @@ static class RedisScripts
     /// yet (<c>dl</c> is written when its node sees the disconnect): its connection closed with the node, so its
     /// expiry interval runs from now [MQTT-3.1.2-23]. The deadline is returned while no node owns the session,
     /// also to a sweep that repeats one cut short, for <see cref="RedisKeys.Expiries"/> (another slot).
+    /// The epoch goes up, as for a claim: a node taken for dead that still runs cannot write to the session.
     /// </summary>
     public const string Orphan = Prelude + """
         local owner = redis.call('HGET', s, 'owner')
@@ -102,6 +103,7 @@ static class RedisScripts
         if owner then
           will = redis.call('HGET', s, 'will') or ''
           redis.call('HDEL', s, 'owner', 'will')
+          redis.call('HINCRBY', s, 'epoch', 1)
           local exp = redis.call('HGET', s, 'exp')
           if redis.call('HEXISTS', s, 'rec') == 1 and redis.call('HEXISTS', s, 'dl') == 0
               and exp and tonumber(exp) ~= 4294967295 then

@@ -312,12 +312,9 @@ public sealed class ClusterFaultTests
         // client's DISCONNECT returns before the node has read it, and a kill before that is the next test's case.
         await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(cluster.Redis.Endpoint);
         var db = redis.GetDatabase();
-        var recorded = DateTime.UtcNow + TestClient.Timeout;
-        while (!await db.HashExistsAsync(SessionKey(device), "dl") || await db.SortedSetScoreAsync("ims:expiry", device) is null)
-        {
-            Assert.True(DateTime.UtcNow < recorded, "n2 did not record bob's disconnect in Redis");
-            await Task.Delay(20);
-        }
+        await WaitForAsync(
+            async () => await db.HashExistsAsync(SessionKey(device), "dl") && await db.SortedSetScoreAsync("ims:expiry", device) is not null,
+            "n2 did not record bob's disconnect in Redis");
 
         await cluster.KillAsync(1);
         await AssertExpiresAsync(db, device);
@@ -345,7 +342,65 @@ public sealed class ClusterFaultTests
         Assert.False(back.ConnectResult.IsSessionPresent);
     }
 
+    [Fact]
+    public async Task ANodeTakenForDeadThatRunsOn_JoinsAgain_AndItsRealDeathIsNoticedToo()
+    {
+        // A node that misses renewing its liveness key for NodeTtl (a stall, a starved machine) is swept while it
+        // still runs. It used to be left out of ims:nodes for good: when it died later, nobody swept it, and the
+        // sessions it had claimed since never expired.
+        await using var cluster = await BrokerCluster.StartAsync(2, ShortNodeTtl);
+        await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(cluster.Redis.Endpoint);
+        var db = redis.GetDatabase();
+        string? n2 = null;
+        foreach (var member in await db.SetMembersAsync("ims:nodes"))
+        {
+            if (await db.StringGetAsync("node:{" + member + "}") == "n2")
+            {
+                n2 = member;
+            }
+        }
+
+        Assert.NotNull(n2);
+        await using var carol = await TestClient.ConnectAsync(cluster[1].MqttPort, "GID_IMS@@@carol-stall", "carol");
+
+        // n2 stalls (SIGSTOP) until n1 has swept it, then goes on.
+        await cluster[1].FreezeAsync(stop: true);
+        try
+        {
+            await WaitForAsync(async () => !await db.SetContainsAsync("ims:nodes", n2), "n1 did not sweep the stalled n2");
+        }
+        finally
+        {
+            await cluster[1].FreezeAsync(stop: false);
+        }
+
+        // Back among the nodes with its next renewal; carol's session was freed meanwhile: her connection there closes.
+        await WaitForAsync(() => db.SetContainsAsync("ims:nodes", n2), "n2 did not join again");
+        Assert.Equal(MqttClientDisconnectReason.SessionTakenOver, (await carol.Disconnected.WaitAsync(TestClient.Timeout)).Reason); // v5 0x8E
+
+        const string device = "GID_IMS@@@bob-stall";
+        await using (var bob = await TestClient.ConnectAsync(cluster[1].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 1))
+        {
+            await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+        }
+
+        await WaitForAsync(async () => await db.HashExistsAsync(SessionKey(device), "dl"), "n2 did not record bob's disconnect in Redis");
+        await cluster.KillAsync(1);
+        await AssertExpiresAsync(db, device);
+    }
+
     static string SessionKey(string clientId) => "s:{c/" + clientId + "}";
+
+    /// <summary>Polls state in Redis (another process's): true within <see cref="TestClient.Timeout"/>.</summary>
+    static async Task WaitForAsync(Func<Task<bool>> condition, string message)
+    {
+        var deadline = DateTime.UtcNow + TestClient.Timeout;
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, message);
+            await Task.Delay(20);
+        }
+    }
 
     /// <summary>Watched in Redis (the state an operator would see): the session's record goes once it is due and its node is swept.</summary>
     static async Task AssertExpiresAsync(StackExchange.Redis.IDatabase db, string clientId)
