@@ -32,6 +32,9 @@ internal static partial class ClusterLog
     [LoggerMessage(7009, LogLevel.Information, "{Count} session(s) expired whose node is gone")]
     public static partial void OrphansExpired(ILogger logger, int count);
 
-    [LoggerMessage(7010, LogLevel.Error, "Message id index {NodeIndex} is held by another node now (this node was taken for dead): message ids may repeat until this node restarts")]
+    [LoggerMessage(7010, LogLevel.Warning, "This node ({Incarnation}) was taken for dead (its liveness key expired) and joins again: {Lost} session(s) it hosted were freed meanwhile and leave it")]
+    public static partial void Rejoined(ILogger logger, string incarnation, int lost);
+
+    [LoggerMessage(7011, LogLevel.Error, "Message id index {NodeIndex} is held by another node now (this node was taken for dead): message ids may repeat until this node restarts")]
     public static partial void IndexLost(ILogger logger, int nodeIndex);
 }

@@ -35,7 +35,9 @@ public interface ISessionStore
     /// <summary>
     /// A dead node's session: clears its ownership (Owned false: another node owns it now) and hands over its
     /// will to publish now, or, for a persistent session's delayed will, when it is due (Unix ms; the will
-    /// stays with the session until <see cref="TakeDueWillAsync"/>).
+    /// stays with the session until <see cref="TakeDueWillAsync"/>). A persistent session's expiry deadline goes
+    /// to the expiry index; one that was connected when its node died gets it now, its expiry interval counted
+    /// from now (<see cref="ExpireOrphansAsync"/> deletes it when due).
     /// </summary>
     Task<(bool Owned, byte[]? Will, long DueAtUnixMs)> TakeOrphanAsync(string clientId, string deadIncarnation);
 

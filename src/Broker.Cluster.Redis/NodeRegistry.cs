@@ -7,6 +7,12 @@ namespace Broker.Cluster.Redis;
 /// Node liveness in Redis: each node incarnation's key <c>node:{inc}</c> (renewed every second, expiring
 /// after <c>NodeTtl</c>), the set of incarnations that joined (<c>ims:nodes</c>), the client ids each one
 /// owns (<c>nsess:{inc}</c>; its devices are in <see cref="RedisDevices"/>), and the sweep of dead incarnations, done by one node at a time (a lease).
+/// <para>
+/// A node that missed renewing its key for <c>NodeTtl</c> (a stall, a starved machine, Redis out of reach)
+/// is swept as if dead while it still runs: its sessions are freed (their epochs raised, so its writes to
+/// them are refused) and it leaves <c>ims:nodes</c>. Each renewal puts it back in the set, so that its real
+/// death later is noticed too, and tells it which of its sessions it no longer owns (<see cref="RenewAsync"/>).
+/// </para>
 /// </summary>
 internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore store, RedisDevices devices, ClusterOptions options, string incarnation, string nodeId, ILogger logger)
 {
@@ -15,6 +21,9 @@ internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore s
 
     /// <summary>Delayed wills of dead nodes' sessions, by when they are due (Unix ms); the will itself stays with its session.</summary>
     static readonly RedisKey WillsKey = "ims:wills";
+
+    /// <summary>The client ids this node claimed and still hosts: what <c>nsess:{inc}</c> holds unless a sweep took it.</summary>
+    readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte> _owned = new(StringComparer.Ordinal);
 
     /// <summary>0..255, held by this incarnation alone while it lives: the low bits of the message ids this node gives.</summary>
     public int NodeIndex { get; private set; }
@@ -61,21 +70,47 @@ internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore s
         await RenewAsync();
     }
 
-    public async Task RenewAsync()
+    /// <summary>
+    /// Renews this node's liveness key and its place in <c>ims:nodes</c>. Returns the client ids it hosts but no
+    /// longer owns, when a sweep took it for dead meanwhile (they must leave this node); the ones it still owns
+    /// (claimed since) go back to <c>nsess:{inc}</c>, which the sweep deleted.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> RenewAsync()
     {
         try
         {
             var db = redis.GetDatabase();
             var index = db.ScriptEvaluateAsync(RenewIndexScript, [IndexKey(NodeIndex)], [incarnation, (long)options.NodeTtl.TotalMilliseconds]);
-            await db.StringSetAsync(NodeKey(incarnation), nodeId, options.NodeTtl);
+            var renew = db.StringSetAsync(NodeKey(incarnation), nodeId, options.NodeTtl);
+            var rejoined = db.SetAddAsync(NodesKey, incarnation);
+            await renew;
             if ((long)await index == 0)
             {
                 ClusterLog.IndexLost(logger, NodeIndex);
             }
+
+            if (!await rejoined)
+            {
+                return [];
+            }
+
+            // All asked at once (pipelined): the next renewal waits for this one.
+            var owners = _owned.Keys.Select(clientId => (ClientId: clientId, Owner: store.GetOwnerAsync(clientId))).ToList();
+            await Task.WhenAll(owners.Select(o => o.Owner));
+            var kept = owners.Where(o => o.Owner.Result == incarnation).Select(o => (RedisValue)o.ClientId).ToArray();
+            if (kept.Length > 0)
+            {
+                await db.SetAddAsync(NodeSessionsKey(incarnation), kept);
+            }
+
+            var lost = owners.Where(o => o.Owner.Result != incarnation).Select(o => o.ClientId).ToList();
+            ClusterLog.Rejoined(logger, incarnation, lost.Count);
+            return lost;
         }
         catch (Exception ex) when (ex is RedisException or TimeoutException)
         {
             ClusterLog.RedisFailed(logger, "heartbeat", ex.Message);
+            return [];
         }
     }
 
@@ -98,6 +133,15 @@ internal sealed class NodeRegistry(IConnectionMultiplexer redis, ISessionStore s
     /// <summary>This node claimed (or no longer holds) the session of <paramref name="clientId"/>: for the sweep if it dies.</summary>
     public void Owns(string clientId, bool owns)
     {
+        if (owns)
+        {
+            _owned[clientId] = 0;
+        }
+        else
+        {
+            _owned.TryRemove(clientId, out _);
+        }
+
         var db = redis.GetDatabase();
         _ = owns
             ? db.SetAddAsync(NodeSessionsKey(incarnation), clientId, CommandFlags.FireAndForget)

@@ -131,15 +131,21 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
 
     public async Task<(bool Owned, byte[]? Will, long DueAtUnixMs)> TakeOrphanAsync(string clientId, string deadIncarnation)
     {
-        var result = await Run(RedisScripts.Orphan, RedisKeys.Session(clientId), [deadIncarnation, Now()]);
-        if (result.IsNull)
+        var r = (RedisResult[])(await Run(RedisScripts.Orphan, RedisKeys.Session(clientId), [deadIncarnation, Now()]))!;
+        if (!r[2].IsNull && (string?)r[2] is { Length: > 0 } deadline)
+        {
+            // Its deadline, for ExpireOrphansAsync: also when its node died before it wrote it (connected then),
+            // or between the session's write and this one.
+            await _db.SortedSetAddAsync(RedisKeys.Expiries, clientId, long.Parse(deadline, CultureInfo.InvariantCulture));
+        }
+
+        if ((long)r[0] == 0)
         {
             return (false, null, 0);
         }
 
-        var parts = (RedisResult[])result!;
-        var will = (byte[])parts[0]!;
-        return (true, will.Length == 0 ? null : will, (long)parts[1]);
+        var will = (byte[])r[1]!;
+        return (true, will.Length == 0 ? null : will, (long)r[3]);
     }
 
     public async Task<byte[]?> TakeDueWillAsync(string clientId)

@@ -39,6 +39,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     ChannelMessageQueue? _retainedQueue;
     ChannelMessageQueue? _groupsQueue;
     Timer? _heartbeat;
+    Timer? _renewal;
     Task _settled = Task.CompletedTask;
     long _envelopesIn;
     long _envelopesOut;
@@ -80,8 +81,23 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
 
     public bool IsReachable => _redis.IsConnected;
 
-    /// <summary>Called before the engine restores its state: the node index is part of every message id it gives.</summary>
-    public Task RegisterAsync() => _nodes.RegisterAsync();
+    /// <summary>
+    /// Called before the engine restores its state: the node index is part of every message id it gives. The
+    /// liveness key is renewed from here on, every second, on a timer of its own: neither the rest of the start
+    /// nor a slow sweep holds it back (a node that misses it for NodeTtl is taken for dead).
+    /// </summary>
+    public async Task RegisterAsync()
+    {
+        await _nodes.RegisterAsync();
+        _renewal = new Timer(_ =>
+        {
+            var renewal = RenewAsync();
+            if (!renewal.IsCompleted)
+            {
+                _renewed = renewal;
+            }
+        }, null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+    }
 
     public async Task StartAsync(IClusterPeer peer, CancellationToken cancellationToken)
     {
@@ -101,15 +117,27 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        await StopTimersAsync();
+        await _nodes.LeaveAsync();
+    }
+
+    async Task StopTimersAsync()
+    {
         if (_heartbeat is not null)
         {
             await _heartbeat.DisposeAsync();
         }
 
-        await _nodes.LeaveAsync();
+        if (_renewal is not null)
+        {
+            await _renewal.DisposeAsync();
+            await _renewed; // a renewal under way would bring the liveness key back after LeaveAsync
+        }
     }
 
     int _ticking;
+    int _renewing;
+    Task _renewed = Task.CompletedTask;
 
     async Task TickAsync()
     {
@@ -120,12 +148,35 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
 
         try
         {
-            await _nodes.RenewAsync();
             await _nodes.SweepDeadAsync(PublishWill);
         }
         finally
         {
             Volatile.Write(ref _ticking, 0);
+        }
+    }
+
+    async Task RenewAsync()
+    {
+        if (Interlocked.Exchange(ref _renewing, 1) == 1)
+        {
+            return;
+        }
+
+        try
+        {
+            // Taken for dead meanwhile: the sessions freed by that sweep leave this node (their clients reconnect
+            // and claim them again, here or elsewhere), as they would have if it had really died. Not waited
+            // for: each release waits for its connection to close, and the next renewal must not.
+            var lost = await _nodes.RenewAsync();
+            if (lost.Count > 0 && _peer is { } peer)
+            {
+                Observe(Task.WhenAll(lost.Select(peer.ReleaseAsync)), "release of the sessions freed while this node was taken for dead");
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _renewing, 0);
         }
     }
 
@@ -640,9 +691,6 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     {
         _store.Fenced -= OnFenced;
         _redis.ConnectionRestored -= OnConnectionRestored;
-        if (_heartbeat is not null)
-        {
-            await _heartbeat.DisposeAsync();
-        }
+        await StopTimersAsync();
     }
 }

@@ -88,21 +88,41 @@ static class RedisScripts
         """;
 
     /// <summary>
-    /// ARGV: a dead node's incarnation, now → {will blob or '', 0} to publish now, {'', due} for a will whose
-    /// delay runs from now (it stays here until <see cref="DueWill"/>), or false (another node owns it now).
-    /// The dead node no longer owns the session: a clean session's client id gets the mailbox again.
+    /// ARGV: a dead node's incarnation, now (Unix ms) → {owned 1/0, will blob or '' (none, or delayed), expiry deadline or '', due}.
+    /// Owned 1: the dead node no longer owns the session, and its will is handed over to publish now, or, for a
+    /// persistent session's delayed will, left here until <c>due</c> (Unix ms, the delay counted from now; see
+    /// <see cref="DueWill"/>); a clean session's client id gets the mailbox again. A persistent session that was
+    /// connected when its node died has no deadline yet (<c>dl</c> is written when its node sees the disconnect):
+    /// its connection closed with the node, so its expiry interval runs from now [MQTT-3.1.2-23]. The deadline is
+    /// returned while no node owns the session, also to a sweep that repeats one cut short, for
+    /// <see cref="RedisKeys.Expiries"/> (another slot). The epoch goes up, as for a claim: a node taken for dead
+    /// that still runs cannot write to the session.
     /// </summary>
     public const string Orphan = Prelude + """
-        if redis.call('HGET', s, 'owner') ~= ARGV[1] then return false end
-        local will = redis.call('HGET', s, 'will') or ''
-        local delay = tonumber(redis.call('HGET', s, 'wd') or '0')
-        redis.call('HDEL', s, 'owner')
-        if will ~= '' and delay > 0 and redis.call('HEXISTS', s, 'rec') == 1 then
-          return {'', tonumber(ARGV[2]) + delay * 1000}
+        local owner = redis.call('HGET', s, 'owner')
+        if owner and owner ~= ARGV[1] then return {0, '', '', 0} end
+        local will, due = '', 0
+        if owner then
+          will = redis.call('HGET', s, 'will') or ''
+          local delay = tonumber(redis.call('HGET', s, 'wd') or '0')
+          redis.call('HDEL', s, 'owner')
+          redis.call('HINCRBY', s, 'epoch', 1)
+          local exp = redis.call('HGET', s, 'exp')
+          if redis.call('HEXISTS', s, 'rec') == 1 and redis.call('HEXISTS', s, 'dl') == 0
+              and exp and tonumber(exp) ~= 4294967295 then
+            redis.call('HSET', s, 'dl', string.format('%.0f', tonumber(ARGV[2]) + tonumber(exp) * 1000))
+          end
+          if will ~= '' and delay > 0 and redis.call('HEXISTS', s, 'rec') == 1 then
+            due = tonumber(ARGV[2]) + delay * 1000
+            will = ''
+          else
+            redis.call('HDEL', s, 'will', 'wd')
+          end
+          forget()
         end
-        redis.call('HDEL', s, 'will', 'wd')
-        forget()
-        return {will, 0}
+        local deadline = ''
+        if redis.call('HEXISTS', s, 'rec') == 1 then deadline = redis.call('HGET', s, 'dl') or '' end
+        return {owner and 1 or 0, will, deadline, due}
         """;
 
     /// <summary>A dead node's delayed will whose delay passed → its blob, or '' when the session was resumed (or ended) meanwhile [MQTT-3.1.3-9].</summary>

@@ -66,7 +66,13 @@ public static class BrokerApp
         var tls = TlsSettings.Load(builder.Configuration);
 
         // ReadFrom.Services: sinks registered as services (ILogEventSink) are added too; tests capture lines that way.
-        builder.Services.AddSerilog((services, log) => log.ReadFrom.Configuration(builder.Configuration).ReadFrom.Services(services).Enrich.FromLogContext());
+        // preserveStaticLogger: this host's loggers write to this host's own Serilog logger, never to the static
+        // Serilog.Log. Without it, building the host sets Log.Logger, every ILogger created afterwards reads
+        // Log.Logger at that moment, and disposing the host calls Log.CloseAndFlush (Log.Logger becomes silent):
+        // with two hosts in one process (the tests), one broker's lines went to the other's sinks, or nowhere.
+        builder.Services.AddSerilog(
+            (services, log) => log.ReadFrom.Configuration(builder.Configuration).ReadFrom.Services(services).Enrich.FromLogContext(),
+            preserveStaticLogger: true);
 
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(engineOptions));
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(listener));
@@ -177,10 +183,14 @@ public static class BrokerApp
             }
         };
         BrokerGauges.Register(app.Services.GetRequiredService<BrokerCounters>(), app.Services.GetRequiredService<BrokerEngine>(), app.Services.GetRequiredService<IBrokerStore>());
-        app.UseSerilogRequestLogging(o => o.GetLevel = (http, _, ex) =>
-            ex is not null || http.Response.StatusCode >= 500 ? Serilog.Events.LogEventLevel.Error
-            : http.Request.Path.StartsWithSegments("/api") ? Serilog.Events.LogEventLevel.Information
-            : Serilog.Events.LogEventLevel.Debug);
+        app.UseSerilogRequestLogging(o =>
+        {
+            o.Logger = app.Services.GetRequiredService<Serilog.ILogger>(); // this host's logger (the default is the static Log)
+            o.GetLevel = (http, _, ex) =>
+                ex is not null || http.Response.StatusCode >= 500 ? Serilog.Events.LogEventLevel.Error
+                : http.Request.Path.StartsWithSegments("/api") ? Serilog.Events.LogEventLevel.Information
+                : Serilog.Events.LogEventLevel.Debug;
+        });
         // The browser chat page (wwwroot/chat) and the MQTT.js bundle it loads (wwwroot/lib).
         app.UseStaticFiles();
         app.MapGet("/chat", () => Results.Redirect("/chat/index.html")); // routing matches /chat/ too

@@ -335,19 +335,109 @@ public sealed class ClusterFaultTests
             await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
         }
 
-        await cluster.KillAsync(1);
-
-        // Watched in Redis (the state an operator would see): the session's record goes once it is due and its node is swept.
+        // Killed once its node has recorded the disconnect (the deadline, in the session and in ims:expiry): the
+        // client's DISCONNECT returns before the node has read it, and a kill before that is the next test's case.
         await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(cluster.Redis.Endpoint);
+        var db = redis.GetDatabase();
+        await WaitForAsync(
+            async () => await db.HashExistsAsync(SessionKey(device), "dl") && await db.SortedSetScoreAsync("ims:expiry", device) is not null,
+            "n2 did not record bob's disconnect in Redis");
+
+        await cluster.KillAsync(1);
+        await AssertExpiresAsync(db, device);
+
+        await using var back = await TestClient.ConnectAsync(cluster[0].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 60);
+        Assert.False(back.ConnectResult.IsSessionPresent);
+    }
+
+    [Fact]
+    public async Task Kill9OfANode_ItsConnectedSessionsExpireAsIfDisconnectedWhenItDied()
+    {
+        // [MQTT-3.1.2-23]: the connection closed with the node, which never wrote an expiry deadline for the session:
+        // its expiry interval runs from when the death is noticed, and a survivor expires it.
+        await using var cluster = await BrokerCluster.StartAsync(2, ShortNodeTtl);
+        const string device = "GID_IMS@@@bob-expire-live";
+        await using var bob = await TestClient.ConnectAsync(cluster[1].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 1);
+        await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+
+        await cluster.KillAsync(1); // bob still connected: no DISCONNECT reaches the node
+
+        await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(cluster.Redis.Endpoint);
+        await AssertExpiresAsync(redis.GetDatabase(), device);
+
+        await using var back = await TestClient.ConnectAsync(cluster[0].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 60);
+        Assert.False(back.ConnectResult.IsSessionPresent);
+    }
+
+    [Fact]
+    public async Task ANodeTakenForDeadThatRunsOn_JoinsAgain_AndItsRealDeathIsNoticedToo()
+    {
+        // A node that misses renewing its liveness key for NodeTtl (a stall, a starved machine) is swept while it
+        // still runs. It used to be left out of ims:nodes for good: when it died later, nobody swept it, and the
+        // sessions it had claimed since never expired.
+        await using var cluster = await BrokerCluster.StartAsync(2, ShortNodeTtl);
+        await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(cluster.Redis.Endpoint);
+        var db = redis.GetDatabase();
+        string? n2 = null;
+        foreach (var member in await db.SetMembersAsync("ims:nodes"))
+        {
+            if (await db.StringGetAsync("node:{" + member + "}") == "n2")
+            {
+                n2 = member;
+            }
+        }
+
+        Assert.NotNull(n2);
+        await using var carol = await TestClient.ConnectAsync(cluster[1].MqttPort, "GID_IMS@@@carol-stall", "carol");
+
+        // n2 stalls (SIGSTOP) until n1 has swept it, then goes on.
+        await cluster[1].FreezeAsync(stop: true);
+        try
+        {
+            await WaitForAsync(async () => !await db.SetContainsAsync("ims:nodes", n2), "n1 did not sweep the stalled n2");
+        }
+        finally
+        {
+            await cluster[1].FreezeAsync(stop: false);
+        }
+
+        // Back among the nodes with its next renewal; carol's session was freed meanwhile: her connection there closes.
+        await WaitForAsync(() => db.SetContainsAsync("ims:nodes", n2), "n2 did not join again");
+        Assert.Equal(MqttClientDisconnectReason.SessionTakenOver, (await carol.Disconnected.WaitAsync(TestClient.Timeout)).Reason); // v5 0x8E
+
+        const string device = "GID_IMS@@@bob-stall";
+        await using (var bob = await TestClient.ConnectAsync(cluster[1].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 1))
+        {
+            await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
+        }
+
+        await WaitForAsync(async () => await db.HashExistsAsync(SessionKey(device), "dl"), "n2 did not record bob's disconnect in Redis");
+        await cluster.KillAsync(1);
+        await AssertExpiresAsync(db, device);
+    }
+
+    static string SessionKey(string clientId) => "s:{c/" + clientId + "}";
+
+    /// <summary>Polls state in Redis (another process's): true within <see cref="TestClient.Timeout"/>.</summary>
+    static async Task WaitForAsync(Func<Task<bool>> condition, string message)
+    {
+        var deadline = DateTime.UtcNow + TestClient.Timeout;
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, message);
+            await Task.Delay(20);
+        }
+    }
+
+    /// <summary>Watched in Redis (the state an operator would see): the session's record goes once it is due and its node is swept.</summary>
+    static async Task AssertExpiresAsync(StackExchange.Redis.IDatabase db, string clientId)
+    {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-        while (await redis.GetDatabase().HashExistsAsync("s:{c/" + device + "}", "rec"))
+        while (await db.HashExistsAsync(SessionKey(clientId), "rec"))
         {
             Assert.True(DateTime.UtcNow < deadline, "the dead node's expired session is still in Redis after 20 s");
             await Task.Delay(200);
         }
-
-        await using var back = await TestClient.ConnectAsync(cluster[0].MqttPort, device, "bob", cleanStart: false, sessionExpiry: 60);
-        Assert.False(back.ConnectResult.IsSessionPresent);
     }
 
     static async Task WaitUntilReadyAsync(RunningBroker node)

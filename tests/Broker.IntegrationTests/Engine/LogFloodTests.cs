@@ -86,4 +86,28 @@ public sealed class LogFloodTests
         Assert.Empty(await raw.ReadUntilClosedAsync());
         Assert.Single(log.Lines(1007));
     }
+
+    [Fact]
+    public async Task ABrokerNeitherSetsNorClosesTheStaticSerilogLogger()
+    {
+        // Each broker logs through its own logger: the engine's loggers once read the static Serilog.Log.Logger,
+        // which every broker host set when built and silenced when disposed, so a broker started or stopped by a
+        // test running alongside could send this one's lines elsewhere (0 of them captured above).
+        var sentinel = new Serilog.LoggerConfiguration().CreateLogger();
+        var before = Serilog.Log.Logger;
+        Serilog.Log.Logger = sentinel;
+        try
+        {
+            await using (var broker = await TestBroker.StartPlainAsync())
+            {
+                Assert.Same(sentinel, Serilog.Log.Logger);
+            }
+
+            Assert.Same(sentinel, Serilog.Log.Logger);
+        }
+        finally
+        {
+            Serilog.Log.Logger = before;
+        }
+    }
 }
