@@ -340,13 +340,20 @@ public sealed class ImsPolicy : IBrokerPolicy, IConnectionObserver, IDeliveryObs
 
     public async Task BrokerStoppingAsync(CancellationToken cancellationToken)
     {
-        if (_presence is not null)
-        {
-            await _presence.StopAsync().ConfigureAwait(false);
-        }
-
         using var bound = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         bound.CancelAfter(TimeSpan.FromSeconds(10));
+        if (_presence is not null)
+        {
+            try
+            {
+                await _presence.StopAsync().WaitAsync(bound.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // A cluster's shared store out of reach: the node that sweeps this one publishes these users.
+            }
+        }
+
         await _voice.DrainAsync(bound.Token).ConfigureAwait(false);
         _voice.Detach();
     }

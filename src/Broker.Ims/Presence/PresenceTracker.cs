@@ -160,9 +160,16 @@ internal sealed class PresenceTracker
     /// </summary>
     public async Task StopAsync()
     {
-        foreach (var user in await _devices.RemoveThisNodeAsync().ConfigureAwait(false))
+        try
         {
-            Changed(user);
+            foreach (var user in await _devices.RemoveThisNodeAsync().ConfigureAwait(false))
+            {
+                Changed(user);
+            }
+        }
+        catch (Exception ex)
+        {
+            _voice.LogPresenceFailed("(every user of this node)", ex); // a cluster's sweep of this node publishes them
         }
 
         await Task.WhenAll(_loops.Keys).ConfigureAwait(false);
