@@ -86,7 +86,7 @@ internal sealed partial class BrokerVoice(ILogger logger)
 
     public void Detach() => _broker = null;
 
-    /// <summary>Presence could not read a user's devices (a cluster's shared store out of reach): published again on the user's next change.</summary>
+    /// <summary>Presence could not read a user's devices (a cluster's shared store out of reach); it tries again for half a minute.</summary>
     public void LogPresenceFailed(string user, Exception exception) => LogPresenceReadFailed(logger, user, exception.Message);
 
     [LoggerMessage(3021, LogLevel.Warning, "Presence of {User} not updated: {Reason}")]

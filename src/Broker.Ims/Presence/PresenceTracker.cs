@@ -20,6 +20,8 @@ internal sealed class PresenceTracker
 {
     public const string Level = "Presence";
 
+    const int RetryLimit = 30;
+
     readonly string _parentTopic;
     readonly BrokerVoice _voice;
     readonly IDeviceDirectory _devices;
@@ -99,6 +101,7 @@ internal sealed class PresenceTracker
     async Task PublishAsync(string user)
     {
         string[]? published = null;
+        var failures = 0;
         while (true)
         {
             try
@@ -113,7 +116,17 @@ internal sealed class PresenceTracker
             }
             catch (Exception ex)
             {
-                _voice.LogPresenceFailed(user, ex);
+                // A cluster's shared store out of reach: tried again every second for half a minute, logged once.
+                if (failures++ == 0)
+                {
+                    _voice.LogPresenceFailed(user, ex);
+                }
+
+                if (failures < RetryLimit && !_stopped)
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(1), _time).ConfigureAwait(false);
+                    continue;
+                }
             }
 
             lock (_gate)
