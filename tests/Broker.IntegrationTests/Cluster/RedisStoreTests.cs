@@ -89,6 +89,36 @@ public sealed class RedisStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AnInflightMarkHeldBack_IsNeverWritten_WhenTheAckComesFirst_AndNeverLetsAPageReadSeeTheRowAsQueued()
+    {
+        var store = await NewStoreAsync();
+        store.UpsertSession(Persistent("bob"));
+        for (var id = 1; id <= 3; id++)
+        {
+            await store.AppendAsync(Message(id, "m" + id), [Row("bob", id)]);
+        }
+
+        // Message 1 goes out (its mark is held back): a page read right after must not hand it out again.
+        store.UpdateDelivery("bob", 1, 7, DeliveryState.AwaitingAck);
+        Assert.Equal([2L, 3L], (await store.ReadQueueAsync("bob", 10, long.MaxValue)).Select(x => x.Row.MessageId));
+
+        // Message 2 goes out and is acknowledged before the mark is due: only the removal reaches Redis.
+        await using var admin = await ConnectionMultiplexer.ConnectAsync(_server.Endpoint + ",allowAdmin=true");
+        var server = admin.GetServer(admin.GetEndPoints()[0]);
+        await server.ConfigResetStatisticsAsync();
+        store.UpdateDelivery("bob", 2, 8, DeliveryState.AwaitingAck);
+        store.RemoveDelivery("bob", 2);
+        await store.FlushAsync(); // writes the marks still held (none: the ack dropped it), then waits for Redis
+        var scripts = (await server.InfoAsync("commandstats")).SelectMany(g => g).Where(kv => kv.Key is "cmdstat_evalsha" or "cmdstat_eval")
+            .Sum(kv => long.Parse(kv.Value.Split(',')[0]["calls=".Length..], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(1, scripts);
+
+        var session = await store.LoadSessionAsync("bob");
+        Assert.Equal((1L, (ushort)7), (Assert.Single(session!.Inflight).Row.MessageId, session.Inflight[0].Row.PacketId));
+        Assert.Equal([3L], (await store.ReadQueueAsync("bob", 10, long.MaxValue)).Select(x => x.Row.MessageId));
+    }
+
+    [Fact]
     public async Task DropOldest_TakesRowsUntilCountAndBytesAreReached()
     {
         var store = await NewStoreAsync();
