@@ -71,6 +71,27 @@ internal sealed class DeliveryMarks(Action<DeliveryMarks.Mark> write)
         }
     }
 
+    /// <summary>A session is claimed again: marks still held for it belong to the connection being replaced and are not written.</summary>
+    public void Forget(string clientId)
+    {
+        lock (_gate)
+        {
+            List<(string, long)>? gone = null;
+            foreach (var (key, _) in _held)
+            {
+                if (key.ClientId == clientId)
+                {
+                    (gone ??= []).Add(key);
+                }
+            }
+
+            foreach (var key in gone ?? [])
+            {
+                _held.Remove(key);
+            }
+        }
+    }
+
     /// <summary>Under the lock: a page read that writes its session's marks first cannot overtake a tick that took them.</summary>
     void Write(List<Mark>? due)
     {

@@ -83,9 +83,15 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
 
     public async Task<ClaimResult> ClaimAsync(string clientId, string incarnation, bool cleanStart)
     {
-        var r = (RedisResult[])(await Run(RedisScripts.Claim, RedisKeys.Session(clientId), [incarnation, cleanStart ? "1" : "0"]))!;
+        // The session's held marks go first, under the epoch they were made with: the state the claim loads has
+        // them (an unacknowledged QoS 1 message is resent with DUP and its packet id [MQTT-4.4.0-1]), and none is
+        // written late under a stale epoch, which would fence the new connection.
+        _marks.WriteNow(clientId);
+        var claiming = Run(RedisScripts.Claim, RedisKeys.Session(clientId), [incarnation, cleanStart ? "1" : "0"]);
+        _marks.Forget(clientId); // made after the claim was sent: for the connection being replaced
+        var r = (RedisResult[])(await claiming)!;
         var epoch = (long)r[0];
-        _fences[clientId] = new Fence(epoch);
+        _fences[clientId] = new Fence(epoch, incarnation);
         var previous = (string?)r[1];
         return new ClaimResult(epoch, string.IsNullOrEmpty(previous) ? null : previous, (long)r[2] == 1);
     }
@@ -366,7 +372,7 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         var r = (RedisResult[])(await Run(RedisScripts.DropOldest, RedisKeys.Session(clientId), [epoch, count, bytes]))!;
         if ((long)r[0] == 0)
         {
-            OnStale(clientId, fence);
+            await OnStaleAsync(clientId, fence);
             return (0, 0);
         }
 
@@ -565,7 +571,7 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         var r = (RedisResult[])(await Run(RedisScripts.Inbound, RedisKeys.Session(packet.ClientId), [epoch, (int)packet.PacketId, "1"]))!;
         if ((long)r[0] == 0)
         {
-            OnStale(packet.ClientId, fence);
+            await OnStaleAsync(packet.ClientId, fence);
         }
     }
 
@@ -586,7 +592,7 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         var r = (RedisResult[])(await call.ConfigureAwait(false))!;
         if ((long)r[0] == 0)
         {
-            OnStale(clientId, fence);
+            await OnStaleAsync(clientId, fence);
         }
     }
 
@@ -603,8 +609,34 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         return !fence.IsFenced;
     }
 
-    void OnStale(string clientId, Fence? fence)
+    /// <summary>
+    /// A refused write means another node owns the session, unless this node claimed it again since: the
+    /// newer claim is in <see cref="_fences"/> already, or it ran first in Redis and its answer is not handled
+    /// yet (a held mark or a close's write can land in that moment). Then nothing is fenced. The callers'
+    /// tasks (tracked) complete after this, so a flush sees the outcome.
+    /// </summary>
+    async Task OnStaleAsync(string clientId, Fence? fence)
     {
+        if (fence is not null && _fences.TryGetValue(clientId, out var current) && !ReferenceEquals(current, fence))
+        {
+            return; // the refused write was the replaced connection's
+        }
+
+        if (fence is not null)
+        {
+            try
+            {
+                if (await GetOwnerAsync(clientId).ConfigureAwait(false) == fence.Incarnation)
+                {
+                    return;
+                }
+            }
+            catch (Exception ex) when (ex is RedisException or TimeoutException)
+            {
+                // Unsure: fence, as before.
+            }
+        }
+
         if (fence is null || fence.MarkFenced())
         {
             LogFenced(_logger, clientId, fence?.Epoch ?? 0);
@@ -638,11 +670,14 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     }
 
     /// <summary>The epoch of this node's claim on one client id, and whether a write with it was refused.</summary>
-    sealed class Fence(long epoch)
+    sealed class Fence(long epoch, string incarnation)
     {
         int _fenced;
 
         public long Epoch { get; } = epoch;
+
+        /// <summary>The node run that claimed with this epoch.</summary>
+        public string Incarnation { get; } = incarnation;
 
         public bool IsFenced => Volatile.Read(ref _fenced) == 1;
 

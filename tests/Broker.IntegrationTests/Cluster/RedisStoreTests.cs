@@ -177,6 +177,40 @@ public sealed class RedisStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ClaimedAgainByTheSameNode_HeldMarksAreWrittenFirst_AndTheReplacedConnectionsLateWriteFencesNothing()
+    {
+        var node = await NewStoreAsync();
+        var fenced = new List<string>();
+        node.Fenced += fenced.Add;
+        await node.ClaimAsync("bob", "A#1", cleanStart: false);
+        node.UpsertSession(Persistent("bob"));
+        await node.AppendAsync(Message(1, "one"), [Row("bob", 1)]);
+        await node.AppendAsync(Message(2, "two"), [Row("bob", 2)]);
+
+        // Sent, not acknowledged, then the client reconnects to the same node: the claim loads the mark, so the
+        // message is resent under its packet id with DUP [MQTT-4.4.0-1], not as a new delivery.
+        node.UpdateDelivery("bob", 1, 7, DeliveryState.AwaitingAck);
+        await node.ClaimAsync("bob", "A#1", cleanStart: false);
+        var session = await node.LoadSessionAsync("bob");
+        Assert.Equal((1L, (ushort)7), (Assert.Single(session!.Inflight).Row.MessageId, session.Inflight[0].Row.PacketId));
+
+        // This node's newer claim ran in Redis before a write of the replaced connection (its answer not yet
+        // handled when that write was made): the write is refused, and nothing is fenced: the node still owns bob.
+        await node.ClaimAsync("bob", "A#1", cleanStart: false);
+        var db = _connections[0].GetDatabase();
+        await db.HashIncrementAsync("s:{c/bob}", "epoch"); // what a claim of this node does first in Redis
+        node.RemoveDelivery("bob", 1);
+        await node.FlushAsync();
+        Assert.Empty(fenced);
+
+        // Another node's claim is a takeover: this node's next write is refused and it hears so.
+        await db.HashSetAsync("s:{c/bob}", "owner", "B#1");
+        node.RemoveDelivery("bob", 2);
+        await node.FlushAsync();
+        Assert.Equal(["bob"], fenced);
+    }
+
+    [Fact]
     public async Task CleanStart_DeletesTheSession_ButNotTheBindingOrTheMailbox()
     {
         var nodeA = await NewStoreAsync();
