@@ -37,65 +37,35 @@ internal sealed class DeliveryMarks(Action<DeliveryMarks.Mark> write)
     /// <summary>Every tick: the marks held since the tick before are written now.</summary>
     public void Tick()
     {
-        List<Mark>? due = null;
         lock (_gate)
         {
             var tick = _tick++;
-            foreach (var (key, (mark, at)) in _held)
-            {
-                if (at < tick)
-                {
-                    (due ??= []).Add(mark);
-                }
-            }
-
-            Write(due);
+            WriteLocked(held => held.Tick < tick);
         }
     }
 
     /// <summary>Writes the held marks now: all of them, or one session's.</summary>
     public void WriteNow(string? clientId = null)
     {
-        List<Mark>? due = null;
         lock (_gate)
         {
-            foreach (var (_, (mark, _)) in _held)
-            {
-                if (clientId is null || mark.ClientId == clientId)
-                {
-                    (due ??= []).Add(mark);
-                }
-            }
-
-            Write(due);
-        }
-    }
-
-    /// <summary>A session is claimed again: marks still held for it belong to the connection being replaced and are not written.</summary>
-    public void Forget(string clientId)
-    {
-        lock (_gate)
-        {
-            List<(string, long)>? gone = null;
-            foreach (var (key, _) in _held)
-            {
-                if (key.ClientId == clientId)
-                {
-                    (gone ??= []).Add(key);
-                }
-            }
-
-            foreach (var key in gone ?? [])
-            {
-                _held.Remove(key);
-            }
+            WriteLocked(held => clientId is null || held.Mark.ClientId == clientId);
         }
     }
 
     /// <summary>Under the lock: a page read that writes its session's marks first cannot overtake a tick that took them.</summary>
-    void Write(List<Mark>? due)
+    void WriteLocked(Func<(Mark Mark, long Tick), bool> due)
     {
-        foreach (var mark in due ?? [])
+        List<Mark>? taken = null;
+        foreach (var (_, held) in _held)
+        {
+            if (due(held))
+            {
+                (taken ??= []).Add(held.Mark);
+            }
+        }
+
+        foreach (var mark in taken ?? [])
         {
             _held.Remove((mark.ClientId, mark.MessageId));
             write(mark);

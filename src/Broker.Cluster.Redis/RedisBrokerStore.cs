@@ -84,12 +84,10 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     public async Task<ClaimResult> ClaimAsync(string clientId, string incarnation, bool cleanStart)
     {
         // The session's held marks go first, under the epoch they were made with: the state the claim loads has
-        // them (an unacknowledged QoS 1 message is resent with DUP and its packet id [MQTT-4.4.0-1]), and none is
-        // written late under a stale epoch, which would fence the new connection.
+        // them (an unacknowledged QoS 1 message is resent with DUP and its packet id [MQTT-4.4.0-1]). One held
+        // after this is refused as stale and fences nothing (OnStaleAsync: the owner is still this node).
         _marks.WriteNow(clientId);
-        var claiming = Run(RedisScripts.Claim, RedisKeys.Session(clientId), [incarnation, cleanStart ? "1" : "0"]);
-        _marks.Forget(clientId); // made after the claim was sent: for the connection being replaced
-        var r = (RedisResult[])(await claiming)!;
+        var r = (RedisResult[])(await Run(RedisScripts.Claim, RedisKeys.Session(clientId), [incarnation, cleanStart ? "1" : "0"]))!;
         var epoch = (long)r[0];
         _fences[clientId] = new Fence(epoch, incarnation);
         var previous = (string?)r[1];

@@ -47,9 +47,10 @@ public sealed class LocalDevices : IDeviceDirectory
     {
         lock (_gate)
         {
-            if (!_users.TryGetValue(userId, out var devices) || IndexOf(devices, clientId) is var at && (at < 0 || devices[at].Token != token))
+            var at = _users.TryGetValue(userId, out var devices) ? IndexOf(devices, clientId) : -1;
+            if (at < 0 || devices![at].Token != token)
             {
-                return ValueTask.FromResult(false);
+                return ValueTask.FromResult(false); // gone already, or a newer connection holds the device
             }
 
             devices.RemoveAt(at);
