@@ -45,16 +45,22 @@ public sealed class PasswordVerifierGateTests
         new Broker.Engine.Diagnostics.BrokerCounters(),
         Microsoft.Extensions.Logging.Abstractions.NullLogger<PasswordCheckGate>.Instance);
 
+    /// <summary>A gate of one place and one queue slot, its place held by the test; a verifier behind it and alice's account.</summary>
+    static async Task<(PasswordCheckGate Gate, PasswordVerifier Verifier, UserAccount User, IDisposable Held)> HeldGateAsync()
+    {
+        var gate = Gate(permits: 1, queue: 1);
+        var held = await gate.EnterAsync();
+        Assert.True(held.IsAcquired);
+        return (gate, new PasswordVerifier(gate), new UserAccount("alice", PasswordVerifier.Hash("s3cret"), "user"), held);
+    }
+
     [Fact]
     public async Task ManyDevicesOfOneUser_AtOnce_ShareOneHash_NoneAnsweredBusy()
     {
         // One place at the gate, one in its queue, and the place held by the test: the first check queues. Before checks
         // of the same user and password were shared, the other nine found the queue full and were answered "busy".
-        using var gate = Gate(permits: 1, queue: 1);
-        var verifier = new PasswordVerifier(gate);
-        var user = new UserAccount("alice", PasswordVerifier.Hash("s3cret"), "user");
-        var held = await gate.EnterAsync();
-        Assert.True(held.IsAcquired);
+        var (gate, verifier, user, held) = await HeldGateAsync();
+        using var _ = gate;
 
         var checks = Enumerable.Range(0, 10).Select(_ => verifier.VerifyAsync(user, "s3cret"u8.ToArray(), CancellationToken.None).AsTask()).ToList();
         Assert.All(checks, c => Assert.False(c.IsCompleted)); // all wait for the one hash, none was refused
@@ -66,10 +72,8 @@ public sealed class PasswordVerifierGateTests
     [Fact]
     public async Task ADifferentPassword_IsNotAnsweredByAnotherOnesCheck()
     {
-        using var gate = Gate(permits: 1, queue: 1);
-        var verifier = new PasswordVerifier(gate);
-        var user = new UserAccount("alice", PasswordVerifier.Hash("s3cret"), "user");
-        var held = await gate.EnterAsync();
+        var (gate, verifier, user, held) = await HeldGateAsync();
+        using var _ = gate;
 
         var right = verifier.VerifyAsync(user, "s3cret"u8.ToArray(), CancellationToken.None).AsTask();
         var wrong = verifier.VerifyAsync(user, "guess"u8.ToArray(), CancellationToken.None).AsTask();
