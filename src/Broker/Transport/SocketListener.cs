@@ -1,4 +1,3 @@
-using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using Broker.Engine;
@@ -9,19 +8,14 @@ using Microsoft.Extensions.Options;
 namespace Broker.Transport;
 
 /// <summary>
-/// MQTT over plain TCP without Kestrel (<c>Broker:Mqtt:Transport = sockets</c>): the socket, a
-/// <see cref="PipeReader"/> and a <see cref="PipeWriter"/> over it, handed to the engine. An idle
-/// connection waits in a zero-byte read and holds no buffer, as with Kestrel, but without Kestrel's
-/// two pipes, send and receive loops, features and logging scope: about 1.6 kB less per idle
-/// connection (docs/performance.md). TLS and WebSocket stay on Kestrel.
+/// MQTT over plain TCP without Kestrel (<c>Broker:Mqtt:Transport = sockets</c>): each accepted socket is
+/// handed to the engine as a <see cref="SocketPipe"/>. An idle connection waits in a zero-byte read and
+/// holds no buffer, as with Kestrel, but without Kestrel's two pipes, send and receive loops, features and
+/// logging scope (docs/performance.md). TLS and WebSocket stay on Kestrel.
 /// </summary>
 public sealed partial class SocketListener(
     BrokerEngine engine, ConnectionAdmission admission, IOptions<ListenerOptions> options, ListenerEndpoints endpoints, ILogger<SocketListener> logger) : IHostedService
 {
-    // Kestrel's defaults: a read buffer taken only while data is there, 512-byte minimum write chunks.
-    static readonly StreamPipeReaderOptions ReaderOptions = new(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true);
-    static readonly StreamPipeWriterOptions WriterOptions = new(minimumBufferSize: 512, leaveOpen: true);
-
     Socket? _listener;
     Task _accepting = Task.CompletedTask;
     long _nextId;
@@ -80,13 +74,19 @@ public sealed partial class SocketListener(
     async Task ServeAsync(Socket socket)
     {
         var id = $"tcp-{Interlocked.Increment(ref _nextId)}";
-        var stream = new NetworkStream(socket, ownsSocket: true);
-        var reader = new SocketPipeReader(PipeReader.Create(stream, ReaderOptions), socket);
-        var writer = PipeWriter.Create(stream, WriterOptions);
         try
         {
             socket.NoDelay = true; // as Kestrel: a PUBACK must not wait for Nagle
-            await engine.HandleConnectionAsync(new DuplexPipe(reader, writer), new ConnectionMetadata(id, socket.RemoteEndPoint, "tcp"), CancellationToken.None);
+            var pipe = new SocketPipe(socket);
+            try
+            {
+                await engine.HandleConnectionAsync(pipe, new ConnectionMetadata(id, socket.RemoteEndPoint, "tcp"), CancellationToken.None);
+            }
+            finally
+            {
+                pipe.Complete();
+                pipe.Output.Complete(); // what the kernel takes now; a client that stopped reading had the engine's two seconds
+            }
         }
         catch (Exception ex)
         {
@@ -94,73 +94,9 @@ public sealed partial class SocketListener(
         }
         finally
         {
-            try
-            {
-                await reader.CompleteAsync();
-                // What is still buffered goes out, then FIN; a client that stopped reading gets 2 s, as the engine gives it.
-                await writer.CompleteAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(2));
-            }
-            catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException or InvalidOperationException or TimeoutException)
-            {
-                // The peer is gone or stuck: closing the socket below ends it.
-            }
-            finally
-            {
-                await stream.DisposeAsync();
-                admission.Release();
-            }
+            socket.Dispose();
+            admission.Release();
         }
-    }
-
-    /// <summary>
-    /// TryRead also takes what the kernel has received already. Kestrel's receive loop moves it into its
-    /// pipe on its own, and the engine relies on that: a connection that is closing still reads the
-    /// PUBACKs and DISCONNECT its client sent before the close, with TryRead.
-    /// </summary>
-    sealed class SocketPipeReader(PipeReader inner, Socket socket) : PipeReader
-    {
-        public override bool TryRead(out ReadResult result)
-        {
-            if (inner.TryRead(out result))
-            {
-                return true;
-            }
-
-            try
-            {
-                if (socket.Available == 0)
-                {
-                    return false;
-                }
-            }
-            catch (SocketException)
-            {
-                return false; // reset by the peer: nothing more to read
-            }
-
-            // Data is waiting, so the socket read completes at once; never left pending on a closing connection.
-            result = inner.ReadAsync().AsTask().GetAwaiter().GetResult();
-            return true;
-        }
-
-        public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default) => inner.ReadAsync(cancellationToken);
-
-        public override void AdvanceTo(SequencePosition consumed) => inner.AdvanceTo(consumed);
-
-        public override void AdvanceTo(SequencePosition consumed, SequencePosition examined) => inner.AdvanceTo(consumed, examined);
-
-        public override void CancelPendingRead() => inner.CancelPendingRead();
-
-        public override void Complete(Exception? exception = null) => inner.Complete(exception);
-
-        public override ValueTask CompleteAsync(Exception? exception = null) => inner.CompleteAsync(exception);
-    }
-
-    sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
-    {
-        public PipeReader Input { get; } = input;
-
-        public PipeWriter Output { get; } = output;
     }
 
     [LoggerMessage(1101, LogLevel.Warning, "Accepting a TCP connection failed: {Error}")]

@@ -47,8 +47,23 @@ public sealed class RawClient : IAsyncDisposable
 
     public Task SendBytesAsync(byte[] bytes) => _stream.WriteAsync(bytes).AsTask();
 
-    /// <summary>The next packet, or null when the broker closed the connection.</summary>
+    /// <summary>
+    /// The next packet, or null when the broker closed the connection: with a FIN, or with a reset when it
+    /// closed with bytes of ours still unread (a connection refused on accept, whose CONNECT had arrived).
+    /// </summary>
     public async Task<MqttPacket?> ReceiveAsync(TimeSpan? timeout = null)
+    {
+        try
+        {
+            return await ReceiveOrThrowAsync(timeout);
+        }
+        catch (IOException ex) when (ex.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionReset })
+        {
+            return null;
+        }
+    }
+
+    async Task<MqttPacket?> ReceiveOrThrowAsync(TimeSpan? timeout)
     {
         using var cts = new CancellationTokenSource(timeout ?? TestClient.Timeout);
         var header = new byte[1];
