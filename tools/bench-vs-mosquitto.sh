@@ -160,7 +160,7 @@ run_one() { # broker name args...
   local port pid extra=()
   if [ "$broker" = mosquitto ]; then port="$MOSQ_PORT"; pid="$MOSQ_PID"; extra=(--mosquitto); else port="$IMS_PORT"; pid="$IMS_PID"; fi
   local dur="$DURATION"
-  [ "$1" = connect ] && dur=5
+  [ "$1" = connect ] && dur=25 # held idle this long before RSS is read: the broker's idle collection (Broker:Memory:IdleCollect) has run
   log "$name on $broker"
   local dropped0=""
   [ "$broker" = ims ] && dropped0="$(ims_dropped)"

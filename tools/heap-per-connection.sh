@@ -40,7 +40,7 @@ PIDS+=("$BROKER")
 wait_listening "$OUT/broker.log" "$BROKER" 30
 sleep 2
 rss() { awk '/VmRSS/{print $2}' "/proc/$BROKER/status"; }
-"${HEAPSTAT[@]}" "$BROKER" "$OUT/before.tsv" >/dev/null
+"${HEAPSTAT[@]}" "$BROKER" "$OUT/before.tsv" | sed "s/^/before: /"
 RSS0="$(rss)"
 
 python3 - "$PORT" "$N" "$MODE" >"$OUT/clients.log" 2>&1 <<'PY' &
@@ -70,7 +70,7 @@ for _ in $(seq 1 3000); do grep -q ready "$OUT/clients.log" && break; sleep 0.1;
 grep -q ready "$OUT/clients.log" || { cat "$OUT/clients.log"; exit 1; }
 sleep 2
 RSS1="$(rss)"
-"${HEAPSTAT[@]}" "$BROKER" "$OUT/after.tsv" >/dev/null
+"${HEAPSTAT[@]}" "$BROKER" "$OUT/after.tsv" | sed "s/^/after: /"
 
 python3 - "$OUT/before.tsv" "$OUT/after.tsv" "$N" "$MODE" "$RSS0" "$RSS1" <<'PY'
 import sys

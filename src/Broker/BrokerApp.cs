@@ -113,6 +113,7 @@ public static class BrokerApp
         }
 
         builder.Services.AddHostedService<SysTopicsService>();
+        builder.Services.AddHostedService<IdleCollector>();
         builder.Services.AddSingleton<AdminAuthentication>();
         builder.Services.AddOpenApi();
         builder.Services.AddConnections();

@@ -56,5 +56,22 @@ using (var output = new StreamWriter(args[1]))
     }
 }
 
-Console.WriteLine($"live objects {byType.Values.Sum(v => v.Count)}, bytes {byType.Values.Sum(v => v.Bytes)}");
+// What the GC holds besides the live objects (RSS is more than the live heap): objects not collected
+// yet, free space between objects, and committed memory with no object in it.
+long all = 0, free = 0;
+foreach (var obj in heap.EnumerateObjects())
+{
+    if (obj.IsFree)
+    {
+        free += (long)obj.Size;
+    }
+    else
+    {
+        all += (long)obj.Size;
+    }
+}
+
+var committed = heap.Segments.Sum(s => (long)s.CommittedMemory.Length);
+Console.WriteLine($"live objects {byType.Values.Sum(v => v.Count)}, bytes {byType.Values.Sum(v => v.Bytes)}; " +
+    $"objects live or not yet collected {all}, free space {free}, committed {committed}");
 return 0;

@@ -51,11 +51,8 @@ public static class BrokerConfiguration
         Collect(new SqliteStoreOptionsValidator().Validate(null, sqlite), errors);
         Port(configuration, "Broker:Http:Port", 8080, errors);
 
-        if (!TimeSpan.TryParse(configuration["Broker:Sys:Interval"] ?? "00:00:10", System.Globalization.CultureInfo.InvariantCulture, out var sys)
-            || (sys != TimeSpan.Zero && (sys < TimeSpan.FromSeconds(1) || sys > TimeSpan.FromHours(1))))
-        {
-            errors.Add($"Broker:Sys:Interval must be 00:00:00 (off) or between 00:00:01 and 01:00:00 (was {configuration["Broker:Sys:Interval"]}).");
-        }
+        Interval(configuration, "Broker:Sys:Interval", errors);
+        Interval(configuration, "Broker:Memory:IdleCollect", errors);
 
         if (errors.Count > 0)
         {
@@ -63,6 +60,16 @@ public static class BrokerConfiguration
         }
 
         return new BrokerSettings(engine, ims, listener, store, sqlite);
+    }
+
+    /// <summary>A period of the host's background services, 10 s by default: 00:00:00 (off) or between 1 s and 1 h.</summary>
+    static void Interval(IConfiguration configuration, string key, List<string> errors)
+    {
+        if (!TimeSpan.TryParse(configuration[key] ?? "00:00:10", System.Globalization.CultureInfo.InvariantCulture, out var interval)
+            || (interval != TimeSpan.Zero && (interval < TimeSpan.FromSeconds(1) || interval > TimeSpan.FromHours(1))))
+        {
+            errors.Add($"{key} must be 00:00:00 (off) or between 00:00:01 and 01:00:00 (was {configuration[key]}).");
+        }
     }
 
     /// <summary>Broker:Cluster, checked like the rest (errors name their key).</summary>

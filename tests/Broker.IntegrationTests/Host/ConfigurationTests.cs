@@ -24,7 +24,9 @@ public sealed class ConfigurationTests
     [InlineData("Broker:Store:MaxPendingWrites", "5", "Broker:Store:MaxPendingWrites must be between 100 and 100000000")]
     [InlineData("Broker:Store:Synchronous", "off", "Broker:Store:Synchronous must be full or normal")] // SqliteStoreOptions
     [InlineData("Broker:DataPath", "", "Broker:DataPath must not be empty")]
-    [InlineData("Broker:Mqtt:Transport", "libuv", "Broker:Mqtt:Transport must be kestrel or sockets")]
+    [InlineData("Broker:Mqtt:Transport", "libuv", "Broker:Mqtt:Transport must be sockets or kestrel")]
+    [InlineData("Broker:Memory:IdleCollect", "00:00:00.500", "Broker:Memory:IdleCollect must be 00:00:00 (off) or between 00:00:01 and 01:00:00")]
+    [InlineData("Broker:Memory:IdleCollect", "often", "Broker:Memory:IdleCollect must be 00:00:00 (off)")]
     [InlineData("Broker:Conventions:Enabled", "maybe", "Broker:Conventions:Enabled")]
     [InlineData("Broker:Acl:0:Topic", "%p/%x/#", "Broker:Acl:0:Topic")]
     [InlineData("Broker:Acl:0:Roles:0", "root", "Broker:Acl:0:Roles")]

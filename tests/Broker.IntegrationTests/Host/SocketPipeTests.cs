@@ -8,7 +8,7 @@ namespace Broker.IntegrationTests.Host;
 
 /// <summary>
 /// The own listener's transport (<see cref="SocketPipe"/>, <see cref="SocketOutput"/>) over a real loopback
-/// socket pair: what the engine relies on from a pipe. The MQTT behaviour over it is in SocketTransportTests.
+/// socket pair: what the engine relies on from a pipe. The MQTT behaviour over it is in TcpTransportTests.
 /// </summary>
 public sealed class SocketPipeTests : IAsyncLifetime
 {
