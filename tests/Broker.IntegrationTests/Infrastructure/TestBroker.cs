@@ -78,6 +78,8 @@ public sealed class TestBroker : IAsyncDisposable
             ["Broker:Store:Type"] = "memory",
             // No $SYS retained messages unless a test asks for them: they would show up in retained counts.
             ["Broker:Sys:Interval"] = "00:00:00",
+            // Many brokers share this process and its GC: none of them decides when it collects (IdleCollectorTests).
+            ["Broker:Memory:IdleCollect"] = "00:00:00",
         };
         configure(settings);
         var clock = fakeClock ? new FakeTimeProvider(DateTimeOffset.UtcNow) : null;
