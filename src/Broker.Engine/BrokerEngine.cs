@@ -158,7 +158,7 @@ public sealed class BrokerEngine : IBrokerPublisher, IAsyncDisposable
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         await _stopping.CancelAsync();
-        foreach (var connection in _engine.Connections.Keys)
+        foreach (var (connection, _) in _engine.Connections)
         {
             connection.Shutdown();
         }
@@ -200,7 +200,9 @@ public sealed class BrokerEngine : IBrokerPublisher, IAsyncDisposable
             while (await timer.WaitForNextTickAsync(stopping))
             {
                 var ticks = Environment.TickCount64;
-                foreach (var connection in _engine.Connections.Keys)
+                // The dictionary itself, not .Keys: Keys locks every bucket and copies every key, each second
+                // (150 kB a second at 19,000 connections, which kept an idle broker allocating).
+                foreach (var (connection, _) in _engine.Connections)
                 {
                     connection.CheckKeepAlive(ticks);
                 }

@@ -171,7 +171,7 @@ internal sealed class SessionManager(EngineContext engine)
     /// <summary>Heartbeat work: delayed wills that are due, sessions that expired [MQTT-3.1.2-23, 3.1.3-9].</summary>
     public void Sweep(long nowUnixMs)
     {
-        foreach (var session in _sessions.Values)
+        foreach (var (_, session) in _sessions) // not .Values, which locks every bucket and copies every session each second
         {
             if (session.IsConnected)
             {
