@@ -189,6 +189,54 @@ public sealed class SocketPipeTests : IAsyncLifetime
         Assert.True(flush.IsCompleted);
     }
 
+    /// <summary>Allocation budget of the transport (docs/performance.md): bytes per packet read and packet flushed.</summary>
+    const int ReadAndFlushBudget = 16; // measured 0: buffers come from the pool and go back to it
+
+    [Fact]
+    public void APacketReadAndAPacketFlushed_AllocateNothing_OnceWarm()
+    {
+        // The per-packet path of an idle-then-busy connection: the packet arrives, is read (from the kernel, with
+        // a buffer from the pool), consumed (the buffer goes back), and one packet is written and flushed.
+        var packet = new byte[] { 0x30, 0x0A, 0x00, 0x03, (byte)'I', (byte)'M', (byte)'S', (byte)'h', (byte)'e', (byte)'l', (byte)'l', (byte)'o' };
+        var echo = new byte[packet.Length];
+        void RoundTrip()
+        {
+            _client.Send(packet);
+            _server.Poll(-1, SelectMode.SelectRead); // the packet is there: the read completes at once, on this thread
+#pragma warning disable CA2012 // each consumed once, below: completing at once is what this checks
+            var read = _pipe.ReadAsync();
+            Assert.True(read.IsCompletedSuccessfully);
+            var result = read.GetAwaiter().GetResult();
+            Assert.True(result.Buffer.Length == packet.Length); // (Assert.Equal allocates a comparer per call)
+            _pipe.AdvanceTo(result.Buffer.End);
+            _pipe.Output.Write(packet);
+            var flush = _pipe.Output.FlushAsync();
+            Assert.True(flush.IsCompletedSuccessfully);
+            Assert.False(flush.GetAwaiter().GetResult().IsCompleted);
+#pragma warning restore CA2012
+            var at = 0;
+            while (at < echo.Length)
+            {
+                at += _client.Receive(echo, at, echo.Length - at, SocketFlags.None);
+            }
+        }
+
+        for (var i = 0; i < 200; i++)
+        {
+            RoundTrip(); // warm-up: JIT, the pool's per-thread cache
+        }
+
+        const int Rounds = 2_000;
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < Rounds; i++)
+        {
+            RoundTrip();
+        }
+
+        var perPacket = (GC.GetAllocatedBytesForCurrentThread() - before) / (double)Rounds;
+        Assert.True(perPacket <= ReadAndFlushBudget, $"{perPacket} B per packet read and flushed (budget {ReadAndFlushBudget})");
+    }
+
     async Task<byte[]> ReceiveAsync(int length)
     {
         var received = new byte[length];
