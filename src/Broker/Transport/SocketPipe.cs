@@ -156,7 +156,19 @@ internal sealed class SocketPipe : PipeReader, IDuplexPipe, IValueTaskSource<Rea
     bool Receive()
     {
         EnsureRoom();
-        var received = _socket.Receive(_buffer.AsSpan(_end), SocketFlags.None, out var error);
+        int received;
+        SocketError error;
+        try
+        {
+            received = _socket.Receive(_buffer.AsSpan(_end), SocketFlags.None, out error);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Closed by the listener: this may run in the socket's callback, where a throw would end the process.
+            _eof = true;
+            return true;
+        }
+
         if (error == SocketError.WouldBlock)
         {
             if (_end == _start)

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
+using Broker.IntegrationTests.Infrastructure;
 using Broker.Transport;
 
 namespace Broker.IntegrationTests.Host;
@@ -116,6 +117,18 @@ public sealed class SocketPipeTests : IAsyncLifetime
         while (!result.IsCompleted);
 
         Assert.Equal([0xE0, 0x00], data);
+    }
+
+    [Fact]
+    public async Task AWaitingRead_WhenTheListenerClosesTheSocket_CompletesTheInput()
+    {
+        // The wake-up runs in the socket's callback: a throw there would end the process, not one connection.
+        var read = _pipe.ReadAsync();
+        Assert.False(read.IsCompleted);
+        _server.Dispose();
+
+        Assert.True((await read.AsTask().WaitAsync(TestClient.Timeout)).IsCompleted);
+        Assert.True(_pipe.TryRead(out var again) && again.IsCompleted);
     }
 
     [Fact]
