@@ -22,7 +22,8 @@ internal sealed partial class MqttConnection
     readonly EngineContext _engine;
     readonly IDuplexPipe _transport;
     readonly ConnectionMetadata _meta;
-    readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    TaskCompletionSource? _closed; // made only when someone waits for the close (a takeover): 88 B fewer per idle connection
+    int _isClosed;
     readonly ConnectionWriter _writer;
     readonly AckSequencer _acks;
     MqttProtocolVersion _version;
@@ -224,7 +225,31 @@ internal sealed partial class MqttConnection
     }
 
     /// <summary>Completes when this connection has closed and let go of its session.</summary>
-    public Task Closed => _closed.Task;
+    public Task Closed
+    {
+        get
+        {
+            if (Volatile.Read(ref _isClosed) == 1)
+            {
+                return Task.CompletedTask;
+            }
+
+            var closed = Volatile.Read(ref _closed) ?? Interlocked.CompareExchange(ref _closed, new(TaskCreationOptions.RunContinuationsAsynchronously), null) ?? _closed!;
+            if (Volatile.Read(ref _isClosed) == 1)
+            {
+                closed.TrySetResult(); // closed meanwhile, before it could see this one (MarkClosed)
+            }
+
+            return closed.Task;
+        }
+    }
+
+    /// <summary>Full fences on both sides: either the close sees the waiter's source, or the waiter sees the close.</summary>
+    void MarkClosed()
+    {
+        Interlocked.Exchange(ref _isClosed, 1);
+        Volatile.Read(ref _closed)?.TrySetResult();
+    }
 
     /// <summary>Another connection took the client id [MQTT-3.1.4-3]; v5 reason 0x8E.</summary>
     public void TakeOver()
@@ -371,7 +396,7 @@ internal sealed partial class MqttConnection
         _limits?.Close(); // its device slot goes back
         if (_session is null || _principal is null)
         {
-            _closed.TrySetResult();
+            MarkClosed();
             return;
         }
 
@@ -399,7 +424,7 @@ internal sealed partial class MqttConnection
             _engine.Cluster.WillDisarmed(_principal.ClientId); // discarded by a normal DISCONNECT
         }
 
-        _closed.TrySetResult();
+        MarkClosed();
     }
 
     sealed class PacketTooLargeException(long size) : Exception($"packet of {size} bytes")
