@@ -11,7 +11,8 @@ namespace Broker.Cluster.Redis;
 /// </summary>
 internal sealed class DeliveryMarks(Action<DeliveryMarks.Mark> write)
 {
-    public readonly record struct Mark(string ClientId, long MessageId, ushort PacketId, object? Fence, long Epoch);
+    /// <summary>Fence: the claim the mark was made under (the store's, immutable; null when this node never claimed the client id).</summary>
+    public readonly record struct Mark(string ClientId, long MessageId, ushort PacketId, object? Fence);
 
     readonly Dictionary<(string ClientId, long MessageId), (Mark Mark, long Tick)> _held = new(); // under _gate
     readonly Lock _gate = new();

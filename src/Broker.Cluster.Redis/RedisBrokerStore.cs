@@ -317,9 +317,9 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         if (state == DeliveryState.AwaitingAck)
         {
             // Held back: most are acknowledged before the mark would be written (DeliveryMarks).
-            if (TryEpoch(clientId, out var fence, out var epoch))
+            if (TryEpoch(clientId, out var fence, out _))
             {
-                _marks.Hold(new DeliveryMarks.Mark(clientId, messageId, packetId, fence, fence?.Epoch ?? -1));
+                _marks.Hold(new DeliveryMarks.Mark(clientId, messageId, packetId, fence));
             }
 
             return;
@@ -339,7 +339,7 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     void WriteMark(DeliveryMarks.Mark mark)
     {
         _fences.TryGetValue(mark.ClientId, out var fence);
-        if (!ReferenceEquals(fence, mark.Fence) || (fence?.Epoch ?? -1) != mark.Epoch)
+        if (!ReferenceEquals(fence, mark.Fence)) // a claim makes a new fence, and a fence's epoch never changes
         {
             return;
         }

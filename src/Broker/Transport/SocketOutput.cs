@@ -12,8 +12,6 @@ namespace Broker.Transport;
 /// </summary>
 internal sealed class SocketOutput(Socket socket) : PipeWriter
 {
-    const int MinimumBufferSize = 4096;
-
     List<(byte[] Buffer, int Length)>? _filled; // written before _buffer, waiting for the flush (rare: one flush larger than a buffer)
     byte[]? _buffer;
     int _written; // of _buffer
@@ -98,7 +96,7 @@ internal sealed class SocketOutput(Socket socket) : PipeWriter
             ArrayPool<byte>.Shared.Return(_buffer);
         }
 
-        _buffer = ArrayPool<byte>.Shared.Rent(Math.Max(sizeHint, MinimumBufferSize));
+        _buffer = ArrayPool<byte>.Shared.Rent(Math.Max(sizeHint, SocketPipe.MinimumBufferSize));
         _written = 0;
     }
 

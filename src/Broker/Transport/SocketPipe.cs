@@ -25,7 +25,7 @@ namespace Broker.Transport;
 /// </summary>
 internal sealed class SocketPipe : PipeReader, IDuplexPipe, IValueTaskSource<ReadResult>
 {
-    const int MinimumBufferSize = 4096; // Kestrel's block size
+    internal const int MinimumBufferSize = 4096; // Kestrel's block size; the output's too
 
     readonly Socket _socket;
     readonly SocketOutput _output;
