@@ -35,7 +35,7 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     readonly TimeProvider _time;
     readonly WriteTracker _writes;
     readonly DeliveryMarks _marks;
-    readonly Timer _markTicks;
+    readonly ITimer _markTicks;
     readonly bool _ownsConnection;
     readonly ConcurrentDictionary<string, Fence> _fences = new(StringComparer.Ordinal);
 
@@ -53,12 +53,12 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         _time = time ?? TimeProvider.System;
         _ownsConnection = ownsConnection;
         _writes = new WriteTracker(maxPendingWrites, ex => LogWriteFailed(_logger, ex.Message));
-        _marks = new DeliveryMarks(WriteMark);
-        _markTicks = new Timer(static state => ((DeliveryMarks)state!).Tick(), _marks, MarkTick, MarkTick);
+        _marks = new DeliveryMarks(WriteHeld);
+        _markTicks = _time.CreateTimer(static state => ((DeliveryMarks)state!).Tick(), _marks, MarkTick, MarkTick);
         _redis.ConnectionRestored += OnConnectionRestored;
     }
 
-    /// <summary>A held "sent, waiting for the ack" mark is written after one to two of these (<see cref="DeliveryMarks"/>).</summary>
+    /// <summary>A held delivery change (a mark, a removal) is written after one to two of these (<see cref="DeliveryMarks"/>).</summary>
     static readonly TimeSpan MarkTick = TimeSpan.FromMilliseconds(50);
 
     /// <summary>Connects to <paramref name="configuration"/> (StackExchange.Redis syntax); the store owns that connection.</summary>
@@ -83,9 +83,10 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
 
     public async Task<ClaimResult> ClaimAsync(string clientId, string incarnation, bool cleanStart)
     {
-        // The session's held marks go first, under the epoch they were made with: the state the claim loads has
-        // them (an unacknowledged QoS 1 message is resent with DUP and its packet id [MQTT-4.4.0-1]). One held
-        // after this is refused as stale and fences nothing (OnStaleAsync: the owner is still this node).
+        // The session's held changes go first, under the epoch they were made with: the state the claim loads has
+        // them (an unacknowledged QoS 1 message is resent with DUP and its packet id [MQTT-4.4.0-1], an acknowledged
+        // one is not resent). One held after this is refused as stale and fences nothing (OnStaleAsync: the owner is
+        // still this node).
         _marks.WriteNow(clientId);
         var r = (RedisResult[])(await Run(RedisScripts.Claim, RedisKeys.Session(clientId), [incarnation, cleanStart ? "1" : "0"]))!;
         var epoch = (long)r[0];
@@ -268,6 +269,11 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     /// </summary>
     public void UpsertSession(SessionRecord session)
     {
+        if (session.DisconnectedAtUnixMs > 0)
+        {
+            _marks.WriteNow(session.ClientId); // ahead of the disconnect: a reconnect to another node reads them
+        }
+
         var deadline = session.DisconnectedAtUnixMs > 0 && session.ExpirySeconds != uint.MaxValue
             ? session.DisconnectedAtUnixMs + session.ExpirySeconds * 1000L
             : (long?)null;
@@ -319,7 +325,7 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
             // Held back: most are acknowledged before the mark would be written (DeliveryMarks).
             if (TryEpoch(clientId, out var fence, out _))
             {
-                _marks.Hold(new DeliveryMarks.Mark(clientId, messageId, packetId, fence));
+                _marks.Hold(clientId, messageId, packetId, fence);
             }
 
             return;
@@ -329,22 +335,32 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         FencedWrite(clientId, RedisScripts.Update, messageId, $"{packetId}:{(int)state}");
     }
 
+    /// <summary>Held back and written with the session's other changes of the tick (DeliveryMarks).</summary>
     public void RemoveDelivery(string clientId, long messageId)
     {
-        _marks.Drop(clientId, messageId);
-        FencedWrite(clientId, RedisScripts.Remove, messageId);
+        if (TryEpoch(clientId, out var fence, out _))
+        {
+            _marks.Remove(clientId, messageId, fence);
+        }
     }
 
-    /// <summary>Writes a held mark, unless the session was claimed again since (its new owner read its state from Redis).</summary>
-    void WriteMark(DeliveryMarks.Mark mark)
+    /// <summary>Writes one session's held changes in one script, unless it was claimed again since (its new owner read its state from Redis).</summary>
+    void WriteHeld(string clientId, object? fence, IReadOnlyList<DeliveryMarks.Change> changes)
     {
-        _fences.TryGetValue(mark.ClientId, out var fence);
-        if (!ReferenceEquals(fence, mark.Fence)) // a claim makes a new fence, and a fence's epoch never changes
+        _fences.TryGetValue(clientId, out var current);
+        if (!ReferenceEquals(current, fence)) // a claim makes a new fence, and a fence's epoch never changes
         {
             return;
         }
 
-        FencedWrite(mark.ClientId, RedisScripts.Update, mark.MessageId, $"{mark.PacketId}:{(int)DeliveryState.AwaitingAck}");
+        var args = new RedisValue[changes.Count * 2];
+        for (var i = 0; i < changes.Count; i++)
+        {
+            args[2 * i] = changes[i].MessageId;
+            args[2 * i + 1] = changes[i].Removed ? "" : $"{changes[i].PacketId}:{(int)DeliveryState.AwaitingAck}";
+        }
+
+        FencedWrite(clientId, RedisScripts.Settle, args);
     }
 
     public async ValueTask<IReadOnlyList<QueuedMessage>> ReadQueueAsync(string clientId, int maxMessages, long maxBytes)
@@ -354,7 +370,7 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
             return [];
         }
 
-        _marks.WriteNow(clientId); // ahead of the read: what is in flight is not read back as queued
+        _marks.WriteNow(clientId); // ahead of the read: what is in flight or acknowledged is not read back as queued
 
         var blobs = (RedisResult[])(await Run(RedisScripts.Read, RedisKeys.Session(clientId), [maxMessages, maxBytes]))!;
         return [.. blobs.Select(b => RowCodec.DecodeRow(clientId, (byte[])b!))];

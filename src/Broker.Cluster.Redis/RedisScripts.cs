@@ -268,12 +268,22 @@ static class RedisScripts
         return {1}
         """;
 
-    /// <summary>ARGV: epoch, id.</summary>
-    public const string Remove = Prelude + """
+    /// <summary>
+    /// ARGV: epoch, then pairs of id and change: "packetId:state" marks the row in flight (as <see cref="Update"/>),
+    /// '' removes it (acknowledged). One session's held changes of a tick (DeliveryMarks).
+    /// </summary>
+    public const string Settle = Prelude + """
         if stale(ARGV[1]) then return {0} end
-        unqueue(ARGV[2])
-        redis.call('HDEL', f, ARGV[2])
-        redis.call('HDEL', m, ARGV[2])
+        for i = 2, #ARGV, 2 do
+          local id, change = ARGV[i], ARGV[i + 1]
+          if change == '' then
+            unqueue(id)
+            redis.call('HDEL', f, id)
+            redis.call('HDEL', m, id)
+          elseif unqueue(id) or redis.call('HEXISTS', f, id) == 1 then
+            redis.call('HSET', f, id, change)
+          end
+        end
         return {1}
         """;
 

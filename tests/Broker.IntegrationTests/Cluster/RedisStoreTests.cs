@@ -109,13 +109,55 @@ public sealed class RedisStoreTests : IAsyncLifetime
         store.UpdateDelivery("bob", 2, 8, DeliveryState.AwaitingAck);
         store.RemoveDelivery("bob", 2);
         await store.FlushAsync(); // writes the marks still held (none: the ack dropped it), then waits for Redis
-        var scripts = (await server.InfoAsync("commandstats")).SelectMany(g => g).Where(kv => kv.Key is "cmdstat_evalsha" or "cmdstat_eval")
-            .Sum(kv => long.Parse(kv.Value.Split(',')[0]["calls=".Length..], System.Globalization.CultureInfo.InvariantCulture));
-        Assert.Equal(1, scripts);
+        Assert.Equal(1, await ScriptCallsAsync(server));
 
         var session = await store.LoadSessionAsync("bob");
         Assert.Equal((1L, (ushort)7), (Assert.Single(session!.Inflight).Row.MessageId, session.Inflight[0].Row.PacketId));
         Assert.Equal([3L], (await store.ReadQueueAsync("bob", 10, long.MaxValue)).Select(x => x.Row.MessageId));
+    }
+
+    [Fact]
+    public async Task AcksOfOneSessionInOneTick_AreOneScript_AndNeitherAPageReadNorAClaimElsewhereAfterTheDisconnectSeesThemUnwritten()
+    {
+        // The clock never moves: no tick writes what is held, only the reads, the disconnect and the flush do.
+        var nodeA = await NewStoreAsync(new FakeTimeProvider(DateTimeOffset.UtcNow));
+        var connectionA = _connections[^1];
+        var nodeB = await NewStoreAsync();
+        await nodeA.ClaimAsync("bob", "A#1", cleanStart: false);
+        nodeA.UpsertSession(Persistent("bob"));
+        for (var id = 1; id <= 6; id++)
+        {
+            await nodeA.AppendAsync(Message(id, "m" + id), [Row("bob", id)]);
+        }
+
+        await using var admin = await ConnectionMultiplexer.ConnectAsync(_server.Endpoint + ",allowAdmin=true");
+        var server = admin.GetServer(admin.GetEndPoints()[0]);
+        await server.ConfigResetStatisticsAsync();
+
+        // Three deliveries sent and acknowledged within a tick: one script for the three removals.
+        for (var id = 1; id <= 3; id++)
+        {
+            nodeA.UpdateDelivery("bob", id, (ushort)id, DeliveryState.AwaitingAck);
+            nodeA.RemoveDelivery("bob", id);
+        }
+
+        await nodeA.FlushAsync();
+        Assert.Equal(1, await ScriptCallsAsync(server));
+
+        // An acknowledged row is never read back as queued (at least once would allow it; a live session must not).
+        nodeA.UpdateDelivery("bob", 4, 4, DeliveryState.AwaitingAck);
+        nodeA.RemoveDelivery("bob", 4);
+        Assert.Equal([5L, 6L], (await nodeA.ReadQueueAsync("bob", 10, long.MaxValue)).Select(x => x.Row.MessageId));
+
+        // Acknowledged, then the client disconnects and reconnects to node B: B does not send it again.
+        nodeA.UpdateDelivery("bob", 5, 5, DeliveryState.AwaitingAck);
+        nodeA.RemoveDelivery("bob", 5);
+        nodeA.UpsertSession(Persistent("bob") with { DisconnectedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() });
+        await connectionA.GetDatabase().StringGetAsync("x"); // Redis answers one connection's commands in order: A's writes are in
+        await nodeB.ClaimAsync("bob", "B#1", cleanStart: false);
+        var session = await nodeB.LoadSessionAsync("bob");
+        Assert.Empty(session!.Inflight);
+        Assert.Equal([6L], (await nodeB.ReadQueueAsync("bob", 10, long.MaxValue)).Select(x => x.Row.MessageId));
     }
 
     [Fact]
@@ -412,7 +454,7 @@ public sealed class RedisStoreTests : IAsyncLifetime
         await store.WaitForRoomAsync();
 
         await _server.KillAsync();
-        store.RemoveDelivery("bob", 1); // nobody awaits it
+        store.SetInboundQos2("bob", 1, pending: true); // nobody awaits it
         var room = store.WaitForRoomAsync().AsTask();
         Assert.False(room.IsCompleted); // one write outstanding: at the bound
         await Assert.ThrowsAnyAsync<Exception>(() => store.AppendAsync(Message(1, "x"), [Row("bob", 1)]).AsTask());
@@ -445,6 +487,11 @@ public sealed class RedisStoreTests : IAsyncLifetime
         _connections.Add(connection);
         return new RedisBrokerStore(connection, NullLogger<RedisBrokerStore>.Instance, time: time);
     }
+
+    /// <summary>Lua scripts Redis ran since its statistics were reset (EVAL and EVALSHA).</summary>
+    static async Task<long> ScriptCallsAsync(IServer server) =>
+        (await server.InfoAsync("commandstats")).SelectMany(g => g).Where(kv => kv.Key is "cmdstat_evalsha" or "cmdstat_eval")
+            .Sum(kv => long.Parse(kv.Value.Split(',')[0]["calls=".Length..], System.Globalization.CultureInfo.InvariantCulture));
 
     static SessionRecord Persistent(string clientId) => new(clientId, clientId + "-user", "user", 3600, 0, []);
 
