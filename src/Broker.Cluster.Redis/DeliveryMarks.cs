@@ -23,7 +23,7 @@ internal sealed class DeliveryMarks(Action<string, object?, IReadOnlyList<Delive
     /// <summary>Fence: the claim the change was made under (the store's, immutable; null when this node never claimed the client id).</summary>
     readonly record struct Held(Change Change, object? Fence, long Tick);
 
-    readonly Dictionary<(string ClientId, long MessageId), Held> _held = new(); // under _gate
+    readonly Dictionary<string, Dictionary<long, Held>> _held = new(StringComparer.Ordinal); // by client id, then message id; under _gate
     readonly Lock _gate = new();
     long _tick;
 
@@ -31,9 +31,10 @@ internal sealed class DeliveryMarks(Action<string, object?, IReadOnlyList<Delive
     {
         lock (_gate)
         {
-            if (!_held.TryGetValue((clientId, messageId), out var earlier) || !earlier.Change.Removed) // a removal is final
+            var session = Session(clientId);
+            if (!session.TryGetValue(messageId, out var earlier) || !earlier.Change.Removed) // a removal is final
             {
-                _held[(clientId, messageId)] = new Held(new Change(messageId, packetId, false), fence, _tick);
+                session[messageId] = new Held(new Change(messageId, packetId, false), fence, _tick);
             }
         }
     }
@@ -43,8 +44,9 @@ internal sealed class DeliveryMarks(Action<string, object?, IReadOnlyList<Delive
     {
         lock (_gate)
         {
-            var tick = _held.TryGetValue((clientId, messageId), out var earlier) ? earlier.Tick : _tick;
-            _held[(clientId, messageId)] = new Held(new Change(messageId, 0, true), fence, tick);
+            var session = Session(clientId);
+            var tick = session.TryGetValue(messageId, out var earlier) ? earlier.Tick : _tick;
+            session[messageId] = new Held(new Change(messageId, 0, true), fence, tick);
         }
     }
 
@@ -53,7 +55,10 @@ internal sealed class DeliveryMarks(Action<string, object?, IReadOnlyList<Delive
     {
         lock (_gate)
         {
-            _held.Remove((clientId, messageId));
+            if (_held.TryGetValue(clientId, out var session) && session.Remove(messageId) && session.Count == 0)
+            {
+                _held.Remove(clientId);
+            }
         }
     }
 
@@ -63,7 +68,19 @@ internal sealed class DeliveryMarks(Action<string, object?, IReadOnlyList<Delive
         lock (_gate)
         {
             var tick = _tick++;
-            WriteLocked((_, held) => held.Tick < tick);
+            List<string>? emptied = null;
+            foreach (var (clientId, session) in _held)
+            {
+                if (WriteLocked(clientId, session, tick))
+                {
+                    (emptied ??= []).Add(clientId);
+                }
+            }
+
+            foreach (var clientId in emptied ?? [])
+            {
+                _held.Remove(clientId);
+            }
         }
     }
 
@@ -72,36 +89,72 @@ internal sealed class DeliveryMarks(Action<string, object?, IReadOnlyList<Delive
     {
         lock (_gate)
         {
-            WriteLocked(clientId is null ? static (_, _) => true : (id, _) => id == clientId);
+            if (clientId is null)
+            {
+                foreach (var (id, session) in _held)
+                {
+                    WriteLocked(id, session, long.MaxValue);
+                }
+
+                _held.Clear();
+            }
+            else if (_held.Remove(clientId, out var session))
+            {
+                WriteLocked(clientId, session, long.MaxValue);
+            }
         }
     }
 
-    /// <summary>Under the lock: a page read that writes its session's changes first cannot overtake a tick that took them.</summary>
-    void WriteLocked(Func<string, Held, bool> due)
+    Dictionary<long, Held> Session(string clientId)
     {
-        Dictionary<(string ClientId, object? Fence), List<Change>>? taken = null;
-        foreach (var ((clientId, _), held) in _held)
+        if (!_held.TryGetValue(clientId, out var session))
         {
-            if (due(clientId, held))
-            {
-                taken ??= [];
-                if (!taken.TryGetValue((clientId, held.Fence), out var changes))
-                {
-                    taken[(clientId, held.Fence)] = changes = [];
-                }
-
-                changes.Add(held.Change);
-            }
+            _held[clientId] = session = [];
         }
 
-        foreach (var ((clientId, fence), changes) in taken ?? [])
+        return session;
+    }
+
+    /// <summary>
+    /// Under the lock (a page read that writes its session's changes first cannot overtake a tick that took
+    /// them): writes the session's changes held before <paramref name="before"/>, one script per claim they
+    /// were made under (almost always one); true when none is left.
+    /// </summary>
+    bool WriteLocked(string clientId, Dictionary<long, Held> session, long before)
+    {
+        List<(object? Fence, List<Change> Changes)>? taken = null;
+        foreach (var (_, held) in session)
+        {
+            if (held.Tick >= before)
+            {
+                continue;
+            }
+
+            taken ??= [];
+            var at = 0;
+            while (at < taken.Count && !ReferenceEquals(taken[at].Fence, held.Fence))
+            {
+                at++;
+            }
+
+            if (at == taken.Count)
+            {
+                taken.Add((held.Fence, []));
+            }
+
+            taken[at].Changes.Add(held.Change);
+        }
+
+        foreach (var (fence, changes) in taken ?? [])
         {
             foreach (var change in changes)
             {
-                _held.Remove((clientId, change.MessageId));
+                session.Remove(change.MessageId);
             }
 
             write(clientId, fence, changes);
         }
+
+        return session.Count == 0;
     }
 }
