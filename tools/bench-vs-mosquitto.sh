@@ -15,6 +15,7 @@
 #   ONLY="names"          run only these rows (names as printed in the table)
 #   OUT=dir               where logs and JSON lines go (default: a new temp dir)
 #   IMS_ENV="K=v ..."     extra environment for our broker only (A/B runs of runtime settings)
+#   BROKER_DLL=path       our broker's Broker.dll (default: the Release build; e.g. a ReadyToRun publish output)
 #
 # Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
 set -euo pipefail
@@ -54,7 +55,7 @@ MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
 log "building (Release)"
 dotnet build -c Release src/Broker -v q -nologo >"$OUT/build-broker.log" 2>&1 || { cat "$OUT/build-broker.log"; exit 1; }
 dotnet build -c Release tools/Broker.Bench -v q -nologo >"$OUT/build-bench.log" 2>&1 || { cat "$OUT/build-bench.log"; exit 1; }
-BROKER_DLL="$ROOT/src/Broker/bin/Release/net10.0/Broker.dll"
+BROKER_DLL="${BROKER_DLL:-$ROOT/src/Broker/bin/Release/net10.0/Broker.dll}"
 BENCH=(dotnet "$ROOT/tools/Broker.Bench/bin/Release/net10.0/Broker.Bench.dll")
 
 # shellcheck source=tools/lib.sh
