@@ -57,7 +57,7 @@ public static class ClusterServices
     }
 
     /// <summary>Registers the shared store and the link; the node joins (and gets its message id index) before the engine is built.</summary>
-    public static void AddRedisCluster(this IServiceCollection services, ClusterOptions options, TimeSpan mailboxTtl, int mailboxCap, int maxPendingWrites)
+    public static void AddRedisCluster(this IServiceCollection services, ClusterOptions options, TimeSpan mailboxTtl, int mailboxCap, int maxMailboxClientIds, int maxPendingWrites)
     {
         services.AddSingleton(options);
         services.AddSingleton<IConnectionMultiplexer>(provider => Connect(options, provider.GetRequiredService<ILoggerFactory>().CreateLogger<RedisClusterLink>()));
@@ -67,7 +67,7 @@ public static class ClusterServices
         services.AddSingleton(provider =>
         {
             var link = new RedisClusterLink(provider.GetRequiredService<IConnectionMultiplexer>(), provider.GetRequiredService<ISessionStore>(), options,
-                provider.GetRequiredService<ILogger<RedisClusterLink>>()) { MailboxTtl = mailboxTtl };
+                provider.GetRequiredService<ILogger<RedisClusterLink>>()) { MailboxTtl = mailboxTtl, MaxMailboxClientIds = maxMailboxClientIds };
             link.RegisterAsync().GetAwaiter().GetResult();
             return link;
         });

@@ -1,6 +1,7 @@
 using Broker.Engine.Cluster;
 using Broker.Engine.Routing;
 using Broker.Engine.Store;
+using MQTTnet.Protocol;
 
 namespace Broker.Cluster.Redis;
 
@@ -67,11 +68,15 @@ public interface ISessionStore
 
     /// <summary>
     /// A direct message, decided atomically next to its client id's session: a session exists → a row when it
-    /// is persistent and the QoS is 1/2; no session → the mailbox (QoS 1/2) until <paramref name="mailboxExpiresAtUnixMs"/>.
+    /// is persistent and the QoS is 1/2; no session → the mailbox (QoS 1/2) until <paramref name="mailboxExpiresAtUnixMs"/>,
+    /// if the client id has one already or <paramref name="mayOpenMailbox"/>.
     /// </summary>
     /// <param name="announce">Also published on a sharded channel of the client id's slot, in the same script: the message as it
     /// reads when a row was written, or otherwise.</param>
-    Task<DirectResult> AppendDirectAsync(string clientId, BrokerMessage message, long mailboxExpiresAtUnixMs, InboundPacket? inbound, DirectAnnouncement? announce = null);
+    Task<DirectResult> AppendDirectAsync(string clientId, BrokerMessage message, long mailboxExpiresAtUnixMs, InboundPacket? inbound, DirectAnnouncement? announce = null, bool mayOpenMailbox = true);
+
+    /// <summary>Client ids with a mailbox in the cluster (those expired by <paramref name="nowUnixMs"/> are forgotten first).</summary>
+    Task<long> CountMailboxesAsync(long nowUnixMs);
 
     /// <summary>A persistent session reads <paramref name="route"/> with this subscription (QoS 1/2 only).</summary>
     Task AddReaderAsync(string route, string clientId, SubscriptionRecord subscription);
@@ -90,6 +95,10 @@ public readonly record struct ClaimResult(long Epoch, string? PreviousOwner, boo
 /// <summary>A message to publish with a direct write (<see cref="ISessionStore.AppendDirectAsync"/>): on <paramref name="Channel"/>, one of two forms.</summary>
 public readonly record struct DirectAnnouncement(string Channel, byte[] IfStored, byte[] Otherwise);
 
-public readonly record struct DirectResult(bool SessionExists, bool Stored, bool Mailed);
+public readonly record struct DirectResult(bool SessionExists, bool Stored, bool Mailed)
+{
+    /// <summary>A QoS 1/2 message for a client id without a session that the mailbox did not take (the bound on mailboxes).</summary>
+    public bool Refused(MqttQualityOfServiceLevel qos) => qos != MqttQualityOfServiceLevel.AtMostOnce && !SessionExists && !Mailed;
+}
 
 public sealed record RouteReader(string ClientId, SubscriptionRecord Subscription);

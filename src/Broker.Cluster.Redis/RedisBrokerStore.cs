@@ -201,19 +201,35 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         return written;
     }
 
-    public async Task<DirectResult> AppendDirectAsync(string clientId, BrokerMessage message, long mailboxExpiresAtUnixMs, InboundPacket? inbound, DirectAnnouncement? announce = null)
+    public async Task<DirectResult> AppendDirectAsync(string clientId, BrokerMessage message, long mailboxExpiresAtUnixMs, InboundPacket? inbound, DirectAnnouncement? announce = null, bool mayOpenMailbox = true)
     {
         var blob = RowCodec.EncodeRow(message.Qos, false, null, message, MessageCodec.EncodeMessage(message));
         var r = (RedisResult[])(await Run(RedisScripts.Direct, RedisKeys.Session(clientId),
             [message.Id, blob, (int)message.Qos, mailboxExpiresAtUnixMs, Now(), MailboxCap,
-             announce?.Channel ?? "", announce?.IfStored ?? [], announce?.Otherwise ?? []]))!;
+             announce?.Channel ?? "", announce?.IfStored ?? [], announce?.Otherwise ?? [], mayOpenMailbox ? "1" : "0"]))!;
         var result = new DirectResult((long)r[0] == 1, (long)r[1] == 1, (long)r[2] == 1);
-        if (result.Stored || result.Mailed)
+        if (result.Mailed)
+        {
+            IndexMailbox(clientId, mailboxExpiresAtUnixMs);
+        }
+
+        // Refused by the bound on mailboxes: nothing is kept, but the publisher's QoS 2 exchange goes on until its PUBREL.
+        if (result.Stored || result.Mailed || result.Refused(message.Qos))
         {
             await WriteInboundAsync(inbound);
         }
 
         return result;
+    }
+
+    /// <summary>In the cluster's count of mailboxes until the mailbox's last message expires (a later expiry replaces an earlier one).</summary>
+    void IndexMailbox(string clientId, long expiresAtUnixMs) =>
+        _ = _db.SortedSetAddAsync(RedisKeys.Mailboxes, clientId, expiresAtUnixMs, SortedSetWhen.GreaterThan, CommandFlags.FireAndForget);
+
+    public async Task<long> CountMailboxesAsync(long nowUnixMs)
+    {
+        await _db.SortedSetRemoveRangeByScoreAsync(RedisKeys.Mailboxes, double.NegativeInfinity, nowUnixMs);
+        return await _db.SortedSetLengthAsync(RedisKeys.Mailboxes);
     }
 
 
@@ -400,11 +416,22 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
     {
         var blob = RowCodec.EncodeRow(message.Qos, false, null, message, MessageCodec.EncodeMessage(message));
         await Run(RedisScripts.MailboxAdd, RedisKeys.Session(clientId), [message.Id, blob, expiresAtUnixMs, Now(), MailboxCap]);
+        IndexMailbox(clientId, expiresAtUnixMs);
         await WriteInboundAsync(inbound);
     }
 
     public void RemoveFromMailbox(string clientId, long messageId) =>
-        _writes.Track(Run(RedisScripts.MailboxRemove, RedisKeys.Session(clientId), [messageId], track: false), awaited: false);
+        _writes.Track(RemoveFromMailboxAsync(clientId, messageId), awaited: false);
+
+    async Task RemoveFromMailboxAsync(string clientId, long messageId)
+    {
+        var left = (long)await Run(RedisScripts.MailboxRemove, RedisKeys.Session(clientId), [messageId], track: false).ConfigureAwait(false);
+        if (left == 0)
+        {
+            // Emptied (moved into its session): out of the count. A message mailed meanwhile puts it back.
+            await _db.SortedSetRemoveAsync(RedisKeys.Mailboxes, clientId).ConfigureAwait(false);
+        }
+    }
 
     public ValueTask SetRetainedAsync(BrokerMessage message) =>
         new(Tracked(_db.HashSetAsync(RedisKeys.Retained, message.Topic, MessageCodec.EncodeMessage(message))));

@@ -149,6 +149,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         try
         {
             await _nodes.SweepDeadAsync(PublishWill);
+            Volatile.Write(ref _mailboxes, await _store.CountMailboxesAsync(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()));
         }
         finally
         {
@@ -519,11 +520,27 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     /// <summary>Broker:OfflineP2PTtl, for direct messages kept in the cluster's mailbox.</summary>
     public TimeSpan MailboxTtl { get => _mailboxTtl; set => _mailboxTtl = value; }
 
+    /// <summary>
+    /// Broker:Limits:MaxMailboxClientIds, over the cluster: a new mailbox is opened while the count of client ids
+    /// with one, read every second (<see cref="TickAsync"/>), is below it. Approximate: the nodes together may
+    /// open more within that second.
+    /// </summary>
+    public int MaxMailboxClientIds { get; init; } = 100_000;
+
+    long _mailboxes;
+
+    /// <summary>Client ids with a mailbox in the cluster, as read at the last tick.</summary>
+    public long Mailboxes => Volatile.Read(ref _mailboxes);
+
     async Task DirectAsync(string clientId, BrokerMessage message, long expires, InboundPacket? inbound, DirectAnnouncement announce)
     {
         try
         {
-            await _store.AppendDirectAsync(clientId, message, expires, inbound, announce);
+            var result = await _store.AppendDirectAsync(clientId, message, expires, inbound, announce, Volatile.Read(ref _mailboxes) < MaxMailboxClientIds);
+            if (!result.SessionExists && !result.Mailed)
+            {
+                _peer?.DirectNotKept(clientId, message);
+            }
         }
         catch (Exception ex) when (ex is RedisException or TimeoutException)
         {

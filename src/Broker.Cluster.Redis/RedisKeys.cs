@@ -16,6 +16,12 @@ static class RedisKeys
     /// <summary>Disconnected persistent sessions by expiry deadline (Unix ms): the sweep expires those whose node died.</summary>
     public static readonly RedisKey Expiries = "ims:expiry";
 
+    /// <summary>
+    /// Client ids with a mailbox, by when it expires (Unix ms): the cluster-wide count that
+    /// <c>Broker:Limits:MaxMailboxClientIds</c> bounds. Not in the mailboxes' slots, so kept beside them, not with them.
+    /// </summary>
+    public static readonly RedisKey Mailboxes = "ims:mailboxes";
+
     /// <summary>The keys every session script receives, in this order (the scripts name them s, q, m, f, i2, mb, mbm).</summary>
     public static RedisKey[] Session(string clientId)
     {

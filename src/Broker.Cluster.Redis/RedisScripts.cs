@@ -173,7 +173,11 @@ static class RedisScripts
         return 1
         """;
 
-    /// <summary>ARGV: id, blob, qos, expires-at, now, mailbox cap, channel ('' = none), message if stored, message otherwise → {session exists, stored, mailed}.</summary>
+    /// <summary>
+    /// ARGV: id, blob, qos, expires-at, now, mailbox cap, channel ('' = none), message if stored, message otherwise,
+    /// may open a mailbox ('1'/'0': the cluster's client ids with a mailbox are below their bound)
+    /// → {session exists, stored, mailed}.
+    /// </summary>
     public const string Direct = Prelude + """
         local qos = tonumber(ARGV[3])
         local stored, mailed, exists = 0, 0, 0
@@ -186,7 +190,7 @@ static class RedisScripts
             append(ARGV[1], ARGV[2])
             stored = 1
           end
-        elseif qos >= 1 then
+        elseif qos >= 1 and (ARGV[10] == '1' or redis.call('EXISTS', mb) == 1) then
           mail(ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6])
           mailed = 1
         end
@@ -218,11 +222,11 @@ static class RedisScripts
         return out
         """;
 
-    /// <summary>ARGV: id.</summary>
+    /// <summary>ARGV: id → the messages left in the mailbox.</summary>
     public const string MailboxRemove = Prelude + """
         redis.call('ZREM', mb, ARGV[1])
         redis.call('HDEL', mbm, ARGV[1])
-        return 1
+        return redis.call('ZCARD', mb)
         """;
 
     /// <summary>ARGV: epoch, record, expiry seconds, expiry deadline in Unix ms ('' = connected or never). Owner, epoch and seq stay.</summary>

@@ -82,7 +82,7 @@ public static class BrokerApp
         if (cluster.IsEnabled)
         {
             // Cluster mode (Broker:Cluster:Redis): sessions, queues and routes are shared through Redis.
-            builder.Services.AddRedisCluster(cluster, engineOptions.OfflineP2PTtl, engineOptions.MaxQueuedMessages, store.MaxPendingWrites);
+            builder.Services.AddRedisCluster(cluster, engineOptions.OfflineP2PTtl, engineOptions.MaxQueuedMessages, engineOptions.Limits.MaxMailboxClientIds, store.MaxPendingWrites);
         }
         else
         {

@@ -13,6 +13,8 @@ internal sealed class ClusterPeer(EngineContext engine) : IClusterPeer
     public void DeliverShared(BrokerMessage message, string clientId, string subscriptionKey, bool stored) =>
         engine.Router.DeliverSharedFromCluster(message, clientId, subscriptionKey, stored);
 
+    public void DirectNotKept(string clientId, BrokerMessage message) => engine.Mailbox.NotKept(clientId, message);
+
     public Task ReleaseAsync(string clientId) => engine.Sessions.ReleaseAsync(clientId);
 
     public bool Hosts(string clientId) => engine.Sessions.Get(clientId) is not null;

@@ -99,6 +99,9 @@ public interface IClusterPeer
     /// </summary>
     void DeliverShared(BrokerMessage message, string clientId, string subscriptionKey, bool stored);
 
+    /// <summary>A direct message this node routed for a client id without a session that nothing kept (QoS 0, or the bound on mailboxes): counted and logged.</summary>
+    void DirectNotKept(string clientId, BrokerMessage message);
+
     /// <summary>Another node took the session over: close its connection here (v5 0x8E) and let it go, keeping its durable state.</summary>
     Task ReleaseAsync(string clientId);
 

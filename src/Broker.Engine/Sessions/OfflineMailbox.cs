@@ -63,22 +63,16 @@ internal sealed class OfflineMailbox(EngineContext engine)
                 // Handed to the store under the lock too, so it precedes DeliverTo's removal of it.
                 durable = engine.Store.AddToMailboxAsync(clientId, message, expires, inbound);
             }
-            else
-            {
-                // Broker:Limits:MaxMailboxClientIds reached: a sender cannot fill memory by inventing client ids.
-                dropped = message;
-            }
+            // else: Broker:Limits:MaxMailboxClientIds reached (NotKept, below)
         }
 
-        if (message.Qos == MqttQualityOfServiceLevel.AtMostOnce)
+        if (!kept)
         {
-            engine.Counters.DirectRouteUndeliverable();
-            EngineLog.DirectUndeliverable(engine.Logger, clientId, message.Topic);
+            NotKept(clientId, message);
         }
-
-        if (dropped is not null)
+        else if (dropped is not null)
         {
-            Drop(clientId, dropped, kept ? "mailbox full" : "too many client ids with a mailbox");
+            Drop(clientId, dropped, "mailbox full");
         }
 
         if (!kept && inbound is { } packet)
@@ -187,10 +181,31 @@ internal sealed class OfflineMailbox(EngineContext engine)
 
     long _lastLogMs;
 
-    void Drop(string clientId, BrokerMessage message, string reason)
+    /// <summary>
+    /// A direct message for a client id without a session that no mailbox took: QoS 0 (never kept), or
+    /// <c>Broker:Limits:MaxMailboxClientIds</c> reached. Counted and logged; the cluster reports its own here.
+    /// </summary>
+    public void NotKept(string clientId, BrokerMessage message)
+    {
+        if (message.Qos == MqttQualityOfServiceLevel.AtMostOnce)
+        {
+            engine.Counters.DirectRouteUndeliverable();
+            EngineLog.DirectUndeliverable(engine.Logger, clientId, message.Topic);
+        }
+        else
+        {
+            // A sender cannot fill memory (or Redis) by inventing client ids.
+            Drop(clientId, message, "too many client ids with a mailbox", stored: false);
+        }
+    }
+
+    void Drop(string clientId, BrokerMessage message, string reason, bool stored = true)
     {
         engine.Counters.MessageDropped();
-        engine.Store.RemoveFromMailbox(clientId, message.Id);
+        if (stored)
+        {
+            engine.Store.RemoveFromMailbox(clientId, message.Id);
+        }
 
         // One line per second at most, as for session queues.
         var now = Environment.TickCount64;

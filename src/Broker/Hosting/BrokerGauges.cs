@@ -22,6 +22,7 @@ public static class BrokerGauges
             meter.CreateObservableCounter("cluster.envelopes.received", () => cluster.EnvelopesIn, "{message}", "Messages routed on other nodes and received by this one");
             meter.CreateObservableCounter("cluster.envelopes.sent", () => cluster.EnvelopesOut, "{message}", "Messages routed here and sent towards other nodes (one per route channel)");
             meter.CreateObservableGauge("cluster.redis.up", () => cluster.IsReachable ? 1 : 0, "", "1 while this node reaches the cluster's Redis");
+            meter.CreateObservableGauge("cluster.mailboxes", () => cluster.Mailboxes, "{client id}", "Client ids with direct messages waiting in the cluster's mailbox, as this node last read it (each second); Broker:Limits:MaxMailboxClientIds bounds it");
             if (store is RedisBrokerStore redis)
             {
                 meter.CreateObservableCounter("cluster.store.failed", () => redis.FailedWrites, "{operation}", "Store writes nobody waited on (delivery state, session records) that Redis refused or never answered; each is also logged");

@@ -339,7 +339,7 @@ public sealed class ClusterFaultTests
         // client's DISCONNECT returns before the node has read it, and a kill before that is the next test's case.
         await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(cluster.Redis.Endpoint);
         var db = redis.GetDatabase();
-        await WaitForAsync(
+        await Poll.UntilAsync(
             async () => await db.HashExistsAsync(SessionKey(device), "dl") && await db.SortedSetScoreAsync("ims:expiry", device) is not null,
             "n2 did not record bob's disconnect in Redis");
 
@@ -394,7 +394,7 @@ public sealed class ClusterFaultTests
         await cluster[1].FreezeAsync(stop: true);
         try
         {
-            await WaitForAsync(async () => !await db.SetContainsAsync("ims:nodes", n2), "n1 did not sweep the stalled n2");
+            await Poll.UntilAsync(async () => !await db.SetContainsAsync("ims:nodes", n2), "n1 did not sweep the stalled n2");
         }
         finally
         {
@@ -402,7 +402,7 @@ public sealed class ClusterFaultTests
         }
 
         // Back among the nodes with its next renewal; carol's session was freed meanwhile: her connection there closes.
-        await WaitForAsync(() => db.SetContainsAsync("ims:nodes", n2), "n2 did not join again");
+        await Poll.UntilAsync(() => db.SetContainsAsync("ims:nodes", n2), "n2 did not join again");
         Assert.Equal(MqttClientDisconnectReason.SessionTakenOver, (await carol.Disconnected.WaitAsync(TestClient.Timeout)).Reason); // v5 0x8E
 
         const string device = "GID_IMS@@@bob-stall";
@@ -411,23 +411,12 @@ public sealed class ClusterFaultTests
             await bob.SubscribeOkAsync("IMS/bob/Inbox/#");
         }
 
-        await WaitForAsync(async () => await db.HashExistsAsync(SessionKey(device), "dl"), "n2 did not record bob's disconnect in Redis");
+        await Poll.UntilAsync(async () => await db.HashExistsAsync(SessionKey(device), "dl"), "n2 did not record bob's disconnect in Redis");
         await cluster.KillAsync(1);
         await AssertExpiresAsync(db, device);
     }
 
     static string SessionKey(string clientId) => "s:{c/" + clientId + "}";
-
-    /// <summary>Polls state in Redis (another process's): true within <see cref="TestClient.Timeout"/>.</summary>
-    static async Task WaitForAsync(Func<Task<bool>> condition, string message)
-    {
-        var deadline = DateTime.UtcNow + TestClient.Timeout;
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, message);
-            await Task.Delay(20);
-        }
-    }
 
     /// <summary>Watched in Redis (the state an operator would see): the session's record goes once it is due and its node is swept.</summary>
     static async Task AssertExpiresAsync(StackExchange.Redis.IDatabase db, string clientId)

@@ -67,6 +67,48 @@ public sealed class ClusterSessionTests(ThreeNodes nodes)
         await bob.ExpectOnlyAsync("IMS/p2p/" + device, "while you were out");
     }
 
+    [Fact]
+    public async Task MailboxesAcrossTheCluster_AtMostMaxMailboxClientIds_AMessageForOneMoreIsDroppedAndCounted()
+    {
+        // Broker:Limits:MaxMailboxClientIds holds for the cluster, not per node: a sender cannot fill Redis by
+        // inventing client ids (contract §5). Each node reads the cluster's count every second.
+        await using var cluster = await BrokerCluster.StartAsync(2, new Dictionary<string, string> { ["Broker:Limits:MaxMailboxClientIds"] = "1" });
+        const string Mailboxes = "ims_broker_cluster_mailboxes";
+        await using (var alice = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@alice-mbx", "alice"))
+        {
+            await Expect.PublishAcceptedAsync(alice, "IMS/p2p/GID_IMS@@@bob-mbx-phone", "kept");
+        }
+
+        await Poll.UntilAsync(async () => await cluster.MetricAsync(1, Mailboxes) == 1, "n2 never counted the mailbox n1 opened");
+        await using (var carol = await TestClient.ConnectAsync(cluster[1].MqttPort, "GID_IMS@@@carol-mbx", "carol"))
+        {
+            await Expect.PublishAcceptedAsync(carol, "IMS/p2p/GID_IMS@@@bob-mbx-phone", "kept too"); // a mailbox that exists takes more
+            await Expect.PublishAcceptedAsync(carol, "IMS/p2p/GID_IMS@@@bob-mbx-laptop", "one client id too many");
+        }
+
+        Assert.Equal(1, await cluster.MetricAsync(1, "ims_broker_messages_dropped"));
+        await using var laptop = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@bob-mbx-laptop", "bob", cleanStart: false, sessionExpiry: 3600);
+        await using (var alice = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@alice-mbx-2", "alice"))
+        {
+            await alice.PublishAsync("IMS/p2p/GID_IMS@@@bob-mbx-laptop", "marker");
+        }
+
+        await laptop.ExpectOnlyAsync("IMS/p2p/GID_IMS@@@bob-mbx-laptop", "marker"); // the dropped message never came
+
+        // The phone's mailbox moves into its session, and leaves the count: a new client id may have one again.
+        await using var phone = await TestClient.ConnectAsync(cluster[1].MqttPort, "GID_IMS@@@bob-mbx-phone", "bob", cleanStart: false, sessionExpiry: 3600);
+        Assert.Equal("kept", TestClient.Text(await phone.NextAsync()));
+        Assert.Equal("kept too", TestClient.Text(await phone.NextAsync()));
+        await Poll.UntilAsync(async () => await cluster.MetricAsync(0, Mailboxes) == 0, "the emptied mailbox stayed in the count");
+        await using (var carol = await TestClient.ConnectAsync(cluster[0].MqttPort, "GID_IMS@@@carol-mbx-2", "carol"))
+        {
+            await Expect.PublishAcceptedAsync(carol, "IMS/p2p/GID_IMS@@@bob-mbx-tablet", "room again");
+        }
+
+        await using var tablet = await TestClient.ConnectAsync(cluster[1].MqttPort, "GID_IMS@@@bob-mbx-tablet", "bob", cleanStart: false, sessionExpiry: 3600);
+        await tablet.ExpectOnlyAsync("IMS/p2p/GID_IMS@@@bob-mbx-tablet", "room again");
+    }
+
     [Theory]
     [InlineData(MqttQualityOfServiceLevel.AtLeastOnce)]
     [InlineData(MqttQualityOfServiceLevel.ExactlyOnce)]

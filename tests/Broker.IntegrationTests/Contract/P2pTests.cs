@@ -66,6 +66,31 @@ public sealed class P2pTests
     }
 
     [Fact]
+    public async Task MailboxesForAtMostMaxMailboxClientIds_AMessageForOneMoreIsDroppedAndCounted()
+    {
+        // Contract §5, Broker:Limits:MaxMailboxClientIds: a sender cannot fill memory by inventing client ids.
+        await using var broker = await TestBroker.StartImsAsync(s => s["Broker:Limits:MaxMailboxClientIds"] = "1");
+        await using (var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice"))
+        {
+            await Expect.PublishAcceptedAsync(alice, "IMS/p2p/GID_IMS@@@bob-phone", "kept");
+            await Expect.PublishAcceptedAsync(alice, "IMS/p2p/GID_IMS@@@bob-phone", "kept too"); // a mailbox that exists takes more
+            await Expect.PublishAcceptedAsync(alice, "IMS/p2p/GID_IMS@@@bob-laptop", "one client id too many");
+        }
+
+        Assert.Equal(1, broker.Counters.Dropped);
+        await using var laptop = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-laptop", "bob", cleanStart: false, sessionExpiry: 3600);
+        await using (var carol = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@carol-phone", "carol"))
+        {
+            await carol.PublishAsync("IMS/p2p/GID_IMS@@@bob-laptop", "marker");
+        }
+
+        await laptop.ExpectOnlyAsync("IMS/p2p/GID_IMS@@@bob-laptop", "marker"); // the dropped message never came
+        await using var phone = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@bob-phone", "bob", cleanStart: false, sessionExpiry: 3600);
+        Assert.Equal("kept", TestClient.Text(await phone.NextAsync()));
+        Assert.Equal("kept too", TestClient.Text(await phone.NextAsync()));
+    }
+
+    [Fact]
     public async Task AnyUser_MayWriteToAnyDevice()
     {
         await using var broker = await TestBroker.StartImsAsync();

@@ -89,10 +89,13 @@ public sealed class BrokerCluster : IAsyncDisposable
     }
 
     /// <summary>The node's counter of messages it received from other nodes (<c>/metrics</c>).</summary>
-    public async Task<double> EnvelopesReceivedAsync(int index)
+    public Task<double> EnvelopesReceivedAsync(int index) => MetricAsync(index, "ims_broker_cluster_envelopes_received");
+
+    /// <summary>One value of the node's <c>/metrics</c>.</summary>
+    public async Task<double> MetricAsync(int index, string name)
     {
         using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{this[index].HttpPort}") };
-        return Metrics.Value(await http.GetStringAsync("/metrics"), "ims_broker_cluster_envelopes_received");
+        return Metrics.Value(await http.GetStringAsync("/metrics"), name);
     }
 
     public async ValueTask DisposeAsync()
