@@ -232,7 +232,6 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         return await _db.SortedSetLengthAsync(RedisKeys.Mailboxes);
     }
 
-
     public Task AddReaderAsync(string route, string clientId, SubscriptionRecord subscription) =>
         Tracked(_db.HashSetAsync(RedisKeys.Readers(route), RedisKeys.ReaderField(clientId, subscription.Filter), MessageCodec.EncodeSubscriptions([subscription])));
 
