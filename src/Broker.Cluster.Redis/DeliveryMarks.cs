@@ -10,9 +10,9 @@ namespace Broker.Cluster.Redis;
 /// What holding risks is bounded by at least once: if this node dies, a held mark lets a QoS 1 message go
 /// out again under a new packet id, and a held removal lets an acknowledged one go out again. QoS 2 stays
 /// exactly once: the engine holds a persistent session's QoS 2 PUBLISH until a flush, which writes the
-/// held changes first, and PUBREC's state is not held. A page read of a session's queue, a claim of it and
-/// its disconnect write that session's changes first, so in a running cluster no reader sees a row that is
-/// in flight or acknowledged.
+/// held changes first, and PUBREC's state is not held. A page read of a session's queue, a claim of it, its
+/// disconnect and its release to another node write that session's changes first, so in a running cluster
+/// no reader sees a row that is in flight or acknowledged.
 /// </para>
 /// </summary>
 internal sealed class DeliveryMarks(Action<string, object?, IReadOnlyList<DeliveryMarks.Change>> write)

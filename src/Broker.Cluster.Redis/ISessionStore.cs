@@ -75,6 +75,12 @@ public interface ISessionStore
     /// reads when a row was written, or otherwise.</param>
     Task<DirectResult> AppendDirectAsync(string clientId, BrokerMessage message, long mailboxExpiresAtUnixMs, InboundPacket? inbound, DirectAnnouncement? announce = null, bool mayOpenMailbox = true);
 
+    /// <summary>
+    /// Writes the session's held delivery changes and waits until Redis has them: a node letting a session go to
+    /// another answers only after this, so the state the other node loads has the acknowledgements made here.
+    /// </summary>
+    Task WriteHeldAsync(string clientId);
+
     /// <summary>Client ids with a mailbox in the cluster (those expired by <paramref name="nowUnixMs"/> are forgotten first).</summary>
     Task<long> CountMailboxesAsync(long nowUnixMs);
 

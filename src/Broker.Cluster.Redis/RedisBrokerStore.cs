@@ -359,23 +359,35 @@ public sealed partial class RedisBrokerStore : IBrokerStore, ISessionStore, IPol
         }
     }
 
-    /// <summary>Writes one session's held changes in one script, unless it was claimed again since (its new owner read its state from Redis).</summary>
-    void WriteHeld(string clientId, object? fence, IReadOnlyList<DeliveryMarks.Change> changes)
+    /// <summary>
+    /// Writes one session's held changes in one script, unless this node claimed it again since (the claim wrote
+    /// them first, and loaded its state after). Removals go also when another node holds the session now
+    /// (<see cref="RedisScripts.Settle"/>): a client's acknowledgements are not undone by a takeover.
+    /// </summary>
+    void WriteHeld(string clientId, object? held, IReadOnlyList<DeliveryMarks.Change> changes)
     {
         _fences.TryGetValue(clientId, out var current);
-        if (!ReferenceEquals(current, fence)) // a claim makes a new fence, and a fence's epoch never changes
+        var fence = (Fence?)held;
+        if (!ReferenceEquals(current, fence) || (fence is { IsFenced: true } && !changes.Any(c => c.Removed)))
         {
             return;
         }
 
-        var args = new RedisValue[changes.Count * 2];
+        var args = new RedisValue[changes.Count * 2 + 1];
+        args[0] = fence is null ? "" : fence.Epoch;
         for (var i = 0; i < changes.Count; i++)
         {
-            args[2 * i] = changes[i].MessageId;
-            args[2 * i + 1] = changes[i].Removed ? "" : $"{changes[i].PacketId}:{(int)DeliveryState.AwaitingAck}";
+            args[2 * i + 1] = changes[i].MessageId;
+            args[2 * i + 2] = changes[i].Removed ? "" : $"{changes[i].PacketId}:{(int)DeliveryState.AwaitingAck}";
         }
 
-        FencedWrite(clientId, RedisScripts.Settle, args);
+        _writes.Track(CheckFence(clientId, fence, Run(RedisScripts.Settle, RedisKeys.Session(clientId), args, track: false)), awaited: false);
+    }
+
+    public async Task WriteHeldAsync(string clientId)
+    {
+        _marks.WriteNow(clientId);
+        await _writes.FlushAsync();
     }
 
     public async ValueTask<IReadOnlyList<QueuedMessage>> ReadQueueAsync(string clientId, int maxMessages, long maxBytes)

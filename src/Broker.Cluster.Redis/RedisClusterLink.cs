@@ -347,6 +347,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         try
         {
             await _peer!.ReleaseAsync(clientId);
+            await _store.WriteHeldAsync(clientId); // before the answer: the claimant loads the session after it
             ClusterLog.Released(_logger, clientId, claimant);
             var answer = new Envelope { Kind = EnvelopeKind.Released, Origin = Incarnation, ClientId = clientId };
             await _bus.PublishAsync(NodeChannel(claimant), answer.Encode());

@@ -274,20 +274,23 @@ static class RedisScripts
 
     /// <summary>
     /// ARGV: epoch, then pairs of id and change: "packetId:state" marks the row in flight (as <see cref="Update"/>),
-    /// '' removes it (acknowledged). One session's held changes of a tick (DeliveryMarks).
+    /// '' removes it. One session's held changes of a tick (DeliveryMarks). A removal is applied under a stale
+    /// epoch too (the answer is still {0}): what the client acknowledged, or this node dropped, while it owned
+    /// the session stays done under the node that took it over; a mark from a stale epoch is refused.
     /// </summary>
     public const string Settle = Prelude + """
-        if stale(ARGV[1]) then return {0} end
+        local fenced = stale(ARGV[1])
         for i = 2, #ARGV, 2 do
           local id, change = ARGV[i], ARGV[i + 1]
           if change == '' then
             unqueue(id)
             redis.call('HDEL', f, id)
             redis.call('HDEL', m, id)
-          elseif unqueue(id) or redis.call('HEXISTS', f, id) == 1 then
+          elseif not fenced and (unqueue(id) or redis.call('HEXISTS', f, id) == 1) then
             redis.call('HSET', f, id, change)
           end
         end
+        if fenced then return {0} end
         return {1}
         """;
 

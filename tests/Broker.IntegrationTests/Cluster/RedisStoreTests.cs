@@ -161,6 +161,32 @@ public sealed class RedisStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task TakenOverByAnotherNode_TheAcksHeldHereStillReachRedis_ButTheHeldMarksDoNot()
+    {
+        var nodeA = await NewStoreAsync(new FakeTimeProvider(DateTimeOffset.UtcNow)); // no tick: only WriteHeldAsync writes
+        var nodeB = await NewStoreAsync();
+        var fenced = new List<string>();
+        nodeA.Fenced += fenced.Add;
+        await nodeA.ClaimAsync("bob", "A#1", cleanStart: false);
+        nodeA.UpsertSession(Persistent("bob"));
+        await nodeA.AppendAsync(Message(1, "one"), [Row("bob", 1)]);
+        await nodeA.AppendAsync(Message(2, "two"), [Row("bob", 2)]);
+
+        // On A: 1 was sent and acknowledged, 2 sent only; both changes are held when B claims the session.
+        nodeA.UpdateDelivery("bob", 1, 1, DeliveryState.AwaitingAck);
+        nodeA.RemoveDelivery("bob", 1);
+        nodeA.UpdateDelivery("bob", 2, 2, DeliveryState.AwaitingAck);
+        await nodeB.ClaimAsync("bob", "B#1", cleanStart: false);
+
+        // A lets it go (the kick): what the client acknowledged on A holds; A's mark does not (B resends 2 as queued).
+        await nodeA.WriteHeldAsync("bob");
+        var session = await nodeB.LoadSessionAsync("bob");
+        Assert.Empty(session!.Inflight);
+        Assert.Equal([2L], (await nodeB.ReadQueueAsync("bob", 10, long.MaxValue)).Select(x => x.Row.MessageId));
+        Assert.Equal(["bob"], fenced); // and A heard that it no longer owns it
+    }
+
+    [Fact]
     public async Task DropOldest_TakesRowsUntilCountAndBytesAreReached()
     {
         var store = await NewStoreAsync();
