@@ -149,7 +149,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         try
         {
             await _nodes.SweepDeadAsync(PublishWill);
-            Volatile.Write(ref _mailboxes, await _store.CountMailboxesAsync(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()));
+            await CountMailboxesAsync();
         }
         finally
         {
@@ -533,11 +533,23 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
     /// <summary>Client ids with a mailbox in the cluster, as read at the last tick.</summary>
     public long Mailboxes => Volatile.Read(ref _mailboxes);
 
+    async Task CountMailboxesAsync()
+    {
+        try
+        {
+            Volatile.Write(ref _mailboxes, await _store.CountMailboxesAsync(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()));
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            // Redis out of reach (logged by the link): the last count stands, and no mailbox is written meanwhile anyway.
+        }
+    }
+
     async Task DirectAsync(string clientId, BrokerMessage message, long expires, InboundPacket? inbound, DirectAnnouncement announce)
     {
         try
         {
-            var result = await _store.AppendDirectAsync(clientId, message, expires, inbound, announce, Volatile.Read(ref _mailboxes) < MaxMailboxClientIds);
+            var result = await _store.AppendDirectAsync(clientId, message, expires, inbound, announce, Mailboxes < MaxMailboxClientIds);
             if (!result.SessionExists && !result.Mailed)
             {
                 _peer?.DirectNotKept(clientId, message);

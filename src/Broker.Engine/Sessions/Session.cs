@@ -838,14 +838,15 @@ public sealed class Session
             // The window runs low and more waits in the store: read the next page now, so that it is here before
             // the window is empty and a subscriber that is behind never waits for the store's queue. Read after the
             // in-flight marks above, so what was just taken is not read again, and handed to the store under the
-            // lock, so it is ordered with the queue's trims. The window's own rows are still queued in the store:
-            // the read asks for that many more, and they are left out when it comes back.
+            // lock, so it is ordered with the queue's trims. The window's own rows are still queued in the store,
+            // at its head: they count within the page, which is one window, and are left out when it comes back,
+            // so the window never holds more than Broker:MaxQueuedMessages / MaxQueuedBytes.
             if (PageDue())
             {
                 _spilled = false;
                 _paging = true;
                 page = new PageRead(_queue.Count == 0 ? null : [.. _queue.Select(d => d.Message.Id)],
-                    _engine.Options.MaxQueuedMessages + _queue.Count, _engine.Options.MaxQueuedBytes + _queueBytes);
+                    _engine.Options.MaxQueuedMessages, _engine.Options.MaxQueuedBytes);
                 pageIn = _engine.Store.ReadQueueAsync(ClientId, page.MaxMessages, page.MaxBytes).AsTask();
             }
         }

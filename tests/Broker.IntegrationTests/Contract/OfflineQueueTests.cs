@@ -66,6 +66,44 @@ public sealed class OfflineQueueTests : IDisposable
         Assert.Equal(0, session.QueuedCount);
     }
 
+    [Fact]
+    public async Task TheNextPage_ReadWhileHalfTheWindowIsLeft_NeverTakesTheWindowAboveItsBound()
+    {
+        // Contract §6: memory holds a bounded window (Broker:MaxQueuedMessages). The next page is read when half
+        // of it is left; while the client acknowledges nothing more, that page lands on a half-full window and
+        // must only fill it (it held 30 of 20 before the page counted the window's own rows).
+        await using var broker = await TestBroker.StartImsAsync(s =>
+        {
+            s["Broker:Store:Type"] = "sqlite";
+            s["Broker:Store:Synchronous"] = "normal";
+            s["Broker:DataPath"] = _dir.FullName;
+            s["Broker:MaxQueuedMessages"] = "20";
+            s["Broker:Mqtt:MaxInflightMessages"] = "1";
+        });
+        await SubscribeThenLeaveAsync(broker);
+        await using (var alice = await TestClient.ConnectAsync(broker.MqttPort, "GID_IMS@@@alice-phone", "alice"))
+        {
+            for (var i = 0; i < 100; i++)
+            {
+                await Expect.PublishAcceptedAsync(alice, Inbox, $"m{i:D3}");
+            }
+        }
+
+        await using var back = await TestClient.ConnectAsync(broker.MqttPort, Bob, "bob", cleanStart: false, sessionExpiry: 3600, autoAcknowledge: false);
+        var session = broker.Engine.FindSession(Bob)!;
+        for (var i = 0; i < 11; i++)
+        {
+            var received = await back.NextAsync();
+            Assert.Equal($"m{i:D3}", TestClient.Text(received));
+            await received.AcknowledgeAsync(CancellationToken.None); // one in flight at a time: the window shrinks by one
+        }
+
+        // m011 is in flight, unacknowledged; the window fell to half and the next page was asked for.
+        Assert.Equal("m011", TestClient.Text(await back.NextAsync()));
+        await Poll.UntilAsync(() => Task.FromResult(session.WindowCount > 10), "the next page never came");
+        Assert.True(session.WindowCount <= 20, $"window of {session.WindowCount} messages");
+    }
+
     [Theory]
     [InlineData("memory")]
     [InlineData("sqlite")]
