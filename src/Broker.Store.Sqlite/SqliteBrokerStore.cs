@@ -47,6 +47,17 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
     long _operationsElided;
     long _commitTicks;
 
+    /// <summary>
+    /// SQLite counts every allocation under a process-wide mutex for <c>sqlite3_memory_used()</c>, which nothing
+    /// here reads; SQLite's own advice for speed is to turn it off (<c>SQLITE_DEFAULT_MEMSTATUS=0</c>). It can only be
+    /// done before SQLite's first use in the process: a later call answers SQLITE_MISUSE and changes nothing.
+    /// </summary>
+    static SqliteBrokerStore()
+    {
+        SQLitePCL.Batteries_V2.Init();
+        _ = SQLitePCL.raw.sqlite3_config(SQLitePCL.raw.SQLITE_CONFIG_MEMSTATUS, 0);
+    }
+
     SqliteBrokerStore(string path, SqliteConnection connection, ILogger logger, TimeSpan commitDelay, int maxPendingWrites)
     {
         FilePath = path;
