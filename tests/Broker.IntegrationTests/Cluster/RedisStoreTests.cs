@@ -165,12 +165,7 @@ public sealed class RedisStoreTests : IAsyncLifetime
     {
         var nodeA = await NewStoreAsync(new FakeTimeProvider(DateTimeOffset.UtcNow)); // no tick: only WriteHeldAsync writes
         var nodeB = await NewStoreAsync();
-        var fenced = new List<string>();
-        nodeA.Fenced += fenced.Add;
-        await nodeA.ClaimAsync("bob", "A#1", cleanStart: false);
-        nodeA.UpsertSession(Persistent("bob"));
-        await nodeA.AppendAsync(Message(1, "one"), [Row("bob", 1)]);
-        await nodeA.AppendAsync(Message(2, "two"), [Row("bob", 2)]);
+        var fenced = await ClaimBobWithTwoRowsAsync(nodeA);
 
         // On A: 1 was sent and acknowledged, 2 sent only; both changes are held when B claims the session.
         nodeA.UpdateDelivery("bob", 1, 1, DeliveryState.AwaitingAck);
@@ -248,12 +243,7 @@ public sealed class RedisStoreTests : IAsyncLifetime
     public async Task ClaimedAgainByTheSameNode_HeldMarksAreWrittenFirst_AndTheReplacedConnectionsLateWriteFencesNothing()
     {
         var node = await NewStoreAsync();
-        var fenced = new List<string>();
-        node.Fenced += fenced.Add;
-        await node.ClaimAsync("bob", "A#1", cleanStart: false);
-        node.UpsertSession(Persistent("bob"));
-        await node.AppendAsync(Message(1, "one"), [Row("bob", 1)]);
-        await node.AppendAsync(Message(2, "two"), [Row("bob", 2)]);
+        var fenced = await ClaimBobWithTwoRowsAsync(node);
 
         // Sent, not acknowledged, then the client reconnects to the same node: the claim loads the mark, so the
         // message is resent under its packet id with DUP [MQTT-4.4.0-1], not as a new delivery.
@@ -512,6 +502,18 @@ public sealed class RedisStoreTests : IAsyncLifetime
         var connection = await ConnectionMultiplexer.ConnectAsync(_server.Endpoint);
         _connections.Add(connection);
         return new RedisBrokerStore(connection, NullLogger<RedisBrokerStore>.Instance, time: time);
+    }
+
+    /// <summary>bob claimed by <paramref name="store"/> as A#1, persistent, rows 1 and 2 queued; returns the client ids the store hears fenced.</summary>
+    static async Task<List<string>> ClaimBobWithTwoRowsAsync(RedisBrokerStore store)
+    {
+        var fenced = new List<string>();
+        store.Fenced += fenced.Add;
+        await store.ClaimAsync("bob", "A#1", cleanStart: false);
+        store.UpsertSession(Persistent("bob"));
+        await store.AppendAsync(Message(1, "one"), [Row("bob", 1)]);
+        await store.AppendAsync(Message(2, "two"), [Row("bob", 2)]);
+        return fenced;
     }
 
     /// <summary>Lua scripts Redis ran since its statistics were reset (EVAL and EVALSHA).</summary>
