@@ -103,8 +103,11 @@ public readonly record struct DirectAnnouncement(string Channel, byte[] IfStored
 
 public readonly record struct DirectResult(bool SessionExists, bool Stored, bool Mailed)
 {
-    /// <summary>A QoS 1/2 message for a client id without a session that the mailbox did not take (the bound on mailboxes).</summary>
-    public bool Refused(MqttQualityOfServiceLevel qos) => qos != MqttQualityOfServiceLevel.AtMostOnce && !SessionExists && !Mailed;
+    /// <summary>For a client id without a session, and the mailbox did not take it: QoS 0, or the bound on mailboxes.</summary>
+    public bool NotKept => !SessionExists && !Mailed;
+
+    /// <summary>A QoS 1/2 message the mailbox did not take (the bound on mailboxes).</summary>
+    public bool Refused(MqttQualityOfServiceLevel qos) => qos != MqttQualityOfServiceLevel.AtMostOnce && NotKept;
 }
 
 public sealed record RouteReader(string ClientId, SubscriptionRecord Subscription);

@@ -550,7 +550,7 @@ public sealed class RedisClusterLink : IClusterLink, IAsyncDisposable
         try
         {
             var result = await _store.AppendDirectAsync(clientId, message, expires, inbound, announce, Mailboxes < MaxMailboxClientIds);
-            if (!result.SessionExists && !result.Mailed)
+            if (result.NotKept)
             {
                 _peer?.DirectNotKept(clientId, message);
             }

@@ -34,6 +34,16 @@ static class RedisScripts
           if blob then redis.call('HINCRBY', s, 'qb', -size(blob)) end
           return true
         end
+        -- A delivery sent: its row leaves the queue for the in-flight set; a row that is gone stays gone.
+        local function inflight(id, state)
+          if unqueue(id) or redis.call('HEXISTS', f, id) == 1 then redis.call('HSET', f, id, state) end
+        end
+        -- A delivery done (acknowledged or dropped): its row goes, queued or in flight.
+        local function settled(id)
+          unqueue(id)
+          redis.call('HDEL', f, id)
+          redis.call('HDEL', m, id)
+        end
         -- A client id with nothing durable and no owner keeps only its epoch (to fence a late writer of its
         -- last session): for a day, not for ever, or every client id ever seen would stay in Redis.
         local function forget()
@@ -266,9 +276,7 @@ static class RedisScripts
     /// <summary>ARGV: epoch, id, "packetId:state". A queued row leaves the queue; a row that is gone stays gone.</summary>
     public const string Update = Prelude + """
         if stale(ARGV[1]) then return {0} end
-        if unqueue(ARGV[2]) or redis.call('HEXISTS', f, ARGV[2]) == 1 then
-          redis.call('HSET', f, ARGV[2], ARGV[3])
-        end
+        inflight(ARGV[2], ARGV[3])
         return {1}
         """;
 
@@ -283,11 +291,9 @@ static class RedisScripts
         for i = 2, #ARGV, 2 do
           local id, change = ARGV[i], ARGV[i + 1]
           if change == '' then
-            unqueue(id)
-            redis.call('HDEL', f, id)
-            redis.call('HDEL', m, id)
-          elseif not fenced and (unqueue(id) or redis.call('HEXISTS', f, id) == 1) then
-            redis.call('HSET', f, id, change)
+            settled(id)
+          elseif not fenced then
+            inflight(id, change)
           end
         end
         if fenced then return {0} end
