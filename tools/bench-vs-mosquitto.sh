@@ -16,6 +16,7 @@
 #   OUT=dir               where logs and JSON lines go (default: a new temp dir)
 #   IMS_ENV="K=v ..."     extra environment for our broker only (A/B runs of runtime settings)
 #   BROKER_DLL=path       our broker's Broker.dll (default: the Release build; e.g. a ReadyToRun publish output)
+#   MOSQ_INFLIGHT=20      mosquitto's max_inflight_messages (default: its own default, 20; ours is 100)
 #
 # Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
 set -euo pipefail
@@ -79,7 +80,7 @@ cat >"$OUT/mosquitto.conf" <<EOF
 listener $MOSQ_PORT 127.0.0.1
 allow_anonymous true
 max_queued_messages 1000
-max_inflight_messages 20
+max_inflight_messages ${MOSQ_INFLIGHT:-20}
 max_connections -1
 persistence false
 log_dest stderr

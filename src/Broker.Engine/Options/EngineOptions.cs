@@ -61,8 +61,14 @@ public sealed class MqttProtocolOptions
     /// <summary>QoS 1/2 publishes a client may have unacknowledged towards us (v5 Receive Maximum we announce).</summary>
     public int ReceiveMaximum { get; set; } = 100;
 
-    /// <summary>QoS 1/2 messages we send before waiting for acks (mosquitto: max_inflight_messages = 20); a v5 client's own Receive Maximum can lower it.</summary>
-    public int MaxInflightMessages { get; set; } = 20;
+    /// <summary>
+    /// QoS 1/2 messages we send before waiting for acks; a v5 client's own Receive Maximum can lower it. One
+    /// subscriber's rate is at most this window per round trip, so it is 100, not mosquitto's 20: a phone that
+    /// comes back to 1,000 queued messages over a 200 ms link gets them in 2 s, not 10.
+    /// </summary>
+    public int MaxInflightMessages { get; set; } = DefaultMaxInflightMessages;
+
+    public const int DefaultMaxInflightMessages = 100;
 
     /// <summary>Inbound topic aliases a v5 client may use (0 disables them).</summary>
     public int TopicAliasMaximum { get; set; } = 64;

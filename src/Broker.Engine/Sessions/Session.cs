@@ -1,5 +1,6 @@
 using Broker.Engine.Connections;
 using Broker.Engine.Diagnostics;
+using Broker.Engine.Options;
 using Broker.Engine.Policy;
 using Broker.Engine.Routing;
 using Broker.Engine.Store;
@@ -26,7 +27,7 @@ public sealed class Session
     HashSet<ushort>? _inboundQos2; // created by the first inbound QoS 2 publish: most chat clients never send one
     MqttConnection? _connection;
     ushort _lastPacketId;
-    int _sendQuota = 20;
+    int _sendQuota = MqttProtocolOptions.DefaultMaxInflightMessages; // set by each Attach
     bool _resendInflight;
     Task? _heldIdsDurable; // outbound QoS 2 packet ids on their way to the disk: their PUBLISH waits (see TakeOutbound)
     long _lastDropLogMs;
