@@ -24,7 +24,10 @@ namespace Broker.Store.Sqlite;
 public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IClientIdBindings
 {
     public const string FileName = "broker.db";
-    const int MaxBatch = 2048;
+    internal const int MaxBatch = 2048;
+
+    /// <summary>Changes queued while the last commit ran that make the next commit start at once (see <see cref="Gather"/>).</summary>
+    internal const int EagerBatch = 64;
     static readonly TimeSpan MaintenanceInterval = TimeSpan.FromMinutes(10);
 
     readonly Channel<StoreOperation> _operations = Channel.CreateUnbounded<StoreOperation>(new UnboundedChannelOptions { SingleReader = true });
@@ -278,6 +281,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
 
         _operations.Writer.TryComplete();
         _wake.Set();
+        _stopping.Set(); // a writer waiting out the commit delay commits what is left now
         await _writer;
         ReleaseRoom(); // nobody waits for a store that is gone (its writes fail from now on)
         _sql.Dispose();
@@ -304,6 +308,9 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
 
     readonly ManualResetEventSlim _wake = new(false, spinCount: 0);
     int _writerIdle;
+
+    // Ends the commit delay's wait at dispose.
+    readonly ManualResetEventSlim _stopping = new(false, spinCount: 0);
 
     /// <summary>Queues a change in order; false once the store is disposed.</summary>
     bool Enqueue(StoreOperation operation)
@@ -354,8 +361,7 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
         {
             if (_commitDelay > TimeSpan.Zero)
             {
-                // Let the batch gather: acknowledgements that arrive meanwhile cancel their deliveries.
-                Thread.Sleep(_commitDelay);
+                Linger();
             }
 
             batch.Clear();
@@ -379,6 +385,25 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
             }
 
             Commit(batch);
+        }
+    }
+
+    /// <summary>
+    /// How long the writer lets the next batch gather, given the changes already waiting when it looks (right
+    /// after its last commit, or woken from idle). At a low rate the commit delay gathers a batch and lets acks
+    /// cancel the deliveries they acknowledge. When the last commit's own duration left a batch waiting, the load
+    /// is sustained: that batch is large anyway, and the delay would only keep its publishers from their PUBACKs
+    /// (fan-in QoS 1, 4 publishers to one subscriber: 0.84-0.88 → 0.95 × mosquitto). A burst after a quiet spell
+    /// still waits, so its acks can cancel it (p2p at 5,000/s keeps its CPU per message).
+    /// </summary>
+    internal static TimeSpan Gather(TimeSpan commitDelay, long waiting) => waiting >= EagerBatch ? TimeSpan.Zero : commitDelay;
+
+    void Linger()
+    {
+        var gather = Gather(_commitDelay, Interlocked.Read(ref _pendingWrites));
+        if (gather > TimeSpan.Zero)
+        {
+            _stopping.Wait(gather);
         }
     }
 

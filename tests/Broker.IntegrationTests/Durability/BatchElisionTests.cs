@@ -1,5 +1,6 @@
 using Broker.Engine.Routing;
 using Broker.Engine.Store;
+using Broker.IntegrationTests.Infrastructure;
 using Broker.Store.Sqlite;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -8,8 +9,9 @@ using MQTTnet.Protocol;
 namespace Broker.IntegrationTests.Durability;
 
 /// <summary>
-/// Changes that cancel out within one batch are not written (a delivery acknowledged before its
-/// commit), and what is on disk afterwards is what writing them would have left.
+/// The store writer's batches: changes that cancel out within one batch are not written (a delivery
+/// acknowledged before its commit), and what is on disk afterwards is what writing them would have left;
+/// the commit delay that gathers a batch is skipped under a sustained load and ends at dispose.
 /// </summary>
 public sealed class BatchElisionTests : IDisposable
 {
@@ -158,5 +160,30 @@ public sealed class BatchElisionTests : IDisposable
         Assert.Equal([("GID_IMS@@@alice", (ushort)7), ("GID_IMS@@@alice", (ushort)8)], snapshot.InboundQos2.Order());
         Assert.Empty(snapshot.Mailbox);
         Assert.Empty(snapshot.QueuedTotals);
+    }
+
+    [Theory]
+    [InlineData(0, 2)] // woken from idle by one change: the delay gathers the rest
+    [InlineData(SqliteBrokerStore.EagerBatch - 1, 2)]
+    [InlineData(SqliteBrokerStore.EagerBatch, 0)] // a batch gathered while the last commit ran: at once
+    [InlineData(SqliteBrokerStore.MaxBatch, 0)]
+    public void TheCommitDelay_IsSkippedWhenABatchIsAlreadyWaiting(int waiting, int gatherMs)
+    {
+        Assert.Equal(TimeSpan.FromMilliseconds(gatherMs), SqliteBrokerStore.Gather(TimeSpan.FromMilliseconds(2), waiting));
+    }
+
+    [Fact]
+    public async Task Dispose_CommitsWhatWaitsOutTheCommitDelay()
+    {
+        // A delay no test could wait out: this passes only because dispose ends the wait.
+        var store = SqliteBrokerStore.Open(_dir.FullName, fullSync: true, NullLogger.Instance, commitDelay: TimeSpan.FromHours(1));
+        var appended = store.AppendAsync(Message(1), [Delivery("GID_IMS@@@bob", 1)]).AsTask(); // one change: the writer waits
+
+        await store.DisposeAsync().AsTask().WaitAsync(TestClient.Timeout);
+        await appended;
+
+        await using var reopened = SqliteBrokerStore.Open(_dir.FullName, fullSync: true, NullLogger.Instance);
+        var snapshot = await reopened.LoadAsync(CancellationToken.None);
+        Assert.Equal(["GID_IMS@@@bob"], snapshot.QueuedTotals.Keys);
     }
 }
