@@ -186,4 +186,48 @@ public sealed class BatchElisionTests : IDisposable
         var snapshot = await reopened.LoadAsync(CancellationToken.None);
         Assert.Equal(["GID_IMS@@@bob"], snapshot.QueuedTotals.Keys);
     }
+
+    [Fact]
+    public async Task Acks_OfABatchQueuedBehindACommit_AreSentByThePool_ALoneOneByTheWriter()
+    {
+        await using var store = SqliteBrokerStore.Open(_dir.FullName, fullSync: false, NullLogger.Instance);
+
+        // Quiet: the writer completes an append itself, where the connection's ack line runs (no thread hop).
+        // (The disk is held while the append is awaited, so the completion cannot come before the await.)
+        Task<int> lone;
+        using (HoldTheWriteLock(store))
+        {
+            lone = CompletedOn(store.AppendAsync(Message(1), [Delivery("GID_IMS@@@bob", 1)]));
+        }
+
+        Assert.Equal(store.WriterThreadId, await lone.WaitAsync(TestClient.Timeout));
+
+        // A slow disk: a batch queues behind a commit. The writer is then the line everyone waits on: the pool
+        // completes the batch's appends while it goes on.
+        Task first;
+        Task<int>[] queued;
+        using (HoldTheWriteLock(store))
+        {
+            first = store.AppendAsync(Message(2), [Delivery("GID_IMS@@@bob", 2)]).AsTask();
+            queued = Enumerable.Range(3, SqliteBrokerStore.EagerBatch).Select(i => CompletedOn(store.AppendAsync(Message(i), [Delivery("GID_IMS@@@bob", i)]))).ToArray();
+        }
+
+        await first.WaitAsync(TestClient.Timeout);
+        Assert.DoesNotContain(store.WriterThreadId, await Task.WhenAll(queued).WaitAsync(TestClient.Timeout));
+    }
+
+    /// <summary>Another connection holds the file's write lock until disposed: the store's commits wait (a slow disk).</summary>
+    static SqliteConnection HoldTheWriteLock(SqliteBrokerStore store)
+    {
+        var blocker = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = store.FilePath, Pooling = false }.ToString());
+        blocker.Open();
+        using var begin = blocker.CreateCommand();
+        begin.CommandText = "BEGIN IMMEDIATE";
+        begin.ExecuteNonQuery();
+        return blocker; // closing it rolls the empty transaction back and frees the lock
+    }
+
+    /// <summary>The thread that completed an append: a synchronous continuation runs where its store completed it.</summary>
+    static Task<int> CompletedOn(ValueTask append) =>
+        append.AsTask().ContinueWith(_ => Environment.CurrentManagedThreadId, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 }
