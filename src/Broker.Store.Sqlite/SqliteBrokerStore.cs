@@ -465,58 +465,73 @@ public sealed partial class SqliteBrokerStore : IBrokerStore, IPolicyRecords, IC
         Interlocked.Increment(ref _batches);
         Interlocked.Add(ref _operationsWritten, batch.Count);
         Interlocked.Add(ref _commitTicks, Stopwatch.GetTimestamp() - started);
-        var lost = 0;
-        var finished = 0;
+        // First what stays pending and what is lost, so that the count of pending writes is lowered before
+        // anyone hears of this commit: a caller that awaited its write must not still see it counted.
+        var carried = 0;
+        if (failure is not null)
+        {
+            var lost = 0;
+            foreach (var operation in batch)
+            {
+                if (operation.Done is not null)
+                {
+                    continue;
+                }
+
+                if (!operation.Retried && operation is not StoreOperation.Maintain)
+                {
+                    // Nobody waits (a binding, a removal, an in-flight mark): tried again in the next commit,
+                    // ahead of everything queued since, so a passing fault costs nothing.
+                    _carriedOver.Add(operation with { Retried = true });
+                    carried++;
+                }
+                else
+                {
+                    lost++;
+                }
+            }
+
+            if (lost > 0)
+            {
+                LogChangesLost(_logger, FilePath, lost);
+            }
+        }
+
+        // Lowered before _room is looked at (see WaitForRoomSlow).
+        if (Interlocked.Add(ref _pendingWrites, carried - batch.Count) < _maxPendingWrites && Volatile.Read(ref _room) is not null)
+        {
+            ReleaseRoom();
+        }
+
         List<TaskCompletionSource>? acks = null;
         foreach (var operation in batch)
         {
-            finished++;
-            if (failure is null)
+            if (operation.Done is not { } done)
+            {
+                continue;
+            }
+
+            if (failure is not null)
+            {
+                // Someone waits (a publish's ack, a CONNACK): it hears of the failure and answers its client.
+                done.TrySetException(new StoreWriteException(FilePath, failure));
+            }
+            else if (_sustained && done.Task.CreationOptions == TaskCreationOptions.None)
             {
                 // What waits inline (AppendAsync: a connection's acks) runs here and saves a thread hop per publisher;
                 // under a sustained load the writer is the line everyone waits on, so the pool sends them while it
                 // commits the next batch (fan-in QoS 1: a lower p99, 1-4 % more delivered).
-                if (_sustained && operation.Done is { Task.CreationOptions: TaskCreationOptions.None } inline)
-                {
-                    (acks ??= []).Add(inline);
-                }
-                else
-                {
-                    operation.Done?.TrySetResult();
-                }
-            }
-            else if (operation.Done is not null)
-            {
-                // Someone waits (a publish's ack, a CONNACK): it hears of the failure and answers its client.
-                operation.Done.TrySetException(new StoreWriteException(FilePath, failure));
-            }
-            else if (!operation.Retried && operation is not StoreOperation.Maintain)
-            {
-                // Nobody waits (a binding, a removal, an in-flight mark): tried again in the next commit,
-                // ahead of everything queued since, so a passing fault costs nothing.
-                _carriedOver.Add(operation with { Retried = true });
-                finished--; // still pending: written with the next commit
+                (acks ??= []).Add(done);
             }
             else
             {
-                lost++;
+                done.TrySetResult();
             }
-        }
-
-        if (lost > 0)
-        {
-            LogChangesLost(_logger, FilePath, lost);
         }
 
         if (acks is not null)
         {
             ThreadPool.UnsafeQueueUserWorkItem(static done => done.ForEach(static d => d.TrySetResult()), acks, preferLocal: false);
-        }
-
-        // Lowered before _room is looked at (see WaitForRoomSlow).
-        if (Interlocked.Add(ref _pendingWrites, -finished) < _maxPendingWrites && Volatile.Read(ref _room) is not null)
-        {
-            ReleaseRoom();
         }
     }
 

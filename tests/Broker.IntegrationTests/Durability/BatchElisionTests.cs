@@ -216,6 +216,24 @@ public sealed class BatchElisionTests : IDisposable
         Assert.DoesNotContain(store.WriterThreadId, await Task.WhenAll(queued).WaitAsync(TestClient.Timeout));
     }
 
+    [Fact]
+    public async Task AWriteHeardOfAsCommitted_IsNoLongerCountedPending()
+    {
+        // The count drives backpressure and the metric; a caller that awaited its write (here: a continuation that
+        // runs where the store completes it, as a connection's acks do) must see it counted out. It was lowered
+        // after the waiters were told: such a continuation saw 1, and a test that read it after FlushAsync failed
+        // now and then on a loaded machine.
+        await using var store = SqliteBrokerStore.Open(_dir.FullName, fullSync: false, NullLogger.Instance);
+        Task<long> seen;
+        using (HoldTheWriteLock(store))
+        {
+            seen = store.AppendAsync(Message(1), [Delivery("GID_IMS@@@bob", 1)]).AsTask()
+                .ContinueWith(_ => store.PendingWrites, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+
+        Assert.Equal(0, await seen.WaitAsync(TestClient.Timeout));
+    }
+
     /// <summary>Another connection holds the file's write lock until disposed: the store's commits wait (a slow disk).</summary>
     static SqliteConnection HoldTheWriteLock(SqliteBrokerStore store)
     {
