@@ -195,7 +195,7 @@ public sealed class BatchElisionTests : IDisposable
         // Quiet: the writer completes an append itself, where the connection's ack line runs (no thread hop).
         // (The disk is held while the append is awaited, so the completion cannot come before the await.)
         Task<int> lone;
-        using (HoldTheWriteLock(store))
+        using (SqliteWriteLock.Hold(store.FilePath))
         {
             lone = CompletedOn(store.AppendAsync(Message(1), [Delivery("GID_IMS@@@bob", 1)]));
         }
@@ -206,7 +206,7 @@ public sealed class BatchElisionTests : IDisposable
         // completes the batch's appends while it goes on.
         Task first;
         Task<int>[] queued;
-        using (HoldTheWriteLock(store))
+        using (SqliteWriteLock.Hold(store.FilePath))
         {
             first = store.AppendAsync(Message(2), [Delivery("GID_IMS@@@bob", 2)]).AsTask();
             queued = Enumerable.Range(3, SqliteBrokerStore.EagerBatch).Select(i => CompletedOn(store.AppendAsync(Message(i), [Delivery("GID_IMS@@@bob", i)]))).ToArray();
@@ -225,24 +225,13 @@ public sealed class BatchElisionTests : IDisposable
         // now and then on a loaded machine.
         await using var store = SqliteBrokerStore.Open(_dir.FullName, fullSync: false, NullLogger.Instance);
         Task<long> seen;
-        using (HoldTheWriteLock(store))
+        using (SqliteWriteLock.Hold(store.FilePath))
         {
             seen = store.AppendAsync(Message(1), [Delivery("GID_IMS@@@bob", 1)]).AsTask()
                 .ContinueWith(_ => store.PendingWrites, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         }
 
         Assert.Equal(0, await seen.WaitAsync(TestClient.Timeout));
-    }
-
-    /// <summary>Another connection holds the file's write lock until disposed: the store's commits wait (a slow disk).</summary>
-    static SqliteConnection HoldTheWriteLock(SqliteBrokerStore store)
-    {
-        var blocker = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = store.FilePath, Pooling = false }.ToString());
-        blocker.Open();
-        using var begin = blocker.CreateCommand();
-        begin.CommandText = "BEGIN IMMEDIATE";
-        begin.ExecuteNonQuery();
-        return blocker; // closing it rolls the empty transaction back and frees the lock
     }
 
     /// <summary>The thread that completed an append: a synchronous continuation runs where its store completed it.</summary>

@@ -105,25 +105,14 @@ public sealed class SqliteStoreTests : IDisposable
         var path = Path.Combine(_dir.FullName, Broker.Store.Sqlite.SqliteBrokerStore.FileName);
         await using (var store = Broker.Store.Sqlite.SqliteBrokerStore.Open(_dir.FullName, fullSync: true, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, commitDelay: TimeSpan.FromMilliseconds(100)))
         {
-            await using var blocker = new SqliteConnection($"Data Source={path};Pooling=False");
-            await blocker.OpenAsync();
-            await using (var begin = blocker.CreateCommand())
+            using (SqliteWriteLock.Hold(path))
             {
-                begin.CommandText = "BEGIN EXCLUSIVE";
-                await begin.ExecuteNonQueryAsync();
-            }
-
-            // One batch (the writer gathers for 100 ms): a change nobody awaits, and a publish that is awaited.
-            store.UpsertSession(new Broker.Engine.Store.SessionRecord("GID_IMS@@@bob-phone", "bob", "user", 3600, 0, []));
-            var publish = store.AppendAsync(
-                new Broker.Engine.Routing.BrokerMessage { Id = 1, Topic = "IMS/bob/Inbox/Msg/alice", Payload = new byte[] { 1 }, Qos = MqttQualityOfServiceLevel.AtLeastOnce },
-                [new Broker.Engine.Store.StoredDelivery("GID_IMS@@@bob-phone", 1, MqttQualityOfServiceLevel.AtLeastOnce, false, null)]);
-            await Assert.ThrowsAsync<Broker.Store.Sqlite.StoreWriteException>(async () => await publish); // not acknowledged
-
-            await using (var rollback = blocker.CreateCommand())
-            {
-                rollback.CommandText = "ROLLBACK";
-                await rollback.ExecuteNonQueryAsync();
+                // One batch (the writer gathers for 100 ms): a change nobody awaits, and a publish that is awaited.
+                store.UpsertSession(new Broker.Engine.Store.SessionRecord("GID_IMS@@@bob-phone", "bob", "user", 3600, 0, []));
+                var publish = store.AppendAsync(
+                    new Broker.Engine.Routing.BrokerMessage { Id = 1, Topic = "IMS/bob/Inbox/Msg/alice", Payload = new byte[] { 1 }, Qos = MqttQualityOfServiceLevel.AtLeastOnce },
+                    [new Broker.Engine.Store.StoredDelivery("GID_IMS@@@bob-phone", 1, MqttQualityOfServiceLevel.AtLeastOnce, false, null)]);
+                await Assert.ThrowsAsync<Broker.Store.Sqlite.StoreWriteException>(async () => await publish); // not acknowledged
             }
 
             await store.FlushAsync(); // the writer is alive, and the session change went with this commit

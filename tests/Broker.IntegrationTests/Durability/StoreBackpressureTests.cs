@@ -115,16 +115,8 @@ public sealed class StoreBackpressureTests : IDisposable
             Assert.True(store.WaitForRoomAsync().AsTask().IsCompletedSuccessfully);
 
             // A slow disk: another connection holds the file's write lock, so the store's writer waits in its commit.
-            await using var blocker = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = store.FilePath, Pooling = false }.ToString());
-            blocker.Open();
-            using (var begin = blocker.CreateCommand())
-            {
-                begin.CommandText = "BEGIN IMMEDIATE";
-                begin.ExecuteNonQuery();
-            }
-
             ValueTask room;
-            try
+            using (SqliteWriteLock.Hold(store.FilePath))
             {
                 // Fire-and-forget writes are always taken, beyond the bound too: never refused, never blocked.
                 for (var i = 0; i < writes; i++)
@@ -135,12 +127,6 @@ public sealed class StoreBackpressureTests : IDisposable
                 Assert.Equal(writes, store.PendingWrites);
                 room = store.WaitForRoomAsync();
                 Assert.False(room.IsCompleted);
-            }
-            finally
-            {
-                using var commit = blocker.CreateCommand();
-                commit.CommandText = "COMMIT";
-                commit.ExecuteNonQuery();
             }
 
             await room.AsTask().WaitAsync(TestClient.Timeout);
