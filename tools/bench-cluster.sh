@@ -40,6 +40,12 @@
 #   NO_BUILD=1        use the existing Release builds
 #   REDIS_FSYNC=always  Redis appendfsync (everysec: what fsync costs, an A/B experiment)
 #   IMS_ENV="K=v ..." extra environment for every broker node (single and cluster)
+#   FLOOR=1           also run the floor in the rate part (0 = not): tools/Broker.RedisFloor, what Redis and its
+#                     two clients cost per cross-node message with no broker on top (a script that writes the
+#                     row and SPUBLISHes it, the receiver's acks removed in one script per receiver and 50 ms),
+#                     at the same rate on the same redis-server, once per run next to single and cluster, after
+#                     one run without Redis calls that measures the pacing loop's own cost (subtracted)
+#   FLOOR_WARMUP=10   unmeasured seconds at the start of each floor run (a new process each time: its JIT)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -74,9 +80,13 @@ if [[ -z "${NO_BUILD:-}" ]]; then
   log "building (Release)"
   dotnet build -c Release src/Broker -v q -nologo >"$OUT/build-broker.log" 2>&1 || { cat "$OUT/build-broker.log"; exit 1; }
   dotnet build -c Release tools/Broker.Bench -v q -nologo >"$OUT/build-bench.log" 2>&1 || { cat "$OUT/build-bench.log"; exit 1; }
+  dotnet build -c Release tools/Broker.RedisFloor -v q -nologo >"$OUT/build-floor.log" 2>&1 || { cat "$OUT/build-floor.log"; exit 1; }
 fi
 BROKER_DLL="$ROOT/src/Broker/bin/Release/net10.0/Broker.dll"
 BENCH=(dotnet "$ROOT/tools/Broker.Bench/bin/Release/net10.0/Broker.Bench.dll")
+FLOOR_TOOL=(dotnet "$ROOT/tools/Broker.RedisFloor/bin/Release/net10.0/Broker.RedisFloor.dll")
+FLOOR="${FLOOR:-1}"
+FLOOR_WARMUP="${FLOOR_WARMUP:-10}"
 
 PIDS=()
 trap_cleanup_pids
@@ -144,6 +154,7 @@ CLUSTER_ENV=(Broker__Cluster__Redis="127.0.0.1:$REDIS_PORT")
 [ -n "$NODE_ENV" ] && BASE_ENV+=($NODE_ENV)
 
 RESULTS="$OUT/results.jsonl"
+FLOORS="$OUT/floor.jsonl"
 
 # --- rate part ---------------------------------------------------------------------------------
 run_single() { # run number, rate
@@ -168,8 +179,24 @@ run_cluster() { # run number, rate
   grep -E 'cmdstat_(evalsha|eval|spublish|hgetall|hget|ssubscribe|publish|exec|zadd|hset)[:]' "$OUT/cluster-$1-commandstats.txt" | sed 's/^/    /' >&2 || true
 }
 
+run_floor() { # run number, rate, mode (script, or none: the pacing loop alone)
+  local label="floor-$3-$2-$1" sub i
+  log "run $1 at $2 msgs/s: floor ($3), Redis and its clients alone"
+  "${FLOOR_TOOL[@]}" sub --redis "127.0.0.1:$REDIS_PORT" >"$OUT/$label-sub.txt" 2>&1 &
+  sub=$!
+  PIDS+=("$sub")
+  for ((i = 0; i < 100; i++)); do grep -q '^ready' "$OUT/$label-sub.txt" && break; sleep 0.1; done
+  "${FLOOR_TOOL[@]}" pub --redis "127.0.0.1:$REDIS_PORT" --rate "$2" --warmup "$FLOOR_WARMUP" --duration "$DURATION" --mode "$3" \
+    --pids "$REDIS_PID,$sub" >"$OUT/$label-pub.txt" 2>&1 || log "  (floor run reported a problem, see $OUT/$label-pub.txt)"
+  wait "$sub" || true
+  printf '{"label":"%s","pub":%s,"sub":%s}\n' "$label" "$(grep '^{' "$OUT/$label-pub.txt" || echo null)" \
+    "$(grep '^{' "$OUT/$label-sub.txt" || echo null)" >>"$FLOORS"
+  grep -v '^{' "$OUT/$label-pub.txt" "$OUT/$label-sub.txt" | grep -v ':ready$' | sed 's/^/    /' >&2 || true
+}
+
 if [[ "$PART" == all || "$PART" == rate ]]; then
   : >"$RESULTS"
+  : >"$FLOORS"
   start_node single Broker__Store__Type="$STORE"
   start_node n1 "${CLUSTER_ENV[@]}" Broker__Cluster__NodeId=n1
   start_node n2 "${CLUSTER_ENV[@]}" Broker__Cluster__NodeId=n2
@@ -186,6 +213,10 @@ if [[ "$PART" == all || "$PART" == rate ]]; then
   for rate in $RATES; do
     for ((r = 1; r <= RUNS; r++)); do
       if ((n % 2 == 0)); then run_single "$r" "$rate"; run_cluster "$r" "$rate"; else run_cluster "$r" "$rate"; run_single "$r" "$rate"; fi
+      if [ "$FLOOR" = 1 ]; then
+        ((r == 1)) && run_floor "$r" "$rate" none
+        run_floor "$r" "$rate" script
+      fi
       n=$((n + 1))
     done
   done
@@ -194,9 +225,10 @@ if [[ "$PART" == all || "$PART" == rate ]]; then
   log "redis-cli --latency (idle, 4 s; min max avg samples ms): $(tail -1 "$OUT/redis-latency.txt")"
   for n in single n1 n2; do stop_pid "${PID_OF[$n]}"; done
 
-  python3 - "$RESULTS" "$STORE" "$OUT" "$DURATION" >"$OUT/summary.txt" <<'EOF'
-import json, re, statistics, sys
+  python3 - "$RESULTS" "$STORE" "$OUT" "$DURATION" "$FLOORS" >"$OUT/summary.txt" <<'EOF'
+import json, os, re, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+floors = [json.loads(l) for l in open(sys.argv[5]) if l.strip()] if os.path.exists(sys.argv[5]) else []
 out, duration = sys.argv[3], float(sys.argv[4])
 by = {}  # rate -> side -> runs; labels are <side>-<rate>-<run>
 for r in rows:
@@ -248,6 +280,29 @@ for rate, side in sorted(by.items()):
             calls = statistics.median(c for c, _ in v)
             if calls >= 0.01 * total:
                 print(f"| {name:<14} | {calls:>9,.0f} | {calls / total:>7.2f} | {statistics.median(u for _, u in v):>9.2f} |")
+    # The floor: Redis and its two clients alone at this rate (tools/Broker.RedisFloor); the publisher's CPU less
+    # what its pacing loop costs without Redis calls (the run in mode none).
+    fl = [f for f in floors if f["pub"] and f["sub"] and f["label"].split("-")[2] == str(rate)]
+    base = [f["pub"]["cpu_us_each"][0] for f in fl if f["pub"]["mode"] == "none"]
+    runs = [f for f in fl if f["pub"]["mode"] == "script"]
+    if runs:
+        b = statistics.median(base) if base else 0.0
+        parts = {
+            "node 1's Redis client (publisher less pacing)": [f["pub"]["cpu_us_each"][0] - b for f in runs],
+            "redis-server": [f["pub"]["cpu_us_each"][1] for f in runs],
+            "node 2's Redis client (subscriber)": [f["pub"]["cpu_us_each"][2] for f in runs],
+        }
+        total = statistics.median(sum(f["pub"]["cpu_us_each"]) - b for f in runs)
+        single_cpu, single_p50, single_p99 = med(side["single"], per_msg), med(side["single"], lambda r: r["p50_ms"]), med(side["single"], lambda r: r["p99_ms"])
+        print(f"\nfloor: Redis and its clients alone, no broker (tools/Broker.RedisFloor), medians of {len(runs)} runs; pacing loop {b:.1f} µs/msg subtracted")
+        print(f"| {'part':<46} | {'µs per msg':>10} |")
+        print(f"|{'-'*48}|{'-'*12}|")
+        for name, v in parts.items():
+            print(f"| {name:<46} | {statistics.median(v):>10.1f} |")
+        p50, p99 = statistics.median(f["sub"]["p50_ms"] for f in runs), statistics.median(f["sub"]["p99_ms"] for f in runs)
+        ratio = lambda a, b: f"{a / b:.2f} x the single node" if b else "-"
+        print(f"| {'floor, total':<46} | {total:>10.1f} |  {ratio(total, single_cpu)}")
+        print(f"floor latency p50 {p50:.3f} ms ({ratio(p50, single_p50)}), p99 {p99:.3f} ms ({ratio(p99, single_p99)})")
 print("\nper run:")
 for r in rows:
     print(f"  {r['label']:<16} {r['msgs_per_s']:>8} msgs/s  sent {r['published']}  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms"
