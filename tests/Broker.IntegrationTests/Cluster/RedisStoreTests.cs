@@ -322,6 +322,42 @@ public sealed class RedisStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AMessageWrittenAgain_IsOneRow_WhetherQueuedOrInFlight_AndSettlingEitherLeavesNothingCounted()
+    {
+        // A publish sent again (DUP) or routed twice writes its row once: the scripts test "already there" with
+        // HSETNX on the row's blob, which exists exactly while the id is queued or in flight.
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var store = await NewStoreAsync(clock);
+        var later = clock.GetUtcNow().ToUnixTimeMilliseconds() + 3_600_000;
+        store.UpsertSession(Persistent("gina"));
+        await store.AppendAsync(Message(1, "one"), [Row("gina", 1)]);
+        await store.AppendAsync(Message(1, "one"), [Row("gina", 1)]);
+        Assert.Equal(new DirectResult(true, true, false), await store.AppendDirectAsync("gina", Message(2, "two"), later, null));
+        Assert.Equal(new DirectResult(true, true, false), await store.AppendDirectAsync("gina", Message(2, "two"), later, null));
+        var session = await store.LoadSessionAsync("gina");
+        Assert.Equal((2, 6L), (session!.QueuedCount, session.QueuedBytes));
+
+        // In flight, it is not queued again either.
+        store.UpdateDelivery("gina", 1, 7, DeliveryState.AwaitingAck);
+        await store.FlushAsync();
+        await store.AppendDirectAsync("gina", Message(1, "one"), later, null);
+        session = await store.LoadSessionAsync("gina");
+        Assert.Equal((1, 3L, 1L), (session!.QueuedCount, session.QueuedBytes, Assert.Single(session.Inflight).Row.MessageId));
+
+        // Settled in flight (1) and settled while still queued (2): no row, no count, no bytes left.
+        store.RemoveDelivery("gina", 1);
+        store.RemoveDelivery("gina", 2);
+        await store.FlushAsync();
+        session = await store.LoadSessionAsync("gina");
+        Assert.Equal((0, 0L), (session!.QueuedCount, session.QueuedBytes));
+        Assert.Empty(session.Inflight);
+        await using var admin = await ConnectionMultiplexer.ConnectAsync(_server.Endpoint);
+        var db = admin.GetDatabase();
+        Assert.Equal(0, await db.HashLengthAsync(RedisKeys.Session("gina")[2])); // m: no blob left behind
+        Assert.Equal(0, await db.HashLengthAsync(RedisKeys.Session("gina")[3])); // f
+    }
+
+    [Fact]
     public async Task MailboxEntry_RemovedOrNonPersistentSession_IsNotQueued()
     {
         var store = await NewStoreAsync();
