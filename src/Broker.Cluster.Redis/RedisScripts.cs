@@ -10,8 +10,9 @@ static class RedisScripts
     // The helpers a session script may call, each after the ones it calls. A script takes only those it uses:
     // Redis runs a script's whole text on every call, so each `local function` is a closure made again per call
     // (all ten took 2 of Direct's 22 µs on an idle Redis), and StackExchange.Redis hashes the whole text on every
-    // call to find the script's SHA. A helper that others share is listed by the script (Inflight and Settled
-    // both call unqueue: a script takes Unqueue before them); one only a single helper calls comes with it (Size).
+    // call to find the script's SHA. A helper brings what it calls (Append and Unqueue bring Size, Mail brings
+    // TrimMailbox; no script takes two that bring the same), except unqueue, which Inflight and Settled share:
+    // a script that takes either lists Unqueue before them.
     static class Fn
     {
         public const string Keys = """
