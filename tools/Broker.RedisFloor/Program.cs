@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
+using Broker.Bench;
 using StackExchange.Redis;
 
 // The floor under a cross-node message (issue 13): what Redis and its two clients cost when they do only
@@ -193,7 +194,8 @@ static class Floor
         var windowStart = start + (long)(o.Warmup * Stopwatch.Frequency);
         var windowEnd = windowStart + (long)(o.Duration * Stopwatch.Frequency);
         (long Ticks, double Self)? cpuAtStart = null;
-        var cpuOthers = new long[o.Pids.Length];
+        var others = new ProcessProbe(o.Pids);
+        var othersAtStart = Array.Empty<double>();
 
         // One pacing loop, as Broker.Bench's fixed rate: every millisecond, what is due, round robin over the receivers.
         long due = 0;
@@ -208,10 +210,7 @@ static class Floor
             if (cpuAtStart is null && now >= windowStart)
             {
                 cpuAtStart = (now, Process.GetCurrentProcess().TotalProcessorTime.TotalMicroseconds);
-                for (var p = 0; p < o.Pids.Length; p++)
-                {
-                    cpuOthers[p] = CpuTicks(o.Pids[p]);
-                }
+                othersAtStart = others.CpuSecondsEach();
             }
 
             var target = (long)((now - start) / (double)Stopwatch.Frequency * o.Rate);
@@ -265,10 +264,7 @@ static class Floor
         var self = Process.GetCurrentProcess().TotalProcessorTime.TotalMicroseconds - cpuAtStart!.Value.Self;
         var seconds = (end - cpuAtStart.Value.Ticks) / (double)Stopwatch.Frequency;
         var perMsg = new List<double> { self / sent };
-        for (var p = 0; p < o.Pids.Length; p++)
-        {
-            perMsg.Add((CpuTicks(o.Pids[p]) - cpuOthers[p]) * 1e6 / ClockTicksPerSecond / sent);
-        }
+        perMsg.AddRange(others.CpuSecondsEach().Zip(othersAtStart, (atEnd, atStart) => (atEnd - atStart) * 1e6 / sent));
 
         outstanding.Signal();
         outstanding.Wait(TimeSpan.FromSeconds(10));
@@ -282,15 +278,5 @@ static class Floor
         Console.WriteLine($"CPU µs per measured message (this process, then --pids {string.Join(",", o.Pids)}): {each}");
         Console.WriteLine($"{{\"mode\":\"{o.Mode}\",\"sent\":{sent},\"msgs_per_s\":{(sent / seconds).ToString("0", CultureInfo.InvariantCulture)},\"failed\":{Interlocked.Read(ref failed)},\"cpu_us_each\":[{each}]}}");
         return failed == 0 ? 0 : 1;
-    }
-
-    const double ClockTicksPerSecond = 100; // USER_HZ on Linux
-
-    // utime + stime of /proc/PID/stat (fields 14 and 15, counted after the command's closing parenthesis).
-    static long CpuTicks(int pid)
-    {
-        var stat = File.ReadAllText($"/proc/{pid}/stat");
-        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return long.Parse(fields[11]) + long.Parse(fields[12]);
     }
 }
