@@ -286,22 +286,22 @@ for rate, side in sorted(by.items()):
     base = [f["pub"]["cpu_us_each"][0] for f in fl if f["pub"]["mode"] == "none"]
     runs = [f for f in fl if f["pub"]["mode"] == "script"]
     if runs:
-        b = statistics.median(base) if base else 0.0
+        pacing = statistics.median(base) if base else 0.0
         parts = {
-            "node 1's Redis client (publisher less pacing)": [f["pub"]["cpu_us_each"][0] - b for f in runs],
+            "node 1's Redis client (publisher less pacing)": [f["pub"]["cpu_us_each"][0] - pacing for f in runs],
             "redis-server": [f["pub"]["cpu_us_each"][1] for f in runs],
             "node 2's Redis client (subscriber)": [f["pub"]["cpu_us_each"][2] for f in runs],
         }
-        total = statistics.median(sum(f["pub"]["cpu_us_each"]) - b for f in runs)
+        floor_total = statistics.median(sum(f["pub"]["cpu_us_each"]) - pacing for f in runs)
         single_cpu, single_p50, single_p99 = med(side["single"], per_msg), med(side["single"], lambda r: r["p50_ms"]), med(side["single"], lambda r: r["p99_ms"])
-        print(f"\nfloor: Redis and its clients alone, no broker (tools/Broker.RedisFloor), medians of {len(runs)} runs; pacing loop {b:.1f} µs/msg subtracted")
+        print(f"\nfloor: Redis and its clients alone, no broker (tools/Broker.RedisFloor), medians of {len(runs)} runs; pacing loop {pacing:.1f} µs/msg subtracted")
         print(f"| {'part':<46} | {'µs per msg':>10} |")
         print(f"|{'-'*48}|{'-'*12}|")
         for name, v in parts.items():
             print(f"| {name:<46} | {statistics.median(v):>10.1f} |")
         p50, p99 = statistics.median(f["sub"]["p50_ms"] for f in runs), statistics.median(f["sub"]["p99_ms"] for f in runs)
-        ratio = lambda a, b: f"{a / b:.2f} x the single node" if b else "-"
-        print(f"| {'floor, total':<46} | {total:>10.1f} |  {ratio(total, single_cpu)}")
+        ratio = lambda floor, single: f"{floor / single:.2f} x the single node" if single else "-"
+        print(f"| {'floor, total':<46} | {floor_total:>10.1f} |  {ratio(floor_total, single_cpu)}")
         print(f"floor latency p50 {p50:.3f} ms ({ratio(p50, single_p50)}), p99 {p99:.3f} ms ({ratio(p99, single_p99)})")
 print("\nper run:")
 for r in rows:
